@@ -1,0 +1,77 @@
+"""The tracking context: mode flags and trackable factory tensors.
+
+Inside ``with tracking():`` tensors created by factory functions (``zeros``,
+``empty``, ``full``, ``arange``, ``tensor``, ``*_like``, ``Tensor.new_*`` ...)
+are returned as :class:`~trackjac.Tracked` constants with no dependencies, so
+code that preallocates a buffer and writes tracked values into it works.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+_FACTORIES = {
+    torch.zeros, torch.ones, torch.empty, torch.full, torch.arange, torch.range,
+    torch.linspace, torch.logspace, torch.eye, torch.tensor, torch.as_tensor,
+    torch.rand, torch.randn, torch.randint, torch.randperm, torch.empty_strided,
+    torch.zeros_like, torch.ones_like, torch.empty_like, torch.full_like,
+    torch.rand_like, torch.randn_like, torch.randint_like, torch.scalar_tensor,
+    torch.Tensor.new_zeros, torch.Tensor.new_ones, torch.Tensor.new_empty,
+    torch.Tensor.new_full, torch.Tensor.new_tensor,
+}
+
+
+@dataclass
+class Config:
+    local: bool = False
+    strict: bool = False
+    depth: int = 0  # > 0 inside tracking()
+    path_dependent: bool = False  # Python control flow read a tracked value
+    warned_control_flow: bool = False
+
+
+_state = threading.local()
+
+
+def config() -> Config:
+    cfg = getattr(_state, "cfg", None)
+    if cfg is None:
+        cfg = _state.cfg = Config()
+    return cfg
+
+
+class _FactoryMode(TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func in _FACTORIES and type(out) is torch.Tensor:
+            from .tracked import Tracked
+            return Tracked._constant(out)
+        return out
+
+
+@contextlib.contextmanager
+def tracking(*, local: bool = False, strict: bool = False) -> Iterator[Config]:
+    """Context in which factory-made tensors are trackable.
+
+    Args:
+        local: keep only the branch taken at this point for value-dependent
+            choices (``where``, ``max``, ``relu`` ...) instead of every candidate.
+        strict: raise instead of warning on ops without a rule and on Python
+            control flow that reads a tracked value.
+    """
+    cfg = config()
+    saved = (cfg.local, cfg.strict, cfg.path_dependent, cfg.warned_control_flow)
+    cfg.local, cfg.strict = local, strict
+    cfg.path_dependent = cfg.warned_control_flow = False
+    cfg.depth += 1
+    try:
+        with _FactoryMode():
+            yield cfg
+    finally:
+        cfg.depth -= 1
+        cfg.local, cfg.strict, cfg.path_dependent, cfg.warned_control_flow = saved

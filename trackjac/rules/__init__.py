@@ -1,0 +1,50 @@
+"""Provenance rules, one table per kind of op, keyed by ATen overload packet.
+
+A rule takes a :class:`~trackjac.dispatch.Call` and returns one provenance (or
+``None``: no dependencies) per tensor output of the op, in row-major order.
+In-place variants (``add_``) use the rule of their functional op (``add``);
+``out=`` overloads share their packet's rule.  Packets tagged
+``torch.Tag.pointwise`` without an entry get the broadcasting union rule.
+
+Adding an op is one line in the table of its kind::
+
+    TABLE[aten.my_op] = some_rule
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional
+
+import torch
+
+from . import indexing, linalg, movement, nn, pointwise, reductions
+
+aten = torch.ops.aten
+
+RULES: Dict[object, Callable] = {}
+for _mod in (pointwise, reductions, movement, indexing, linalg, nn):
+    RULES.update(_mod.TABLE)
+
+
+def _functional(packet):
+    name = packet.__name__
+    if name.endswith("_") and not name.endswith("__"):
+        return getattr(aten, name[:-1], None)
+    return None
+
+
+def _is_pointwise(packet) -> bool:
+    return any(torch.Tag.pointwise in getattr(packet, o).tags for o in packet.overloads())
+
+
+def lookup(func) -> Optional[Callable]:
+    """The rule for an ATen overload, or ``None`` if there is none."""
+    packet = func.overloadpacket
+    for p in (packet, _functional(packet)):
+        if p is None:
+            continue
+        rule = RULES.get(p)
+        if rule is not None:
+            return rule
+        if _is_pointwise(p):
+            return pointwise.generic
+    return None

@@ -1,0 +1,192 @@
+"""Views and data movement.
+
+Views need no rule: they share their base's provenance store (see
+:mod:`trackjac.dispatch`).  Ops that only move, copy or drop elements are traced
+by running the op itself on *index-encoded* tensors: every floating input is
+replaced by ``1 + its element positions`` (``0`` for untracked data and for
+fill values), so each output element's code names the input element it came
+from, or ``0`` for a constant.  One generic rule thus covers ``cat``, ``flip``,
+``roll``, padding, ``tril``, ``gather``, ``index`` and friends exactly.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+from .._prov import Prov, broadcast_row
+from ..tracked import FLOATING
+from . import pointwise
+from ._util import bcast, codes
+
+aten = torch.ops.aten
+
+_VALUE_ARGS = ("value", "fill_value")
+
+
+def _cat_provs(provs: List[Prov]) -> Prov:
+    ptrs, base = [], 0
+    for p in provs:
+        ptrs.append(p.ptr[:-1] + base)
+        base += p.nnz
+    device = provs[0].device
+    ptrs.append(torch.tensor([base], dtype=torch.int64, device=device))
+    return Prov(torch.cat(ptrs), torch.cat([p.col for p in provs]))
+
+
+def _derived_choice(call) -> bool:
+    """Global mode and an index/mask argument computed from tracked values."""
+    if call.local:
+        return False
+    return any(call.is_derived(a) and a.dtype not in FLOATING for a in call.tensor_args())
+
+
+def all_candidates(call) -> List[Optional[Prov]]:
+    """Every float output element may come from any tracked input element."""
+    cols = [p.col for p in (call.prov(a) for a in call.tensor_args()) if p is not None]
+    if not cols:
+        return [None] * len(call.outs)
+    ids = torch.unique(torch.cat(cols))
+    return [broadcast_row(ids, o.numel()) if o.dtype in FLOATING else None for o in call.outs]
+
+
+def moved(call) -> List[Optional[Prov]]:
+    """Trace a data-movement op by running it on index codes."""
+    if _derived_choice(call):
+        return all_candidates(call)
+    provs: List[Prov] = []
+    sizes = [0]
+
+    def encode(dtype):
+        provs.clear()
+        sizes[0] = 0
+        schema = call.func._schema
+        args, kwargs = [], {}
+        for a in schema.arguments:
+            if a.name not in call.bound:
+                continue
+            v = call.bound[a.name]
+            is_out = a.kwarg_only and a.alias_info is not None and a.alias_info.is_write
+            if isinstance(v, torch.Tensor) and (v.dtype in FLOATING or is_out):
+                p = None if is_out else call.prov(v)
+                if p is None:
+                    c = torch.zeros(v.shape, dtype=dtype, device=v.device)
+                else:
+                    c = (codes(v.shape, v.device) + (1 + sizes[0])).to(dtype)
+                    provs.append(p)
+                    sizes[0] += v.numel()
+                v = c
+            elif isinstance(v, (list, tuple)) and v and all(isinstance(t, torch.Tensor) for t in v):
+                v = type(v)(_enc_list(t, dtype) for t in v)
+            elif a.name in _VALUE_ARGS and isinstance(v, (int, float)) and not isinstance(v, bool):
+                v = 0
+            elif a.name == "dtype" and v is not None:
+                v = dtype
+            if a.kwarg_only:
+                kwargs[a.name] = v
+            else:
+                args.append(v)
+        return args, kwargs
+
+    def _enc_list(t, dtype):
+        if t.dtype not in FLOATING:
+            return t.value if hasattr(t, "value") else t
+        p = call.prov(t)
+        if p is None:
+            return torch.zeros(t.shape, dtype=dtype, device=t.device)
+        c = (codes(t.shape, t.device) + (1 + sizes[0])).to(dtype)
+        provs.append(p)
+        sizes[0] += t.numel()
+        return c
+
+    out = None
+    for dtype in (torch.int64, torch.float64):
+        try:
+            args, kwargs = encode(dtype)
+            if not provs:
+                return [None] * len(call.outs)
+            out = call.func(*[_plain(a) for a in args], **{k: _plain(v) for k, v in kwargs.items()})
+            break
+        except (RuntimeError, NotImplementedError, TypeError):
+            if dtype == torch.float64:
+                raise
+    outs = list(out) if isinstance(out, (list, tuple)) else [out]
+    big = _cat_provs(provs)
+    res = []
+    for o, c in zip(call.outs, outs):
+        if o.dtype not in FLOATING or not isinstance(c, torch.Tensor):
+            res.append(None)
+        else:
+            res.append(big.gather(c.reshape(-1).to(torch.int64) - 1))
+    return res
+
+
+def _plain(a):
+    return a.value if hasattr(a, "_store") else a
+
+
+def identity(call) -> List[Optional[Prov]]:
+    """Copies and dtype conversions: element ``i`` depends on input element ``i``."""
+    x = call.bound["self"]
+    o = call.outs[0]
+    return [bcast(call.prov(x), x.shape, o.shape) if o.dtype in FLOATING else None]
+
+
+def copy(call) -> List[Optional[Prov]]:
+    """``self.copy_(src)``: ``src`` broadcast into ``self``'s shape."""
+    src = call.bound["src"]
+    o = call.outs[0]
+    return [bcast(call.prov(src), src.shape, o.shape) if o.dtype in FLOATING else None]
+
+
+def fill(call) -> List[Optional[Prov]]:
+    v = call.bound.get("value")
+    o = call.outs[0]
+    if isinstance(v, torch.Tensor):
+        return [bcast(call.prov(v), v.shape, o.shape)]
+    call.derived = False
+    return [None]
+
+
+def overwrite(call) -> List[Optional[Prov]]:
+    """Ops that overwrite their input with constants (``zero_``, ``new_zeros``)."""
+    call.derived = False
+    return [None] * len(call.outs)
+
+
+def random_sample(call) -> List[Optional[Prov]]:
+    """Random numbers: ``self`` only gives the shape; tensor parameters (``normal(mean, std)``) count."""
+    res = pointwise.generic(call, skip=("self",))
+    if all(r is None for r in res) and not any(
+            call.is_derived(a) for n, a in call.bound.items() if n != "self" and isinstance(a, torch.Tensor)):
+        call.derived = False
+    return res
+
+
+TABLE: Dict[object, Callable] = {
+    **{op: moved for op in (
+        aten.cat, aten.stack, aten.hstack, aten.vstack, aten.flip, aten.roll, aten.rot90,
+        aten.constant_pad_nd, aten.reflection_pad1d, aten.reflection_pad2d, aten.reflection_pad3d,
+        aten.replication_pad1d, aten.replication_pad2d, aten.replication_pad3d, aten._pad_circular,
+        aten.repeat, aten.tril, aten.triu, aten.diag_embed, aten.diag, aten.block_diag,
+        aten.pixel_shuffle, aten.pixel_unshuffle, aten.channel_shuffle, aten.native_channel_shuffle,
+        aten.im2col, aten.narrow_copy, aten._unsafe_view, aten.repeat_interleave,
+        aten.slice_scatter, aten.select_scatter, aten.diagonal_scatter, aten.as_strided_scatter,
+        aten.upsample_nearest1d, aten.upsample_nearest2d, aten.upsample_nearest3d,
+        aten._upsample_nearest_exact1d, aten._upsample_nearest_exact2d, aten._upsample_nearest_exact3d,
+        aten.unfold_copy, aten.view_copy, aten.permute_copy, aten.transpose_copy, aten.t_copy,
+        aten.expand_copy, aten.squeeze_copy, aten.unsqueeze_copy, aten.select_copy, aten.slice_copy,
+        aten.diagonal_copy, aten.as_strided_copy, aten.alias_copy, aten.detach_copy,
+        aten.split_copy, aten.split_with_sizes_copy, aten.unbind_copy, aten.view_as_real_copy,
+        aten._reshape_copy, aten.reshape)},
+    **{op: identity for op in (aten._to_copy, aten.clone, aten.lift_fresh_copy, aten.contiguous,
+                               aten.to, aten.type_as, aten.positive)},
+    aten.copy: copy,
+    aten.fill: fill,
+    **{op: overwrite for op in (
+        aten.zero, aten.new_zeros, aten.new_ones, aten.new_empty, aten.new_full,
+        aten.new_empty_strided)},
+    **{op: random_sample for op in (
+        aten.normal, aten.uniform, aten.exponential, aten.geometric, aten.log_normal,
+        aten.cauchy, aten.random)},
+}

@@ -1,0 +1,165 @@
+"""Pointwise ops: each output element depends on the broadcast-matching element of every input.
+
+Three refinements on the broadcasting union:
+* ops whose derivative is zero everywhere (``floor``, ``sign`` ...) give no dependencies;
+* some inputs carry no derivative (``copysign``'s ``other``);
+* *selections* (``where``, ``clamp``, ``relu``, ``maximum`` ...) keep every candidate
+  in global mode, and only the branch taken at this point in local mode (ties keep both).
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+from ..tracked import FLOATING
+from ._util import bcast, union_opt
+
+aten = torch.ops.aten
+
+
+def _out(call):
+    return call.outs[0]
+
+
+def _float_tensors(call, skip=()):
+    return [(name, a) for name, a in call.bound.items()
+            if name not in skip and isinstance(a, torch.Tensor) and a.dtype in FLOATING]
+
+
+def generic(call, skip=()) -> List[Optional[object]]:
+    """Union of the broadcast inputs, for every floating output."""
+    res = []
+    for o in call.outs:
+        if o.dtype not in FLOATING:
+            res.append(None)
+            continue
+        parts = [bcast(call.prov(a), a.shape, o.shape) for _, a in _float_tensors(call, skip)]
+        res.append(union_opt(parts, o.numel(), o.device))
+    return res
+
+
+def zero_derivative(call):
+    return [None] * len(call.outs)
+
+
+def ignoring(*names) -> Callable:
+    """Generic rule that skips inputs with no derivative."""
+    return lambda call: generic(call, skip=names)
+
+
+def _select(call, masks: Dict[str, torch.Tensor]):
+    """Union of inputs, each kept only where its mask is ``True`` (broadcast to the output)."""
+    o = _out(call)
+    parts = []
+    for name, a in _float_tensors(call):
+        m = masks.get(name)
+        parts.append(bcast(call.prov(a), a.shape, o.shape, None if m is None else m.expand(o.shape)))
+    return [union_opt(parts, o.numel(), o.device)]
+
+
+def _choice(mask_fn: Callable) -> Callable:
+    """A selection made by the tracked values themselves: all candidates unless local."""
+    def rule(call):
+        if not call.local:
+            return generic(call)
+        return _select(call, mask_fn(call))
+    return rule
+
+
+def _v(call, name):
+    a = call.bound.get(name)
+    return call.value(a) if isinstance(a, torch.Tensor) else a
+
+
+def _within(x, lo, hi):
+    m = torch.ones_like(x, dtype=torch.bool)
+    if lo is not None:
+        m &= x >= lo
+    if hi is not None:
+        m &= x <= hi
+    return m
+
+
+def _clamp_masks(call):
+    x, lo, hi = _v(call, "self"), _v(call, "min"), _v(call, "max")
+    m = {"self": _within(x, lo, hi)}
+    if isinstance(lo, torch.Tensor):
+        m["min"] = x <= lo
+    if isinstance(hi, torch.Tensor):
+        m["max"] = x >= hi
+    return m
+
+
+def _binary_extreme(larger: bool):
+    def masks(call):
+        a, b = _v(call, "self"), _v(call, "other")
+        return {"self": a >= b if larger else a <= b, "other": b >= a if larger else b <= a}
+    return masks
+
+
+def _where(call):
+    cond = call.bound["condition"]
+    if call.is_derived(cond) and not call.local:
+        return generic(call)
+    c = call.value(cond)
+    return _select(call, {"self": c, "other": ~c})
+
+
+def _masked_fill(call):
+    mask = call.bound["mask"]
+    if call.is_derived(mask) and not call.local:
+        return generic(call)
+    m = call.value(mask)
+    return _select(call, {"self": ~m, "value": m})
+
+
+def _threshold_masks(call):
+    return {"self": _v(call, "self") >= _v(call, "threshold")}
+
+
+def _shrink_masks(call):
+    return {"self": _v(call, "self").abs() >= _v(call, "lambd")}
+
+
+TABLE: Dict[object, Callable] = {
+    # derivative zero everywhere
+    **{op: zero_derivative for op in (
+        aten.floor, aten.ceil, aten.round, aten.trunc, aten.fix, aten.sign, aten.sgn,
+        aten.heaviside, aten.floor_divide, aten.nextafter, aten.signbit, aten.bernoulli)},
+    aten.copysign: ignoring("other"),
+    # selections
+    aten.where: _where,
+    aten.masked_fill: _masked_fill,
+    aten.relu: _choice(lambda c: {"self": _v(c, "self") >= 0}),
+    aten.relu6: _choice(lambda c: {"self": _within(_v(c, "self"), 0, 6)}),
+    aten.hardtanh: _choice(lambda c: {"self": _within(_v(c, "self"), _v(c, "min_val"), _v(c, "max_val"))}),
+    aten.hardsigmoid: _choice(lambda c: {"self": _within(_v(c, "self"), -3, 3)}),
+    aten.hardswish: _choice(lambda c: {"self": _v(c, "self") >= -3}),
+    aten.threshold: _choice(_threshold_masks),
+    aten.hardshrink: _choice(_shrink_masks),
+    aten.softshrink: _choice(_shrink_masks),
+    aten.clamp: _choice(_clamp_masks),
+    aten.clip: _choice(_clamp_masks),
+    aten.clamp_min: _choice(lambda c: {"self": _v(c, "self") >= _v(c, "min"),
+                                       **({"min": _v(c, "self") <= _v(c, "min")}
+                                          if isinstance(_v(c, "min"), torch.Tensor) else {})}),
+    aten.clamp_max: _choice(lambda c: {"self": _v(c, "self") <= _v(c, "max"),
+                                       **({"max": _v(c, "self") >= _v(c, "max")}
+                                          if isinstance(_v(c, "max"), torch.Tensor) else {})}),
+    aten.maximum: _choice(_binary_extreme(True)),
+    aten.minimum: _choice(_binary_extreme(False)),
+    aten.fmax: _choice(_binary_extreme(True)),
+    aten.fmin: _choice(_binary_extreme(False)),
+}
+
+
+def fresh_constant(call):
+    """Factory-like ops (``zeros_like``, ``rand_like`` ...): values not computed from the input."""
+    call.derived = False
+    return [None] * len(call.outs)
+
+
+for _op in (aten.zeros_like, aten.ones_like, aten.empty_like, aten.full_like, aten.rand_like,
+            aten.randn_like, aten.randint_like):
+    TABLE[_op] = fresh_constant

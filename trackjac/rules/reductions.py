@@ -1,0 +1,107 @@
+"""Reductions and scans: an output element depends on the slice it reduces.
+
+Choosing reductions (``max``, ``median``, ``kthvalue`` ...) keep the whole slice in
+global mode and only the chosen element (all tied elements, without indices) in local mode.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict
+
+import torch
+
+from ..tracked import FLOATING
+from . import pointwise
+from ._util import codes, keep_shape, norm_dims, reduce, take_along
+
+aten = torch.ops.aten
+
+
+def _dims(call):
+    x = call.bound["self"]
+    return x, norm_dims(call.bound.get("dim"), x.dim())
+
+
+def reduction(call):
+    """Each output depends on every element of its slice."""
+    x, dims = _dims(call)
+    p = reduce(call.prov(x), x.shape, dims)
+    return [p if o.dtype in FLOATING else None for o in call.outs]
+
+
+def _with_indices(call):
+    """``(values, indices)`` reductions over one dim: local mode follows the returned index."""
+    if not call.local:
+        return reduction(call)
+    x, dims = _dims(call)
+    values, indices = call.outs[0], call.outs[1]
+    idx = indices if call.bound.get("keepdim") or x.dim() == 0 else indices.unsqueeze(dims[0])
+    p = take_along(call.prov(x), x.shape, dims[0], idx.reshape(keep_shape(x.shape, dims)))
+    return [p, None]
+
+
+def _tied(call):
+    """Full reductions without indices (``amax``, ``median()``): local mode keeps every tied element."""
+    if not call.local:
+        return reduction(call)
+    x, dims = _dims(call)
+    xv = call.value(x)
+    res = []
+    for o in call.outs:
+        if o.dtype not in FLOATING:
+            res.append(None)
+            continue
+        mask = xv == o.reshape(keep_shape(x.shape, dims))
+        res.append(reduce(call.prov(x), x.shape, dims, mask.expand(x.shape)))
+    return res
+
+
+def scan(call):
+    """``cumsum``-like: element ``k`` along ``dim`` depends on elements ``0..k``."""
+    x = call.bound["self"]
+    p = call.prov(x)
+    if p is None:
+        return [None] * len(call.outs)
+    dim = call.bound["dim"] % max(x.dim(), 1)
+    pos = codes(x.shape, p.device).reshape(x.shape if x.dim() else (1,)).movedim(dim, -1)
+    n = pos.shape[-1]
+    tri = torch.tril(torch.ones(n, n, dtype=torch.bool, device=p.device))
+    out_rows = pos.unsqueeze(-1).expand(*pos.shape, n)[..., tri]
+    in_rows = pos.unsqueeze(-2).expand(*pos.shape[:-1], n, n)[..., tri]
+    res = p.scatter(out_rows.reshape(-1), p.numel, in_rows.reshape(-1))
+    return [res if o.dtype in FLOATING else None for o in call.outs]
+
+
+def _scan_choice(call):
+    """``cummax``/``cummin``: local mode follows the returned index."""
+    if not call.local:
+        return scan(call)
+    x = call.bound["self"]
+    dim = call.bound["dim"] % max(x.dim(), 1)
+    idx = call.outs[1].reshape(x.shape)
+    return [take_along(call.prov(x), x.shape, dim, idx), None]
+
+
+def _by_overload(call, binary):
+    """``max``/``min``/``median`` packets: binary (``other``), over a dim, or over everything."""
+    if "other" in call.bound:
+        return binary(call)
+    return (_with_indices if "dim" in call.bound else _tied)(call)
+
+
+TABLE: Dict[object, Callable] = {
+    **{op: reduction for op in (
+        aten.sum, aten.mean, aten.nansum, aten.nanmean, aten.prod, aten.logsumexp,
+        aten.norm, aten.linalg_vector_norm, aten.var, aten.std, aten.var_mean, aten.std_mean,
+        aten.special_logsumexp, aten.linalg_matrix_norm)},
+    **{op: _with_indices for op in (aten.kthvalue, aten.mode)},
+    aten.max: lambda c: _by_overload(c, pointwise.TABLE[aten.maximum]),
+    aten.min: lambda c: _by_overload(c, pointwise.TABLE[aten.minimum]),
+    aten.median: lambda c: _by_overload(c, None),
+    aten.nanmedian: lambda c: _by_overload(c, None),
+    aten.amax: _tied,
+    aten.amin: _tied,
+    aten.aminmax: _tied,
+    **{op: scan for op in (aten.cumsum, aten.cumprod, aten.logcumsumexp)},
+    aten.cummax: _scan_choice,
+    aten.cummin: _scan_choice,
+}
