@@ -1,4 +1,4 @@
-"""Provenance: for each element of a tensor, the sorted set of input ids it depends on.
+"""Provenance: for each element of a tensor, the set of input ids it depends on.
 
 Stored as CSR (``ptr``, ``col``) on the values' device, so memory and time are
 proportional to the number of structural dependencies, never to
@@ -24,7 +24,7 @@ class Prov:
 
     def __init__(self, ptr: torch.Tensor, col: torch.Tensor):
         self.ptr = ptr  # (numel + 1,) int64, ptr[0] == 0
-        self.col = col  # (nnz,) int64, sorted and unique within each row
+        self.col = col  # (nnz,) int64, unique within each row (not necessarily sorted)
 
     # -- construction -------------------------------------------------------
     @staticmethod
@@ -146,16 +146,18 @@ class Prov:
         order = torch.argsort(r, stable=True)
         return Prov.from_pairs(r[order], c[order], self.numel, assume_unique=_unique_targets(idx))
 
-    def restrict(self, lo: int, hi: int) -> "Prov":
-        """Keep only ids in ``[lo, hi)``."""
-        keep = (self.col >= lo) & (self.col < hi)
-        return Prov.from_pairs(self.rows()[keep], self.col[keep], self.numel, assume_unique=True)
-
     def to_coo(self, lo: int, n: int, layout=torch.sparse_coo) -> torch.Tensor:
         """2-D boolean pattern ``(numel, n)`` of the ids in ``[lo, lo + n)``."""
         keep = (self.col >= lo) & (self.col < lo + n)
         rows = self.rows()[keep]
         cols = self.col[keep] - lo
+        if n and rows.numel() and self.numel * n < 2 ** 62:  # coalesced order: rows, then columns
+            keys = torch.sort(rows * n + cols).values
+            rows, cols = keys // n, keys % n
+        elif rows.numel():
+            order = torch.argsort(cols, stable=True)
+            order = order[torch.argsort(rows[order], stable=True)]
+            rows, cols = rows[order], cols[order]
         if layout == torch.strided:
             out = torch.zeros(self.numel, n, dtype=torch.bool, device=self.device)
             out[rows, cols] = True
@@ -170,20 +172,51 @@ def _unique_targets(idx: torch.Tensor) -> bool:
     return idx.numel() <= 1 or torch.unique(idx).numel() == idx.numel()
 
 
+_PADDED_MAX = 16  # rows this short are merged in a padded matrix, without a global sort
+
+
 def union(provs: Sequence[Prov], numel: Optional[int] = None) -> Prov:
     """Element-wise union of provenances of equal length."""
     provs = [p for p in provs if p is not None]
     if not provs:
         raise ValueError("union of nothing")
     n = provs[0].numel if numel is None else numel
-    nonempty = [p for p in provs if p.nnz]
+    nonempty, seen = [], set()
+    for p in provs:
+        key = (id(p.ptr), id(p.col))
+        if p.nnz and key not in seen:  # x * x: the same sets twice
+            seen.add(key)
+            nonempty.append(p)
     if not nonempty:
         return Prov.empty(n, provs[0].device)
     if len(nonempty) == 1:
         return nonempty[0]
+    lens = [p.lengths() for p in nonempty]
+    widths = [int(l.max()) for l in lens]
+    if sum(widths) <= _PADDED_MAX:
+        return _padded_union(nonempty, lens, widths, n)
     rows = torch.cat([p.rows() for p in nonempty])
     cols = torch.cat([p.col for p in nonempty])
     return Prov.from_pairs(rows, cols, n)
+
+
+def _padded_union(provs, lens, widths, n) -> Prov:
+    """Union of short rows: pad to a (rows, width) matrix and drop repeats by pairwise comparison."""
+    device = provs[0].device
+    blocks = []
+    for p, ln, w in zip(provs, lens, widths):
+        ar = torch.arange(w, dtype=_I64, device=device)
+        valid = ar < ln[:, None]
+        pos = torch.clamp(p.ptr[:-1, None] + ar, max=max(p.nnz - 1, 0))
+        blocks.append(torch.where(valid, p.col[pos], torch.full_like(pos, -1)))
+    c = torch.cat(blocks, dim=1)
+    keep = c >= 0
+    for j in range(1, c.shape[1]):
+        keep[:, j] &= ~(c[:, j:j + 1] == c[:, :j]).any(1)
+    counts = keep.sum(1)
+    ptr = torch.zeros(n + 1, dtype=_I64, device=device)
+    torch.cumsum(counts, 0, out=ptr[1:])
+    return Prov(ptr, c[keep])
 
 
 def all_ids(prov: Prov) -> torch.Tensor:
@@ -192,7 +225,7 @@ def all_ids(prov: Prov) -> torch.Tensor:
 
 
 def broadcast_row(ids: torch.Tensor, numel: int) -> Prov:
-    """Every one of ``numel`` rows holds the same sorted id set ``ids``."""
+    """Every one of ``numel`` rows holds the same id set ``ids``."""
     device = ids.device
     k = ids.numel()
     ptr = torch.arange(numel + 1, dtype=_I64, device=device) * k

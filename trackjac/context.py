@@ -33,6 +33,7 @@ class Config:
     depth: int = 0  # > 0 inside tracking()
     path_dependent: bool = False  # Python control flow read a tracked value
     warned_control_flow: bool = False
+    threads: int = 1  # intra-op threads for provenance bookkeeping (0: leave torch's setting)
 
 
 _state = threading.local()

@@ -132,6 +132,28 @@ def dispatch(func, args, kwargs):
         return _dispatch(func, args, kwargs)
 
 
+class _Threads:
+    """Run CPU bookkeeping with ``config().threads`` intra-op threads.
+
+    Provenance kernels are small and memory-bound: on a busy 2-core machine torch's
+    thread pool made them up to 10x slower than one thread.
+    """
+
+    __slots__ = ("n", "saved")
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __enter__(self):
+        self.saved = torch.get_num_threads()
+        if self.n and self.n != self.saved:
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        if self.n and self.n != self.saved:
+            torch.set_num_threads(self.saved)
+
+
 def _dispatch(func, args, kwargs):
     from .rules import lookup
 
@@ -212,9 +234,8 @@ def _dispatch(func, args, kwargs):
                 f"trackjac has no provenance rule for {func}; using a conservative pattern "
                 "(every output element depends on every tracked input element of this op)",
                 UnsupportedOpWarning, cfg.strict)
-            provs = conservative(call)
-        else:
-            provs = list(rule(call))
+        with _Threads(cfg.threads):
+            provs = conservative(call) if rule is None else list(rule(call))
     derived = call.derived
 
     wrapped, k = [], 0

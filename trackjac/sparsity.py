@@ -5,7 +5,8 @@ from typing import Any, Callable, List, Tuple
 
 import torch
 
-from .context import tracking
+from .context import config, tracking
+from .dispatch import _Threads
 from .tracked import FLOATING, Tracked
 
 
@@ -75,5 +76,6 @@ def jacobian_sparsity(f: Callable, *args, local: bool = False, strict: bool = Fa
         out = f(*targs)
     outs, out_tuple = output_list(out, "jacobian_sparsity")
     srcs = [targs[i] for i in pos]
-    table = [[pattern_of(o, x, layout) for x in srcs] for o in outs]
+    with _Threads(config().threads), torch._C.DisableTorchFunction():
+        table = [[pattern_of(o, x, layout) for x in srcs] for o in outs]
     return nest(table, out_tuple, len(srcs) > 1)

@@ -21,8 +21,10 @@ from . import indexing, linalg, movement, nn, pointwise, reductions
 aten = torch.ops.aten
 
 RULES: Dict[object, Callable] = {}
+KIND: Dict[object, str] = {}   # packet -> name of the table that holds its rule
 for _mod in (pointwise, reductions, movement, indexing, linalg, nn):
     RULES.update(_mod.TABLE)
+    KIND.update({p: "table:" + _mod.__name__.rsplit(".", 1)[-1] for p in _mod.TABLE})
 
 
 def _functional(packet):
@@ -47,4 +49,17 @@ def lookup(func) -> Optional[Callable]:
             return rule
         if _is_pointwise(p):
             return pointwise.generic
+    return None
+
+
+def rule_kind(func) -> Optional[str]:
+    """How :func:`lookup` finds the rule of ``func``: ``table:<module>``, ``pointwise tag`` or ``None``."""
+    packet = func.overloadpacket
+    for p in (packet, _functional(packet)):
+        if p is None:
+            continue
+        if p in RULES:
+            return KIND.get(p, "table")
+        if _is_pointwise(p):
+            return "pointwise tag"
     return None
