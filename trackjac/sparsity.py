@@ -5,9 +5,9 @@ from typing import Any, Callable, List, Tuple
 
 import torch
 
+from .tracked import FLOATING, Tracked  # noqa: I001  (before dispatch: import cycle)
 from .context import config, tracking
 from .dispatch import _Threads
-from .tracked import FLOATING, Tracked
 
 
 def track_args(args) -> Tuple[list, List[int]]:
