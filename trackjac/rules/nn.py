@@ -18,7 +18,9 @@ def softmax(call):
     """Each element depends on its whole slice along ``dim``."""
     x = call.bound["self"]
     dim = call.bound["dim"] % max(x.dim(), 1)
-    return [slice_union(call.prov(x), x.shape, [dim] if x.dim() else [])]
+    if x.dim() == 0 or x.shape[dim] == 1:
+        return [None]  # a slice of one element normalizes to a constant
+    return [slice_union(call.prov(x), x.shape, [dim])]
 
 
 def _affine(call, o, names, channel_shape):

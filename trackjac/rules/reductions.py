@@ -11,7 +11,7 @@ import torch
 
 from ..tracked import FLOATING
 from . import pointwise
-from ._util import codes, keep_shape, norm_dims, reduce, take_along
+from ._util import bcast, codes, keep_shape, norm_dims, reduce, take_along
 
 aten = torch.ops.aten
 
@@ -81,6 +81,16 @@ def _scan_choice(call):
     return [take_along(call.prov(x), x.shape, dim, idx), None]
 
 
+def sort_like(call):
+    """``sort``/``topk``: global mode, any element of the line; local mode, the one at the index."""
+    x = call.bound["self"]
+    dim = call.bound.get("dim", -1) % max(x.dim(), 1)
+    if not call.local:
+        p = reduce(call.prov(x), x.shape, [dim] if x.dim() else [])
+        return [bcast(p, keep_shape(x.shape, [dim]), call.outs[0].shape) if x.dim() else p, None]
+    return [take_along(call.prov(x), x.shape, dim, call.outs[1]) if x.dim() else call.prov(x), None]
+
+
 def _by_overload(call, binary):
     """``max``/``min``/``median`` packets: binary (``other``), over a dim, or over everything."""
     if "other" in call.bound:
@@ -103,5 +113,7 @@ TABLE: Dict[object, Callable] = {
     aten.aminmax: _tied,
     **{op: scan for op in (aten.cumsum, aten.cumprod, aten.logcumsumexp)},
     aten.cummax: _scan_choice,
+    aten.sort: sort_like,
+    aten.topk: sort_like,
     aten.cummin: _scan_choice,
 }
