@@ -32,7 +32,7 @@ STEPS = {
     "roll": lambda h, x, r, c, k: h.roll(k, 1),
     "flip": lambda h, x, r, c, k: h.flip(k % 2),
     "cumsum": lambda h, x, r, c, k: h.cumsum(k % 2),
-    "softmax": lambda h, x, r, c, k: torch.softmax(h * _ramp(h, k % 2), k % 2),
+    "softmax": lambda h, x, r, c, k: torch.softmax(h * _ramp(h, k % 2), k % 2) * _ramp(h, k % 2),
     "rowsum": lambda h, x, r, c, k: h + h.sum(1, keepdim=True),
     "mean0": lambda h, x, r, c, k: h * h.mean(0),
     "matmul": lambda h, x, r, c, k: h @ (torch.linspace(0.5, 1.5, h.shape[1] ** 2, dtype=h.dtype).reshape(h.shape[1], -1)),
@@ -52,7 +52,7 @@ STEPS = {
 
 
 def _ramp(h, dim):
-    """Position-dependent weights: softmax of equal entries would otherwise be constant."""
+    """Position-dependent weights: softmax of equal entries, or a sum of a softmax, is constant."""
     shape = [1, 1]
     shape[dim] = h.shape[dim]
     return 1 + 0.25 * torch.arange(h.shape[dim], dtype=h.dtype).reshape(shape)
