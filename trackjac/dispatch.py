@@ -50,7 +50,7 @@ class Call:
 
     def prov(self, a: Any) -> Optional[Prov]:
         """Row-major provenance of ``a``; ``None`` if ``a`` carries no dependencies."""
-        if isinstance(a, _t.Tracked) and a.dtype in _t.FLOATING and a._store.prov is not None:
+        if isinstance(a, _t.Tracked) and a.dtype in _t.DIFFERENTIABLE and a._store.prov is not None:
             return a._prov()
         return None
 
@@ -98,7 +98,7 @@ def conservative(call: Call) -> List[Optional[Prov]]:
     ids = torch.unique(torch.cat(cols)) if cols else None
     res = []
     for o in call.outs:
-        if ids is None or o.dtype not in _t.FLOATING:
+        if ids is None or o.dtype not in _t.DIFFERENTIABLE:
             res.append(None)
         else:
             res.append(broadcast_row(ids.to(o.device), o.numel()))
@@ -197,6 +197,14 @@ def _dispatch(func, args, kwargs):
 
     out = func(*tree_map(_unwrap, args), **tree_map(_unwrap, kwargs))
 
+    if torch.Tag.inplace_view in func.tags and packet not in _STORAGE_WRITES:
+        # squeeze_, transpose_, as_strided_ ...: only the tensor's geometry changed; the storage and
+        # its provenance did not.  The wrapper's own sizes/strides must follow its value's.
+        me = bound.get("self")
+        if isinstance(me, Tracked):
+            _sync_geometry(me)
+        return me
+
     # Flatten outputs together with what each aliases.
     rets = schema.returns
     if len(rets) == 0:
@@ -218,13 +226,17 @@ def _dispatch(func, args, kwargs):
                     s = src[j] if isinstance(src, (list, tuple)) and isinstance(o, (list, tuple)) else src
                     kinds.append(("write" if r.alias_info.is_write else "view", s))
 
+    # Views that reinterpret elements (view_as_real, view_as_complex) cannot share a store
+    # indexed by element: they get fresh provenance from their rule.
+    kinds = [("new", None) if k == "view" and isinstance(s, Tracked) and isinstance(v, torch.Tensor)
+             and v.dtype.itemsize != s.dtype.itemsize else (k, s) for v, (k, s) in zip(values, kinds)]
     if packet is aten.detach or not torch.is_grad_enabled():
         # No derivative flows: results are derived values with no provenance.
         kinds = [("new", None) if k == "view" else (k, s) for k, s in kinds]
         tracked = []
     tensor_vals = [v for v in values if isinstance(v, torch.Tensor)]
     call = Call(func, args, kwargs, bound, tensor_vals, local, derived, pre)
-    needs_rule = any(k in ("new", "write") and isinstance(v, torch.Tensor) and v.dtype in _t.FLOATING
+    needs_rule = any(k in ("new", "write") and isinstance(v, torch.Tensor) and v.dtype in _t.DIFFERENTIABLE
                      for v, (k, _) in zip(values, kinds))
     provs: List[Optional[Prov]] = [None] * len(tensor_vals)
     if needs_rule and tracked:
@@ -243,7 +255,7 @@ def _dispatch(func, args, kwargs):
         if not isinstance(v, torch.Tensor):
             wrapped.append(v)
             continue
-        p = provs[k] if v.dtype in _t.FLOATING else None
+        p = provs[k] if v.dtype in _t.DIFFERENTIABLE else None
         k += 1
         if kind == "view":
             wrapped.append(Tracked._make(v, src._store) if isinstance(src, Tracked) else v)
@@ -269,6 +281,21 @@ def _dispatch(func, args, kwargs):
     return tuple(nested) if len(rets) > 1 else nested[0]
 
 
+_STORAGE_WRITES = {aten.resize_, aten.resize_as_, aten.set_, aten.detach_}
+
+
+def _sync_geometry(t) -> None:
+    v = t.value
+    if t.shape == v.shape and t.stride() == v.stride() and t.storage_offset() == v.storage_offset():
+        return
+    from torch.utils._mode_utils import no_dispatch
+    try:
+        with no_dispatch():
+            torch.Tensor.as_strided_(t, v.shape, v.stride(), v.storage_offset())
+    except RuntimeError as e:
+        raise TrackingError(f"cannot apply an in-place view op to a Tracked tensor here: {e}") from e
+
+
 def _unwrap(a):
     return a.value if isinstance(a, _t.Tracked) else a
 
@@ -278,6 +305,13 @@ def _alias_source(ret, schema, bound):
     if ret.alias_info is None:
         return None
     sets = ret.alias_info.before_set
+    if not sets:
+        # ``Tensor(a)[]`` (split, unbind, chunk): the set is on the list's elements, which the
+        # schema object does not expose; the aliased argument is the one declared ``Tensor(a -> *)``.
+        for a in schema.arguments:
+            if a.alias_info is not None and "*" in a.alias_info.after_set:
+                return bound.get(a.name)
+        return None
     for a in schema.arguments:
         if a.alias_info is not None and a.alias_info.before_set & sets:
             return bound.get(a.name)

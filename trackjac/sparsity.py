@@ -5,7 +5,7 @@ from typing import Any, Callable, List, Tuple
 
 import torch
 
-from .tracked import FLOATING, Tracked  # noqa: I001  (before dispatch: import cycle)
+from .tracked import DIFFERENTIABLE, FLOATING, Tracked  # noqa: I001  (before dispatch: import cycle)
 from .context import config, tracking
 from .dispatch import _Threads
 
@@ -44,7 +44,7 @@ def nest(table, out_tuple: bool, in_tuple: bool):
 def pattern_of(y: torch.Tensor, x: Tracked, layout=torch.sparse_coo) -> torch.Tensor:
     """2-D boolean pattern ``(y.numel(), x.numel())``."""
     src = x._source
-    if isinstance(y, Tracked) and y.dtype in FLOATING:
+    if isinstance(y, Tracked) and y.dtype in DIFFERENTIABLE:
         return y._prov().to_coo(src.first, src.numel, layout=layout)
     empty = torch.sparse_coo_tensor(torch.zeros(2, 0, dtype=torch.int64), torch.zeros(0, dtype=torch.bool),
                                     (y.numel(), src.numel), is_coalesced=True, check_invariants=False).to(y.device)

@@ -16,6 +16,8 @@ from ._prov import Prov
 from .dispatch import dispatch
 
 FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# dtypes whose values carry provenance: real floating, and complex intermediates (fft, polar ...)
+DIFFERENTIABLE = FLOATING + (torch.complex32, torch.complex64, torch.complex128)
 
 
 class _Store:
@@ -87,6 +89,10 @@ class Tracked(torch.Tensor):
             cls, value.size(), strides=value.stride(), storage_offset=value.storage_offset(),
             dtype=value.dtype, device=value.device, layout=value.layout,
             requires_grad=False)
+        if value.is_conj():  # lazy conjugation/negation bits live on the tensor, mirror them
+            torch._C._set_conj(r, True)
+        if value.is_neg():
+            torch._C._set_neg(r, True)
         r.value = value
         r._store = store
         r._source = source
