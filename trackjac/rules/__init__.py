@@ -16,13 +16,13 @@ from typing import Callable, Dict, Optional
 
 import torch
 
-from . import indexing, linalg, movement, nn, pointwise, reductions
+from . import decomp, foreach, indexing, linalg, movement, nn, pointwise, reductions, spectral
 
 aten = torch.ops.aten
 
 RULES: Dict[object, Callable] = {}
 KIND: Dict[object, str] = {}   # packet -> name of the table that holds its rule
-for _mod in (pointwise, reductions, movement, indexing, linalg, nn):
+for _mod in (pointwise, reductions, movement, indexing, linalg, nn, spectral, foreach):
     RULES.update(_mod.TABLE)
     KIND.update({p: "table:" + _mod.__name__.rsplit(".", 1)[-1] for p in _mod.TABLE})
 
@@ -49,7 +49,7 @@ def lookup(func) -> Optional[Callable]:
             return rule
         if _is_pointwise(p):
             return pointwise.generic
-    return None
+    return decomp.find(func)
 
 
 def rule_kind(func) -> Optional[str]:
@@ -62,4 +62,6 @@ def rule_kind(func) -> Optional[str]:
             return KIND.get(p, "table")
         if _is_pointwise(p):
             return "pointwise tag"
+    if decomp.find(func) is not None:
+        return "decomposition"
     return None

@@ -14,7 +14,7 @@ from typing import Callable, Dict, Optional
 import torch
 
 from .._prov import union
-from ..tracked import FLOATING
+from ..tracked import DIFFERENTIABLE
 from ._util import bcast, codes
 from .movement import _derived_choice, all_candidates, identity, moved
 

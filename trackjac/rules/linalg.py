@@ -12,7 +12,7 @@ from typing import Callable, Dict, Optional
 import torch
 
 from .._prov import Prov
-from ..tracked import FLOATING
+from ..tracked import DIFFERENTIABLE
 from ._util import bcast, codes, reduce, slice_union, union_opt
 
 aten = torch.ops.aten
@@ -69,14 +69,14 @@ def addr(call):
 
 def batch_dense(call):
     """Each output element depends on every element of the same batch matrix of every input."""
-    tensors = [a for a in call.tensor_args() if a.dtype in FLOATING]
+    tensors = [a for a in call.tensor_args() if a.dtype in DIFFERENTIABLE]
     if not tensors:
         return [None] * len(call.outs)
     first = tensors[0]
     nbatch = max(first.dim() - 2, 0)
     res = []
     for o in call.outs:
-        if o.dtype not in FLOATING:
+        if o.dtype not in DIFFERENTIABLE or o.numel() == 0:
             res.append(None)
             continue
         ob = min(nbatch, o.dim())

@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from .._prov import Prov, broadcast_row
-from ..tracked import FLOATING
+from ..tracked import DIFFERENTIABLE
 from . import pointwise
 from ._util import bcast, codes
 
@@ -38,7 +38,7 @@ def _derived_choice(call) -> bool:
     """Global mode and an index/mask argument computed from tracked values."""
     if call.local:
         return False
-    return any(call.is_derived(a) and a.dtype not in FLOATING for a in call.tensor_args())
+    return any(call.is_derived(a) and a.dtype not in DIFFERENTIABLE for a in call.tensor_args())
 
 
 def all_candidates(call) -> List[Optional[Prov]]:
@@ -47,7 +47,7 @@ def all_candidates(call) -> List[Optional[Prov]]:
     if not cols:
         return [None] * len(call.outs)
     ids = torch.unique(torch.cat(cols))
-    return [broadcast_row(ids, o.numel()) if o.dtype in FLOATING else None for o in call.outs]
+    return [broadcast_row(ids, o.numel()) if o.dtype in DIFFERENTIABLE else None for o in call.outs]
 
 
 def moved(call) -> List[Optional[Prov]]:
@@ -67,7 +67,7 @@ def moved(call) -> List[Optional[Prov]]:
                 continue
             v = call.bound[a.name]
             is_out = a.kwarg_only and a.alias_info is not None and a.alias_info.is_write
-            if isinstance(v, torch.Tensor) and (v.dtype in FLOATING or is_out):
+            if isinstance(v, torch.Tensor) and (v.dtype in DIFFERENTIABLE or is_out):
                 p = None if is_out else call.prov(v)
                 if p is None:
                     c = torch.zeros(v.shape, dtype=dtype, device=v.device)
@@ -89,7 +89,7 @@ def moved(call) -> List[Optional[Prov]]:
         return args, kwargs
 
     def _enc_list(t, dtype):
-        if t.dtype not in FLOATING:
+        if t.dtype not in DIFFERENTIABLE:
             return t.value if hasattr(t, "value") else t
         p = call.prov(t)
         if p is None:
@@ -114,7 +114,7 @@ def moved(call) -> List[Optional[Prov]]:
     big = _cat_provs(provs)
     res = []
     for o, c in zip(call.outs, outs):
-        if o.dtype not in FLOATING or not isinstance(c, torch.Tensor):
+        if o.dtype not in DIFFERENTIABLE or not isinstance(c, torch.Tensor):
             res.append(None)
         else:
             res.append(big.gather(c.reshape(-1).to(torch.int64) - 1))
@@ -129,14 +129,14 @@ def identity(call) -> List[Optional[Prov]]:
     """Copies and dtype conversions: element ``i`` depends on input element ``i``."""
     x = call.bound["self"]
     o = call.outs[0]
-    return [bcast(call.prov(x), x.shape, o.shape) if o.dtype in FLOATING else None]
+    return [bcast(call.prov(x), x.shape, o.shape) if o.dtype in DIFFERENTIABLE else None]
 
 
 def copy(call) -> List[Optional[Prov]]:
     """``self.copy_(src)``: ``src`` broadcast into ``self``'s shape."""
     src = call.bound["src"]
     o = call.outs[0]
-    return [bcast(call.prov(src), src.shape, o.shape) if o.dtype in FLOATING else None]
+    return [bcast(call.prov(src), src.shape, o.shape) if o.dtype in DIFFERENTIABLE else None]
 
 
 def fill(call) -> List[Optional[Prov]]:

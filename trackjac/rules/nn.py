@@ -8,7 +8,7 @@ from typing import Callable, Dict
 
 import torch
 
-from ..tracked import FLOATING
+from ..tracked import DIFFERENTIABLE
 from ._util import bcast, reduce, slice_union, union_opt
 
 aten = torch.ops.aten
@@ -28,7 +28,7 @@ def _affine(call, o, names, channel_shape):
     parts = []
     for n in names:
         w = call.bound.get(n)
-        if isinstance(w, torch.Tensor) and w.dtype in FLOATING:
+        if isinstance(w, torch.Tensor) and w.dtype in DIFFERENTIABLE:
             parts.append(bcast(call.prov(w), channel_shape, o.shape))
     return parts
 
@@ -60,7 +60,7 @@ def batch_norm(call):
         stats = None
     res = [union_opt(parts, out.numel(), out.device)]
     for o in call.outs[1:]:
-        res.append(stats if stats is not None and o.dtype in FLOATING and o.numel() == x.shape[1] else None)
+        res.append(stats if stats is not None and o.dtype in DIFFERENTIABLE and o.numel() == x.shape[1] else None)
     return res
 
 

@@ -12,7 +12,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from ..tracked import FLOATING
+from ..tracked import DIFFERENTIABLE
 from ._util import bcast, union_opt
 
 aten = torch.ops.aten
@@ -24,14 +24,14 @@ def _out(call):
 
 def _float_tensors(call, skip=()):
     return [(name, a) for name, a in call.bound.items()
-            if name not in skip and isinstance(a, torch.Tensor) and a.dtype in FLOATING]
+            if name not in skip and isinstance(a, torch.Tensor) and a.dtype in DIFFERENTIABLE]
 
 
 def generic(call, skip=()) -> List[Optional[object]]:
     """Union of the broadcast inputs, for every floating output."""
     res = []
     for o in call.outs:
-        if o.dtype not in FLOATING:
+        if o.dtype not in DIFFERENTIABLE:
             res.append(None)
             continue
         parts = [bcast(call.prov(a), a.shape, o.shape) for _, a in _float_tensors(call, skip)]
@@ -125,9 +125,10 @@ def _shrink_masks(call):
 TABLE: Dict[object, Callable] = {
     # derivative zero everywhere
     **{op: zero_derivative for op in (
-        aten.floor, aten.ceil, aten.round, aten.trunc, aten.fix, aten.sign, aten.sgn,
-        aten.heaviside, aten.floor_divide, aten.nextafter, aten.signbit, aten.bernoulli)},
+        aten.floor, aten.ceil, aten.round, aten.trunc, aten.fix, aten.sign,
+        aten.heaviside, aten.floor_divide, aten.signbit, aten.bernoulli)},
     aten.copysign: ignoring("other"),
+    aten.nextafter: ignoring("other"),   # autograd: d/dself = 1 (a step of one ulp), d/dother = 0
     # selections
     aten.where: _where,
     aten.masked_fill: _masked_fill,

@@ -9,7 +9,7 @@ from typing import Callable, Dict
 
 import torch
 
-from ..tracked import FLOATING
+from ..tracked import DIFFERENTIABLE
 from . import pointwise
 from ._util import bcast, codes, keep_shape, norm_dims, reduce, take_along
 
@@ -25,7 +25,7 @@ def reduction(call):
     """Each output depends on every element of its slice."""
     x, dims = _dims(call)
     p = reduce(call.prov(x), x.shape, dims)
-    return [p if o.dtype in FLOATING else None for o in call.outs]
+    return [p if o.dtype in DIFFERENTIABLE else None for o in call.outs]
 
 
 def _with_indices(call):
@@ -47,7 +47,7 @@ def _tied(call):
     xv = call.value(x)
     res = []
     for o in call.outs:
-        if o.dtype not in FLOATING:
+        if o.dtype not in DIFFERENTIABLE:
             res.append(None)
             continue
         mask = xv == o.reshape(keep_shape(x.shape, dims))
@@ -68,7 +68,7 @@ def scan(call):
     out_rows = pos.unsqueeze(-1).expand(*pos.shape, n)[..., tri]
     in_rows = pos.unsqueeze(-2).expand(*pos.shape[:-1], n, n)[..., tri]
     res = p.scatter(out_rows.reshape(-1), p.numel, in_rows.reshape(-1))
-    return [res if o.dtype in FLOATING else None for o in call.outs]
+    return [res if o.dtype in DIFFERENTIABLE else None for o in call.outs]
 
 
 def _scan_choice(call):

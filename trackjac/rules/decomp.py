@@ -1,0 +1,106 @@
+"""Fallback for ops without a rule: run PyTorch's own decomposition on the tracked inputs.
+
+``torch._decomp.decomposition_table`` expresses most composite ops (losses,
+activations, norms ...) in a small core whose rules exist, so running the
+decomposition on :class:`~trackjac.Tracked` arguments gives the op's provenance
+from theirs.  In-place and ``out=`` overloads use the decomposition of their
+functional overload, on the arguments as they were before the op wrote them.
+A decomposition that fails on tracked inputs (or re-enters itself) falls back
+to the conservative pattern, with the usual warning.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Callable, Optional
+
+import torch
+from torch.utils._pytree import tree_flatten, tree_map
+
+aten = torch.ops.aten
+
+_active = threading.local()
+
+
+def functional_overload(func):
+    """The functional overload of an in-place or ``out=`` overload (``func`` itself otherwise)."""
+    schema = func._schema
+    packet = func.overloadpacket
+    name = packet.__name__
+    if name.endswith("_") and not name.endswith("__"):
+        base = getattr(aten, name[:-1], None)
+        if base is None:
+            return None
+        return getattr(base, func._overloadname, None) or getattr(base, "default", None)
+    outs = [a.name for a in schema.arguments if a.kwarg_only and a.alias_info is not None and a.alias_info.is_write]
+    if not outs:
+        return func
+    want = [(a.name, str(a.type)) for a in schema.arguments if a.name not in outs]
+    for o in packet.overloads():
+        f = getattr(packet, o)
+        args = [(a.name, str(a.type)) for a in f._schema.arguments]
+        if args == want and not any(a.alias_info is not None and a.alias_info.is_write
+                                    for a in f._schema.arguments):
+            return f
+    return None
+
+
+def find(func) -> Optional[Callable]:
+    from torch._decomp import decomposition_table
+    f = functional_overload(func)
+    if f is None:
+        return None
+    d = decomposition_table.get(f)
+    if d is None:
+        return None
+    return lambda call: run(call, f, d)
+
+
+def _snapshot(call, a):
+    """``a`` as it was before the op ran (in-place ops have already written its value)."""
+    from ..tracked import Tracked
+    if isinstance(a, Tracked) and id(a) in call._pre:
+        return Tracked._from_prov(call.value(a).clone(), call.prov(a), call.is_derived(a), a._store.local)
+    return a
+
+
+def run(call, f, decomposition):
+    from ..dispatch import _warn_or_raise, conservative
+    from ..context import config
+    from ..errors import UnsupportedOpWarning
+    from ..tracked import DIFFERENTIABLE, Tracked
+
+    active = getattr(_active, "ops", None)
+    if active is None:
+        active = _active.ops = set()
+    args, kwargs = [], {}
+    for a in f._schema.arguments:
+        if a.name not in call.bound:
+            continue
+        v = tree_map(lambda t: _snapshot(call, t), call.bound[a.name])
+        if a.kwarg_only:
+            kwargs[a.name] = v
+        else:
+            args.append(v)
+    outs = None
+    if f not in active:
+        active.add(f)
+        try:
+            outs = [t for t in tree_flatten(decomposition(*args, **kwargs))[0] if isinstance(t, torch.Tensor)]
+        except Exception:
+            outs = None
+        finally:
+            active.discard(f)
+    if outs is None or len(outs) != len(call.outs) or any(
+            o.shape != c.shape for o, c in zip(outs, call.outs)):
+        _warn_or_raise(
+            f"trackjac has no provenance rule for {call.func} and its decomposition does not run on "
+            "tracked inputs; using a conservative pattern (every output element depends on every "
+            "tracked input element of this op)", UnsupportedOpWarning, config().strict)
+        return conservative(call)
+    res = []
+    for o, c in zip(outs, call.outs):
+        if isinstance(o, Tracked) and c.dtype in DIFFERENTIABLE and o._store.prov is not None:
+            res.append(o._prov())
+        else:
+            res.append(None)
+    return res

@@ -1,0 +1,62 @@
+"""Complex values and Fourier transforms.
+
+A complex element carries one provenance row for both its parts: it depends on
+``x[j]`` when its real or its imaginary part does.  ``view_as_real`` gives both
+parts of an element that row; ``view_as_complex`` merges the two rows of a pair.
+A transform over ``dim`` makes every output element depend on the whole line
+along ``dim`` of its input (the output length may differ: one-sided spectra,
+``irfft``'s ``last_dim_size``).
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict
+
+import torch
+
+from . import pointwise
+from ._util import bcast, codes, keep_shape, norm_dims, reduce
+
+aten = torch.ops.aten
+
+
+def view_as_real(call):
+    z, o = call.bound["self"], call.outs[0]
+    p = call.prov(z)
+    if p is None:
+        return [None]
+    return [p.gather(codes(z.shape, p.device).unsqueeze(-1).expand(o.shape).reshape(-1))]
+
+
+def view_as_complex(call):
+    x = call.bound["self"]
+    return [reduce(call.prov(x), x.shape, [x.dim() - 1])]
+
+
+def transform(call):
+    """``_fft_r2c``/``_fft_c2r``/``_fft_c2c``: each output depends on its input line along ``dim``."""
+    x, o = call.bound["self"], call.outs[0]
+    p = call.prov(x)
+    if p is None:
+        return [None]
+    dims = norm_dims(call.bound["dim"], x.dim())
+    return [bcast(reduce(p, x.shape, dims), keep_shape(x.shape, dims), o.shape)]
+
+
+def _real_input_zero(call):
+    """``angle``/``sgn`` of a real tensor are piecewise constant; of a complex one, pointwise."""
+    if call.bound["self"].dtype.is_complex:
+        return pointwise.generic(call)
+    return pointwise.zero_derivative(call)
+
+
+TABLE: Dict[object, Callable] = {
+    aten.view_as_real: view_as_real,
+    aten.view_as_complex: view_as_complex,
+    aten._fft_r2c: transform,
+    aten._fft_c2r: transform,
+    aten._fft_c2c: transform,
+    aten.complex: pointwise.generic,
+    aten.polar: pointwise.generic,
+    aten.angle: _real_input_zero,
+    aten.sgn: _real_input_zero,
+}
