@@ -3,16 +3,18 @@
 * :class:`Tracked` wraps an input; ordinary PyTorch code run on it records, for every
   element, which input elements it structurally depends on (``y.depends_on(x)``).
 * :func:`jacobian_sparsity` returns that pattern as a sparse matrix.
+* :func:`spy` draws a pattern (text, or a PNG with matplotlib).
 """
 from .context import tracking
 from .errors import (ControlFlowWarning, StrictModeError, TrackingError, TrackJacWarning,
                      UnsupportedOpWarning)
 from .sparsity import jacobian_sparsity
+from .spy import SpyPlot, spy
 from .tracked import Tracked, depends_on, untrack
 
 __all__ = [
     "Tracked", "depends_on", "untrack", "tracking", "jacobian_sparsity",
     "TrackJacWarning", "UnsupportedOpWarning", "ControlFlowWarning", "StrictModeError",
-    "TrackingError",
+    "TrackingError", "spy", "SpyPlot",
 ]
 __version__ = "0.1.0"
