@@ -1,0 +1,482 @@
+"""Reusable sparse-Jacobian plans: seeded batched vjp/jvp and decompression.
+
+A :class:`Plan` holds everything that depends only on the sparsity pattern,
+precomputed once and kept on the inputs' device:
+
+- *seeds*: one 0/1 direction per color, (colors, outputs) for reverse mode
+  (cotangents) or (colors, inputs) for forward mode (tangents);
+- *decompression indices*: for every structural nonzero (i, j), where its value
+  sits in the compressed product, ``C[color(i), j]`` (reverse) or
+  ``C[color(j), i]`` (forward);
+- the index arrays of the requested layout (COO / CSR / BSR).
+
+Evaluating it is one batched vjp (``torch.func.vmap`` over ``torch.func.vjp``)
+or jvp per chunk of colors, a gather per block, and a sparse constructor. Peak
+memory is about ``nnz + chunk x (outputs + inputs)`` values plus what the
+batched vjp/jvp of ``f`` itself needs; nothing of size outputs x inputs.
+
+The plan encodes the *global* pattern traced at build time, so it is exact at
+every point where ``f`` takes the same Python control flow (same branches,
+same shapes). Where the flow differs, the pattern may not cover the new
+derivatives: ``check`` compares rows and columns with plain autograd.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from .coloring import Coloring
+
+__all__ = ["Plan", "LAYOUTS"]
+
+LAYOUTS = (torch.sparse_coo, torch.sparse_csr, torch.sparse_bsr)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Shape, dtype and device of a tensor the plan was built for."""
+
+    shape: torch.Size
+    dtype: torch.dtype
+    device: torch.device
+
+    @classmethod
+    def of(cls, t: Tensor) -> "Spec":
+        return cls(t.shape, t.dtype, t.device)
+
+    def describe(self) -> str:
+        return f"shape {tuple(self.shape)}, {self.dtype}, on {self.device}"
+
+
+@dataclass
+class Structure:
+    """How ``f`` maps its arguments to outputs, and the pattern of each block.
+
+    ``blocks[j][i]`` holds the (rows, cols) of output ``j`` w.r.t. the
+    ``i``-th differentiated argument (local flat indices, row-major, CPU).
+    """
+
+    n_args: int
+    diff_pos: List[int]  # positions of the differentiated (floating tensor) arguments
+    arg_specs: List[Optional[Spec]]  # every argument; None where it is not a tensor
+    out_specs: List[Spec]
+    out_tuple: bool
+    blocks: List[List[Tuple[Tensor, Tensor]]]
+
+    @property
+    def in_specs(self) -> List[Spec]:
+        return [self.arg_specs[p] for p in self.diff_pos]  # type: ignore[misc]
+
+    @property
+    def in_tuple(self) -> bool:
+        return len(self.diff_pos) > 1
+
+    def offsets(self) -> Tuple[List[int], List[int]]:
+        """Start of each output in the stacked rows, of each input in the stacked columns."""
+        ro, co = [0], [0]
+        for s in self.out_specs:
+            ro.append(ro[-1] + s.shape.numel())
+        for s in self.in_specs:
+            co.append(co[-1] + s.shape.numel())
+        return ro, co
+
+    def global_coo(self) -> Tuple[Tensor, Tensor, Tuple[int, int]]:
+        """All blocks stacked into one (outputs x inputs) pattern: (rows, cols, shape)."""
+        ro, co = self.offsets()
+        rows, cols = [], []
+        for j, row in enumerate(self.blocks):
+            for i, (r, c) in enumerate(row):
+                rows.append(r + ro[j])
+                cols.append(c + co[i])
+        empty = torch.empty(0, dtype=torch.long)
+        return torch.cat(rows or [empty]), torch.cat(cols or [empty]), (ro[-1], co[-1])
+
+    def nest(self, table: List[List[Any]]) -> Any:
+        """Nest ``table[j][i]`` like ``torch.autograd.functional.jacobian``."""
+        rows = [tuple(r) if self.in_tuple else r[0] for r in table]
+        return tuple(rows) if self.out_tuple else rows[0]
+
+
+class _Block:
+    """Decompression and layout indices of one (output, input) block, on the device."""
+
+    def __init__(self, rows: Tensor, cols: Tensor, shape: Tuple[int, int], layout, blocksize, device):
+        self.shape = shape
+        self.nnz = rows.numel()
+        self.layout = layout
+        m, n = shape
+        if layout == torch.sparse_coo:
+            self.indices = torch.stack([rows, cols]).to(device)
+        elif layout == torch.sparse_csr:
+            crow = torch.zeros(m + 1, dtype=torch.long)
+            torch.cumsum(torch.bincount(rows, minlength=m), 0, out=crow[1:])
+            self.crow, self.col = crow.to(device), cols.to(device)
+        else:
+            R, C = blocksize
+            nbc = n // C
+            key = (rows // R) * nbc + cols // C
+            ukey, inv = torch.unique(key, sorted=True, return_inverse=True)
+            self.nblocks = ukey.numel()
+            brow = ukey // nbc
+            crow = torch.zeros(m // R + 1, dtype=torch.long)
+            torch.cumsum(torch.bincount(brow, minlength=m // R), 0, out=crow[1:])
+            self.crow, self.col = crow.to(device), (ukey % nbc).to(device)
+            self.blocksize = (R, C)
+            self.slot = (inv * (R * C) + (rows % R) * C + cols % C).to(device)
+
+    def assemble(self, values: Tensor) -> Tensor:
+        m, n = self.shape
+        if self.layout == torch.sparse_coo:
+            return torch.sparse_coo_tensor(
+                self.indices, values, (m, n), is_coalesced=True, check_invariants=False
+            )
+        if self.layout == torch.sparse_csr:
+            return torch.sparse_csr_tensor(self.crow, self.col, values, (m, n), check_invariants=False)
+        R, C = self.blocksize
+        dense_blocks = values.new_zeros(self.nblocks * R * C).index_copy_(0, self.slot, values)
+        return torch.sparse_bsr_tensor(
+            self.crow, self.col, dense_blocks.view(self.nblocks, R, C), (m, n), check_invariants=False
+        )
+
+
+class Plan:
+    """A prepared sparse Jacobian of ``f``: call it at new points of the same specs.
+
+    Build it with :func:`trackjac.jacobian_plan`. ``plan(*args)`` returns the
+    Jacobian (nested like ``torch.autograd.functional.jacobian``),
+    ``plan.value_and_jacobian(*args)`` also returns ``f(*args)``.
+    Attributes: ``pattern`` (sparse COO bool, nested), ``num_colors``, ``mode``
+    ("rev": one vjp per row color; "fwd": one jvp per column color),
+    ``layout``, ``blocksize``, ``chunk_size``, ``coloring``, ``nnz``.
+    """
+
+    def __init__(
+        self,
+        f: Callable,
+        structure: Structure,
+        mode: str,
+        coloring: Coloring,
+        layout=torch.sparse_coo,
+        blocksize: Optional[Tuple[int, int]] = None,
+        chunk_size: Optional[int] = None,
+        compile: bool = False,
+    ):
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be torch.sparse_coo, torch.sparse_csr or torch.sparse_bsr; got {layout}")
+        if mode not in ("rev", "fwd"):
+            raise ValueError(f"mode must be 'rev' or 'fwd' here; got {mode!r}")
+        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+            raise ValueError(f"chunk_size must be a positive int or None; got {chunk_size!r}")
+        st = structure
+        devices = {s.device for s in st.in_specs}
+        if len(devices) != 1:
+            raise ValueError(f"all differentiated arguments must be on one device; got {sorted(map(str, devices))}")
+        self.device = devices.pop()
+        if layout == torch.sparse_bsr:
+            blocksize = _check_blocksize(blocksize, st)
+        elif blocksize is not None:
+            raise ValueError("blocksize only applies to layout=torch.sparse_bsr")
+        self.f, self.structure, self.mode, self.coloring = f, st, mode, coloring
+        self.layout, self.blocksize = layout, blocksize
+        self.num_colors = coloring.num_colors
+        k = self.num_colors
+        self.chunk_size = k if chunk_size is None else min(chunk_size, max(k, 1))
+        self._build(st)
+        self._fallback = False  # set when torch.func cannot transform f: loop over colors
+        self._compiled: Optional[Callable] = None
+        self.compile = compile
+        if compile:
+            self._compiled = _try_compile(self._evaluate)
+
+    # -- construction -------------------------------------------------------------
+
+    def _build(self, st: Structure) -> None:
+        ro, co = st.offsets()
+        colors = self.coloring.colors
+        k, dev = self.num_colors, self.device
+        rev = self.mode == "rev"
+        specs = st.out_specs if rev else st.in_specs  # the side that gets seeded
+        offs = ro if rev else co
+        # vertices with no nonzero are left out of the seeds: they add nothing,
+        # and if the pattern were wrong they could only contaminate other values
+        M, N = ro[-1], co[-1]
+        grows, gcols, _ = st.global_coo()
+        used = torch.zeros(M if rev else N, dtype=torch.bool)
+        used[grows if rev else gcols] = True
+        bounds = list(range(0, k, self.chunk_size)) + [k]
+        self._chunks = list(zip(bounds[:-1], bounds[1:]))
+        self._seeds: List[Tuple[Tensor, ...]] = []
+        for c0, c1 in self._chunks:
+            seeds = []
+            for s, o in zip(specs, offs):
+                cv = colors[o : o + s.shape.numel()]
+                onehot = (cv.unsqueeze(0) == torch.arange(c0, c1).unsqueeze(1)) & used[o : o + cv.numel()]
+                seeds.append(onehot.to(device=dev, dtype=s.dtype).view(c1 - c0, *s.shape))
+            self._seeds.append(tuple(seeds))
+        # decompression: value of (r, c) in block (j, i) = compressed[color, other index]
+        self._blocks: List[List[_Block]] = []
+        self._gather: List[List[List[Tuple[Optional[Tensor], Tensor]]]] = []
+        for j, row in enumerate(st.blocks):
+            brow, grow = [], []
+            for i, (r, c) in enumerate(row):
+                m, n = st.out_specs[j].shape.numel(), st.in_specs[i].shape.numel()
+                brow.append(_Block(r, c, (m, n), self.layout, self.blocksize, dev))
+                col = colors.index_select(0, r + ro[j]) if rev else colors.index_select(0, c + co[i])
+                other, width = (c, n) if rev else (r, m)
+                per_chunk = []
+                for c0, c1 in self._chunks:
+                    if len(self._chunks) == 1:
+                        per_chunk.append((None, (col * width + other).to(dev)))
+                    else:
+                        sel = ((col >= c0) & (col < c1)).nonzero().squeeze(1)
+                        src = (col.index_select(0, sel) - c0) * width + other.index_select(0, sel)
+                        per_chunk.append((sel.to(dev), src.to(dev)))
+                grow.append(per_chunk)
+            self._blocks.append(brow)
+            self._gather.append(grow)
+        self.nnz = sum(b.nnz for row in self._blocks for b in row)
+
+    # -- evaluation ---------------------------------------------------------------
+
+    def _bind(self, args: Sequence[Any]) -> Tuple[Callable, Tuple[Tensor, ...]]:
+        """``f`` as a function of the differentiated arguments only, returning a tuple."""
+        st = self.structure
+        full = list(args)
+        pos = st.diff_pos
+
+        def g(*dargs):
+            for p, a in zip(pos, dargs):
+                full[p] = a
+            out = self.f(*full)
+            return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+        return g, tuple(args[p] for p in pos)
+
+    def _compressed(self, g: Callable, dargs: Tuple[Tensor, ...]):
+        """Outputs and, per chunk, the compressed product (tuple over the unseeded side)."""
+        if self._fallback:
+            return _loop(g, dargs, self.mode, self._seeds)
+        try:
+            return _vectorized(g, dargs, self.mode, self._seeds)
+        except Exception as err:  # torch.func may not support f (old-style autograd.Function, ...)
+            try:
+                res = _loop(g, dargs, self.mode, self._seeds)
+            except Exception:
+                raise err
+            warnings.warn(
+                f"trackjac: torch.func could not transform f ({type(err).__name__}: {err}); "
+                "evaluating one color at a time with torch.autograd instead",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            self._fallback = True
+            return res
+
+    def _evaluate(self, *args):
+        """Outputs and the values of every block (row-major, one tensor per block)."""
+        g, dargs = self._bind(args)
+        outs, comps = self._compressed(g, dargs)
+        rev = self.mode == "rev"
+        values = []
+        for j, row in enumerate(self._gather):
+            vrow = []
+            for i, per_chunk in enumerate(row):
+                parts = []
+                for (sel, src), comp in zip(per_chunk, comps):
+                    flat = comp[i if rev else j].reshape(-1)
+                    parts.append((sel, flat.index_select(0, src)))
+                vrow.append(_merge(parts, self._blocks[j][i].nnz, self._dtype(i, j)))
+            values.append(vrow)
+        return outs, values
+
+    def _dtype(self, i: int, j: int) -> torch.dtype:
+        st = self.structure
+        return st.in_specs[i].dtype if self.mode == "rev" else st.out_specs[j].dtype
+
+    def _run(self, args: Sequence[Any]):
+        self._validate(args)
+        if self._compiled is not None:
+            try:
+                outs, values = self._compiled(*args)
+            except Exception as err:
+                warnings.warn(f"trackjac: compiled plan failed ({type(err).__name__}: {err}); using eager",
+                              RuntimeWarning, stacklevel=3)
+                self._compiled = None
+                outs, values = self._evaluate(*args)
+        else:
+            outs, values = self._evaluate(*args)
+        self._check_outputs(outs)
+        jac = self.structure.nest(
+            [[self._blocks[j][i].assemble(v) for i, v in enumerate(row)] for j, row in enumerate(values)]
+        )
+        return outs, jac
+
+    def __call__(self, *args):
+        """The Jacobian at ``args`` (same shapes, dtypes and devices as at build time)."""
+        return self._run(args)[1]
+
+    def value_and_jacobian(self, *args):
+        """``(f(*args), jacobian)`` from one evaluation."""
+        outs, jac = self._run(args)
+        value = tuple(o.detach() for o in outs) if self.structure.out_tuple else outs[0].detach()
+        return value, jac
+
+    def check(self, *args, **kwargs) -> None:
+        """Compare random rows/columns at ``args`` with plain autograd; see :func:`trackjac.check_jacobian`."""
+        from .engine import check_jacobian
+
+        check_jacobian(self.f, *args, jac=self(*args), **kwargs)
+
+    @property
+    def pattern(self):
+        """The structural pattern, sparse COO bool, nested like the Jacobian."""
+        st = self.structure
+        table = []
+        for j, row in enumerate(st.blocks):
+            trow = []
+            for i, (r, c) in enumerate(row):
+                shape = (st.out_specs[j].shape.numel(), st.in_specs[i].shape.numel())
+                trow.append(torch.sparse_coo_tensor(
+                    torch.stack([r, c]), torch.ones(r.numel(), dtype=torch.bool), shape,
+                    is_coalesced=True, check_invariants=False).to(self.device))
+            table.append(trow)
+        return st.nest(table)
+
+    # -- validation ---------------------------------------------------------------
+
+    def _validate(self, args: Sequence[Any]) -> None:
+        st = self.structure
+        if len(args) != st.n_args:
+            raise ValueError(f"plan was built for {st.n_args} arguments; got {len(args)}")
+        for p, (a, spec) in enumerate(zip(args, st.arg_specs)):
+            if spec is None:
+                if isinstance(a, Tensor):
+                    raise ValueError(f"argument {p}: plan was built with a non-tensor here; got a tensor")
+                continue
+            if not isinstance(a, Tensor):
+                raise ValueError(f"argument {p}: plan was built for a tensor ({spec.describe()}); "
+                                 f"got {type(a).__name__}")
+            if a.shape != spec.shape or a.dtype != spec.dtype or a.device != spec.device:
+                raise ValueError(f"argument {p}: plan was built for {spec.describe()}; "
+                                 f"got {Spec.of(a).describe()}. Build a new plan for new shapes/dtypes/devices.")
+
+    def _check_outputs(self, outs: Sequence[Tensor]) -> None:
+        specs = self.structure.out_specs
+        if len(outs) != len(specs) or any(o.shape != s.shape for o, s in zip(outs, specs)):
+            got = [tuple(o.shape) for o in outs]
+            raise ValueError(f"f returned outputs of shapes {got}, the plan was built for "
+                             f"{[tuple(s.shape) for s in specs]}: the control flow changed, build a new plan")
+
+    def __repr__(self) -> str:
+        st = self.structure
+        M, N = (lambda o, c: (o[-1], c[-1]))(*st.offsets())
+        return (f"Plan(mode={self.mode!r}, num_colors={self.num_colors}, nnz={self.nnz}, "
+                f"shape=({M}, {N}), layout={self.layout}, chunk_size={self.chunk_size}, "
+                f"compiled={self._compiled is not None})")
+
+
+# ----------------------------------------------------------------------------
+# Compressed products
+# ----------------------------------------------------------------------------
+
+
+def _vectorized(g: Callable, dargs: Tuple[Tensor, ...], mode: str, seeds: List[Tuple[Tensor, ...]]):
+    """Batched vjp (rev) or jvp (fwd) over every chunk of seeds."""
+    if mode == "rev":
+        outs, vjp_fn = torch.func.vjp(g, *dargs)
+        comps = [torch.func.vmap(vjp_fn)(s) for s in seeds]
+        return tuple(o.detach() for o in outs), comps
+    if not seeds:
+        with torch.no_grad():
+            return g(*dargs), []
+
+    def jv(*tangents):
+        return torch.func.jvp(g, dargs, tangents)
+
+    outs, comps = None, []
+    for s in seeds:
+        o, t = torch.func.vmap(jv)(*s)
+        outs = tuple(x[0] for x in o)  # the primal is not batched: vmap broadcast it
+        comps.append(t)
+    return outs, comps
+
+
+def _loop(g: Callable, dargs: Tuple[Tensor, ...], mode: str, seeds: List[Tuple[Tensor, ...]]):
+    """One torch.autograd call per color: slower, but works wherever autograd does."""
+    if mode == "rev":
+        with torch.enable_grad():
+            leaves = [a.detach().requires_grad_() for a in dargs]
+            outs = g(*leaves)
+            live = [j for j, o in enumerate(outs) if o.requires_grad]
+            comps = []
+            for s in seeds:
+                rows = []
+                for c in range(s[0].shape[0]) if s else []:
+                    if live:
+                        gr = torch.autograd.grad([outs[j] for j in live], leaves, [s[j][c] for j in live],
+                                                 retain_graph=True, allow_unused=True)
+                    else:
+                        gr = [None] * len(leaves)
+                    rows.append([torch.zeros_like(a) if x is None else x for a, x in zip(leaves, gr)])
+                comps.append(tuple(torch.stack([r[i] for r in rows]) for i in range(len(leaves))))
+        return tuple(o.detach() for o in outs), comps
+    import torch.autograd.forward_ad as fwAD
+
+    outs, comps = None, []
+    for s in seeds:
+        cols = []
+        for c in range(s[0].shape[0]):
+            with fwAD.dual_level():
+                res = g(*[fwAD.make_dual(a, t[c]) for a, t in zip(dargs, s)])
+                pairs = [fwAD.unpack_dual(o) for o in res]
+                outs = tuple(p.primal.detach() for p in pairs)
+                cols.append([torch.zeros_like(p.primal) if p.tangent is None else p.tangent for p in pairs])
+        comps.append(tuple(torch.stack([col[j] for col in cols]) for j in range(len(cols[0]))))
+    if outs is None:
+        with torch.no_grad():
+            outs = g(*dargs)
+    return outs, comps
+
+
+def _merge(parts: List[Tuple[Optional[Tensor], Tensor]], nnz: int, dtype: torch.dtype) -> Tensor:
+    """Values of one block from its per-chunk gathers."""
+    if len(parts) == 1 and parts[0][0] is None:
+        return parts[0][1]
+    if not parts:
+        return torch.zeros(nnz, dtype=dtype)  # no colors: an empty pattern
+    out = parts[0][1].new_empty(nnz)
+    for sel, vals in parts:
+        out.index_copy_(0, sel, vals)
+    return out
+
+
+def _check_blocksize(blocksize, st: Structure) -> Tuple[int, int]:
+    if blocksize is None:
+        raise ValueError("layout=torch.sparse_bsr needs blocksize=(rows, cols)")
+    try:
+        R, C = (int(b) for b in blocksize)
+    except (TypeError, ValueError):
+        raise ValueError(f"blocksize must be a pair of positive ints; got {blocksize!r}") from None
+    if R < 1 or C < 1:
+        raise ValueError(f"blocksize must be a pair of positive ints; got {blocksize!r}")
+    for s in st.out_specs:
+        if s.shape.numel() % R:
+            raise ValueError(f"blocksize {R}x{C}: an output has {s.shape.numel()} elements, not a multiple of {R}")
+    for s in st.in_specs:
+        if s.shape.numel() % C:
+            raise ValueError(f"blocksize {R}x{C}: an input has {s.shape.numel()} elements, not a multiple of {C}")
+    return R, C
+
+
+def _try_compile(fn: Callable) -> Optional[Callable]:
+    """``torch.compile(fn)``, or None (with a warning) when compiling is unavailable."""
+    try:
+        return torch.compile(fn, dynamic=False)
+    except Exception as err:  # e.g. no compiler toolchain, unsupported platform
+        warnings.warn(f"trackjac: torch.compile unavailable ({type(err).__name__}: {err}); using eager",
+                      RuntimeWarning, stacklevel=3)
+        return None
