@@ -41,6 +41,9 @@ depends on; ``P`` = pairs gathered):
   ``align_corners``, scales, border clamping and the antialiasing support are
   those of the kernel.  Taps whose weight is exactly zero are dropped (their
   derivative is zero for every input).  ``P = sum_d rows * taps_d * R``.
+  One torch quirk is covered rather than mirrored: with an output width of 1 the
+  antialiased CPU forward gives every output row the taps of row 0 while its backward
+  uses each row's own; the pattern holds both (sound for either Jacobian).
 * ``grid_sampler_2d``/``grid_sampler_3d`` (and ``_grid_sampler_2d_cpu_fallback``,
   ``cudnn_grid_sampler``): on the input, global mode with a grid computed from
   tracked values makes every element of the ``(n, c)`` plane a candidate
@@ -413,6 +416,27 @@ def _fractional(d: int):
 
 
 # -- interpolation ------------------------------------------------------------------------------
+def _probe_pairs(op, d, j, li, lo, other, ac, sc, dtype, device):
+    """``(input index, output index)`` pairs with a nonzero weight along dim ``j``, from running
+    ``op`` on one-hot probes along ``j`` that are constant along the other dims (``other``:
+    their common input and output size), so the other dims' weights sum to one."""
+    osz = [lo if t == j else other for t in range(d)]
+    chunk = max(1, min(li, _PROBE_CHUNK // max(lo * other ** (d - 1), 1)))
+    ii, oo = [], []
+    for a in range(0, li, chunk):
+        m = min(chunk, li - a)
+        probe = torch.zeros(m, li, dtype=dtype, device=device)
+        probe[torch.arange(m), torch.arange(a, a + m)] = 1
+        probe = probe.view([m, 1] + [1] * j + [li] + [1] * (d - 1 - j))
+        probe = probe.expand([m, 1] + [li if t == j else other for t in range(d)]).contiguous()
+        w = op(probe, osz, ac, *sc)
+        w = w[(slice(None), 0) + tuple(slice(None) if t == j else 0 for t in range(d))]
+        i, oi = torch.nonzero(w.reshape(m, lo) != 0, as_tuple=True)
+        ii.append(i + a)
+        oo.append(oi)
+    return torch.cat(ii).to(I64), torch.cat(oo).to(I64)
+
+
 def _interp_tables(call, d: int) -> List[torch.Tensor]:
     """Per dim, the ``(L_out, K)`` table of input indices with a nonzero weight, by probing the op."""
     x, o = _x(call), call.outs[0]
@@ -423,29 +447,22 @@ def _interp_tables(call, d: int) -> List[torch.Tensor]:
         scales = list(sf) if sf else [None] * d
     else:
         scales = [call.bound.get(a.name) for a in call.func._schema.arguments if a.name.startswith("scales")]
-    op = call.func.overloadpacket.default
+    packet = call.func.overloadpacket
+    op = packet.default
     pdt = torch.float64 if x.dtype == torch.float64 else torch.float32
+    # torch's antialiased CPU kernels give every output row the weights of row 0 when the
+    # output width is 1 (their backward does not): keep both, so either reading is covered.
+    aa_quirk = packet in (aten._upsample_bilinear2d_aa, aten._upsample_bicubic2d_aa) and s_out[-1] == 1
     tables = []
     for j in range(d):
-        # A 1-D problem along j: the other dims are 2 -> 2 (size 1 trips the antialiased
-        # kernels) and the probe is constant along them, so their weights sum to one.
         li, lo = s_in[j], s_out[j]
-        osz = [lo if t == j else 2 for t in range(d)]
         sc = [scales[j] if t == j else None for t in range(d)]
-        chunk = max(1, min(li, _PROBE_CHUNK // max(lo * 2 ** (d - 1), 1)))
-        ii, oo = [], []
-        for a in range(0, li, chunk):
-            m = min(chunk, li - a)
-            probe = torch.zeros(m, li, dtype=pdt, device=x.device)
-            probe[torch.arange(m), torch.arange(a, a + m)] = 1
-            probe = probe.view([m, 1] + [1] * j + [li] + [1] * (d - 1 - j))
-            probe = probe.expand([m, 1] + [li if t == j else 2 for t in range(d)]).contiguous()
-            w = op(probe, osz, ac, *sc)
-            w = w[(slice(None), 0) + tuple(slice(None) if t == j else 0 for t in range(d))]
-            i, oi = torch.nonzero(w.reshape(m, lo) != 0, as_tuple=True)
-            ii.append(i + a)
-            oo.append(oi)
-        i, oi = torch.cat(ii).to(I64), torch.cat(oo).to(I64)
+        # Other dims 2 -> 2: with width 1 the antialiased kernels take the path above.
+        i, oi = _probe_pairs(op, d, j, li, lo, 2, ac, sc, pdt, x.device)
+        if aa_quirk and j < d - 1:
+            i2, o2 = _probe_pairs(op, d, j, li, lo, 1, ac, sc, pdt, x.device)
+            keys = torch.unique(torch.cat([oi * max(li, 1) + i, o2 * max(li, 1) + i2]))
+            i, oi = keys % max(li, 1), keys // max(li, 1)
         # pack (o, i) pairs into a padded table
         order = torch.argsort(oi * max(li, 1) + i)
         i, oi = i[order], oi[order]
