@@ -111,6 +111,23 @@ def _ragged(values: Tensor, ptr: Tensor, lens_all: Tensor, S: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------
 
 
+class _OneThread:
+    """Run the coloring on one intra-op thread.
+
+    Its kernels are small and memory-bound; on a busy machine torch's thread
+    pool made them several times slower than a single thread.
+    """
+
+    def __enter__(self):
+        self.saved = torch.get_num_threads()
+        if self.saved != 1:
+            torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        if self.saved != 1:
+            torch.set_num_threads(self.saved)
+
+
 class _Graph:
     """Rows of every vertex, in dense per-degree-bucket tables padded with row ``m``.
 
@@ -194,15 +211,19 @@ def _or_reduce(w: Tensor) -> Tensor:
     return w[:, 0]
 
 
+def _lowest_clear_bit(f: Tensor) -> Tensor:
+    # the lowest clear bit is a power of two, exact in float64; frexp gives its exponent + 1
+    # (frexp rather than log2: log2 is several times slower on CPU)
+    return torch.frexp((~f & (f + 1)).double())[1].long() - 1
+
+
 def _mex(forb: List[Tensor]) -> Tensor:
     """Lowest color absent from the words ``forb`` (one (k,) tensor per 62 colors)."""
     if len(forb) == 1:
-        f = forb[0]
-        return torch.log2((~f & (f + 1)).double()).long()
+        return _lowest_clear_bit(forb[0])
     F = torch.stack(forb + [torch.zeros_like(forb[0])], 1)  # a free word always exists
     word = (F != _FULL).to(torch.int8).argmax(1)
-    f = F.gather(1, word.unsqueeze(1)).squeeze(1)
-    return word * _BITS + torch.log2((~f & (f + 1)).double()).long()
+    return word * _BITS + _lowest_clear_bit(F.gather(1, word.unsqueeze(1)).squeeze(1))
 
 
 class _State:
@@ -346,18 +367,20 @@ def _class_order(colors: Tensor, k: int, gen: torch.Generator, step: int) -> Lis
     return torch.randperm(k, generator=gen).tolist()
 
 
-def _bit_counts(st: _State, table: Tensor, k: int) -> Tensor:
-    """For each vertex, how many of its rows hold each color below ``k``: (vertices, k)."""
+def _bit_counts(words: List[Tensor], k: int) -> Tensor:
+    """From gathered row words (one (v, d) per word): how many rows hold each color < k, (v, k)."""
     c = torch.arange(k)
-    out = torch.zeros((table.shape[0], k), dtype=torch.long)
-    for i, w in enumerate(st.gather(table)):
+    out = torch.zeros((words[0].shape[0], k), dtype=torch.long)
+    for i, w in enumerate(words):
         sel = c[c // _BITS == i]
         if sel.numel():
             out[:, sel] = ((w.unsqueeze(2) >> (sel % _BITS)) & 1).sum(1)
     return out
 
 
-def _eliminate(g: _Graph, colors: Tensor, X: int, k: int, gen: torch.Generator, window: int) -> Optional[Tensor]:
+def _eliminate(
+    g: _Graph, colors: Tensor, X: int, k: int, gen: torch.Generator, window: int, budget: List[int]
+) -> Optional[Tensor]:
     """Try to empty class ``X`` by local search, keeping the other ``k - 1`` colors.
 
     Min-conflicts with ejection: an uncolored vertex takes a free color if it
@@ -365,8 +388,8 @@ def _eliminate(g: _Graph, colors: Tensor, X: int, k: int, gen: torch.Generator, 
     blockers, which then look for a color themselves. An evicted vertex may not
     retake its old color for a few rounds (tabu), which prevents cycling. All
     uncolored vertices move at once; clashing moves wait by random rank.
-    Returns the coloring (class ``X`` empty), or None when a ``window`` of
-    rounds fails to cut the uncolored count by 40%.
+    Returns the coloring (class ``X`` empty), or None when progress stalls or
+    the shared round ``budget[0]`` runs out.
     """
     n = g.n
     st = _State.of(g, torch.where(colors == X, -1, colors))
@@ -375,21 +398,36 @@ def _eliminate(g: _Graph, colors: Tensor, X: int, k: int, gen: torch.Generator, 
     tabu_color = torch.full((n,), -1, dtype=torch.long)
     tabu_until = torch.zeros(n, dtype=torch.long)
     rank = torch.empty(n, dtype=torch.long)
-    best, it = U.numel(), 0
+    best = checkpoint = U.numel()
+    best_it = it = 0
     while U.numel():
+        if budget[0] <= 0:
+            return None
+        budget[0] -= 1
         it += 1
         rank.index_copy_(0, U, torch.randperm(U.numel(), generator=gen))
         free: List[Proposal] = []
         stuck: List[Proposal] = []
         for Ub, tab in g.split(U):
-            cost = _bit_counts(st, tab, k)
-            cost[:, X] = 1 << 40  # the class being emptied
+            words = st.gather(tab)
+            forb = [_or_reduce(w) for w in words]
             tb = tabu_until.index_select(0, Ub) > it
-            cost[tb, tabu_color.index_select(0, Ub)[tb]] += 1 << 20
-            ok = (cost == 0).any(1)
-            free.append((Ub[ok], tab[ok], (cost[ok] == 0).to(torch.int8).argmax(1)))
-            noise = torch.rand((int((~ok).sum()), k), generator=gen, dtype=torch.float64)
-            stuck.append((Ub[~ok], tab[~ok], (cost[~ok].double() + noise).argmin(1)))
+            tc = tabu_color.index_select(0, Ub).clamp(min=0)
+            for i in range(len(forb)):  # never X; not the tabu color for a while
+                tabu_bit = torch.where(tb & (tc // _BITS == i), 1 << (tc % _BITS), 0)
+                forb[i] = forb[i] | tabu_bit | ((1 << (X % _BITS)) if X // _BITS == i else 0)
+            c = _mex(forb)
+            ok = c < k
+            free.append((Ub[ok], tab[ok], c[ok]))
+            if bool(ok.all()):
+                continue
+            no = ~ok
+            cost = _bit_counts([w[no] for w in words], k)  # rows blocking each color
+            cost[:, X] = 1 << 40
+            tbs = tb[no]
+            cost[tbs, tc[no][tbs]] += 1 << 20
+            noise = torch.rand(cost.shape, generator=gen, dtype=torch.float64)
+            stuck.append((Ub[no], tab[no], (cost.double() + noise).argmin(1)))
         waiting = [_commit_unclashed(st, free, rank)]
         lost = _clashes(g, stuck, rank)
         movers: List[Proposal] = []
@@ -398,34 +436,47 @@ def _eliminate(g: _Graph, colors: Tensor, X: int, k: int, gen: torch.Generator, 
             waiting.append(Sb[lb])
             movers.append((Sb[~lb], tab[~lb], c[~lb]))
         if any(s.numel() for s, _, _ in movers):
-            # blockers: the vertices holding a mover's new color in the mover's rows
+            # blockers: the vertices holding a mover's new color in the mover's rows;
+            # only rows whose word has that color need scanning
             rows = torch.cat([t.reshape(-1) for _, t, _ in movers]).long()
             want = torch.cat([c.repeat_interleave(t.shape[1]) for _, t, c in movers])
-            real = rows != g.m
-            rows, want = rows[real], want[real]
+            has = torch.zeros_like(rows, dtype=torch.bool)
+            for i, w in enumerate(st.words):
+                wi = want // _BITS == i
+                has |= wi & (((w.index_select(0, rows) >> (want % _BITS)) & 1) == 1)
+            rows, want = rows[has], want[has]
             nb = _ragged(row_cols, row_ptr, g.row_len, rows)
             want = want.repeat_interleave(g.row_len.index_select(0, rows))
             blockers = torch.unique(nb[st.colors.index_select(0, nb) == want])
             tabu_color.index_copy_(0, blockers, st.colors.index_select(0, blockers))
-            tabu_until.index_fill_(0, blockers, it + 7)
+            # random tenure: a fixed one lets longer cycles repeat forever
+            tenure = torch.randint(5, 16, (blockers.numel(),), generator=gen)
+            tabu_until.index_copy_(0, blockers, it + tenure)
             st.uncolor(blockers)
             for Sb, tab, c in movers:
                 st.commit(Sb, tab, c)
             waiting.append(blockers)
         U = torch.cat(waiting)
-        if it % window == 0:  # demand steady progress so hopeless attempts end early
-            if U.numel() > 0.6 * best:
+        # demand steady progress so that hopeless attempts end early: halve the
+        # uncolored count every window, and find a new best within two windows
+        if U.numel() < best:
+            best, best_it = U.numel(), it
+        if it - best_it > 2 * window:
+            return None
+        if it % window == 0:
+            if U.numel() > 64 and U.numel() > 0.5 * checkpoint:
                 return None
-            best = U.numel()
+            checkpoint = U.numel()
     return st.colors
 
 
-def _reduce(g: _Graph, colors: Tensor, lower: int, gen: torch.Generator, window: int) -> Tensor:
-    """Drop the smallest class while the local search can rehome its vertices."""
+def _reduce(g: _Graph, colors: Tensor, lower: int, gen: torch.Generator, window: int, rounds: int) -> Tensor:
+    """Drop the smallest class while the local search can rehome its vertices (``rounds`` in all)."""
     k = _num(colors)
+    budget = [rounds]
     while k > lower:
         X = int(torch.argmin(torch.bincount(colors, minlength=k)))
-        new = _eliminate(g, colors, X, k, gen, window)
+        new = _eliminate(g, colors, X, k, gen, window, budget)
         if new is None:
             break
         colors = new - (new > X).long()
@@ -440,9 +491,11 @@ def _reduce(g: _Graph, colors: Tensor, lower: int, gen: torch.Generator, window:
 
 def _distance2_degree(g: _Graph) -> Tensor:
     """Upper bound on each vertex's neighbor count: sum over its rows of (row length - 1)."""
-    seg = torch.repeat_interleave(torch.arange(g.n), g.deg)
-    per = g.row_len.index_select(0, g.inc_rows) - 1
-    return torch.zeros(g.n, dtype=torch.long).index_add_(0, seg, per)
+    rl = torch.cat([g.row_len, g.row_len.new_zeros(1)])  # the padding row counts 0
+    out = torch.empty(g.n, dtype=torch.long)
+    for _, verts, tab in g.buckets:
+        out[verts] = rl.index_select(0, tab.reshape(-1)).view(tab.shape).sum(1)
+    return out - g.deg
 
 
 def _smallest_last_level(g: _Graph) -> Tensor:
@@ -522,7 +575,7 @@ def _color(
     n: int,
     orders: Optional[Sequence[str]],
     polish: int,
-    local_search: bool,
+    local_search: Union[bool, int],
     seed: int,
     axis: str,
 ) -> Coloring:
@@ -551,7 +604,8 @@ def _color(
     assert best is not None
     k, colors, name = best
     if local_search and k > lower:
-        colors = _reduce(g, colors, lower, gen, window=25)
+        rounds = local_search if not isinstance(local_search, bool) else (300 if n <= _BIG_N else 80)
+        colors = _reduce(g, colors, lower, gen, window=15, rounds=int(rounds))
     return Coloring(colors, _num(colors), axis, name, lower)
 
 
@@ -560,7 +614,7 @@ def color_columns(
     *,
     orders: Optional[Sequence[str]] = None,
     polish: int = 3,
-    local_search: bool = True,
+    local_search: Union[bool, int] = True,
     seed: int = 0,
 ) -> Coloring:
     """Distance-2 coloring of the columns of ``pattern`` (m, n): columns of one color share no row.
@@ -571,7 +625,8 @@ def color_columns(
     search drops classes while it can. Deterministic for a given ``seed``.
     """
     rows, cols, m, n = _coo(pattern)
-    return _color(rows, cols, m, n, orders, polish, local_search, seed, "columns")
+    with _OneThread():
+        return _color(rows, cols, m, n, orders, polish, local_search, seed, "columns")
 
 
 def color_rows(
@@ -579,12 +634,13 @@ def color_rows(
     *,
     orders: Optional[Sequence[str]] = None,
     polish: int = 3,
-    local_search: bool = True,
+    local_search: Union[bool, int] = True,
     seed: int = 0,
 ) -> Coloring:
     """Distance-2 coloring of the rows of ``pattern``: rows of one color share no column."""
     rows, cols, m, n = _coo(pattern)
-    return _color(cols, rows, n, m, orders, polish, local_search, seed, "rows")
+    with _OneThread():
+        return _color(cols, rows, n, m, orders, polish, local_search, seed, "rows")
 
 
 def is_structurally_orthogonal(pattern: PatternLike, colors: Tensor, axis: str = "columns") -> bool:
