@@ -3,9 +3,13 @@
 * :class:`Tracked` wraps an input; ordinary PyTorch code run on it records, for every
   element, which input elements it structurally depends on (``y.depends_on(x)``).
 * :func:`jacobian_sparsity` returns that pattern as a sparse matrix.
+* :func:`jacobian` computes the sparse Jacobian's values with one vjp/jvp per color;
+  :func:`jacobian_plan` prepares that once for many points; :func:`check_jacobian`
+  compares with plain autograd.
 * :func:`spy` draws a pattern (text, or a PNG with matplotlib).
 """
 from .context import tracking
+from .engine import JacobianCheckError, Plan, check_jacobian, jacobian, jacobian_plan
 from .errors import (ControlFlowWarning, StrictModeError, TrackingError, TrackJacWarning,
                      UnsupportedOpWarning)
 from .sparsity import jacobian_sparsity
@@ -16,5 +20,6 @@ __all__ = [
     "Tracked", "depends_on", "untrack", "tracking", "jacobian_sparsity",
     "TrackJacWarning", "UnsupportedOpWarning", "ControlFlowWarning", "StrictModeError",
     "TrackingError", "spy", "SpyPlot",
+    "jacobian", "jacobian_plan", "check_jacobian", "Plan", "JacobianCheckError",
 ]
 __version__ = "0.1.0"
