@@ -184,7 +184,7 @@ class Plan:
         self.layout, self.blocksize = layout, blocksize
         self.num_colors = coloring.num_colors
         k = self.num_colors
-        self.chunk_size = k if chunk_size is None else min(chunk_size, max(k, 1))
+        self.chunk_size = max(k, 1) if chunk_size is None else min(chunk_size, max(k, 1))
         self._build(st)
         self._fallback = False  # set when torch.func cannot transform f: loop over colors
         self._compiled: Optional[Callable] = None
@@ -258,13 +258,18 @@ class Plan:
 
     def _compressed(self, g: Callable, dargs: Tuple[Tensor, ...]):
         """Outputs and, per chunk, the compressed product (tuple over the unseeded side)."""
+        check = self._check_outputs
         if self._fallback:
-            return _loop(g, dargs, self.mode, self._seeds)
+            return _loop(g, dargs, self.mode, self._seeds, check)
         try:
-            return _vectorized(g, dargs, self.mode, self._seeds)
+            return _vectorized(g, dargs, self.mode, self._seeds, check)
+        except _ControlFlowChanged:
+            raise
         except Exception as err:  # torch.func may not support f (old-style autograd.Function, ...)
             try:
-                res = _loop(g, dargs, self.mode, self._seeds)
+                res = _loop(g, dargs, self.mode, self._seeds, check)
+            except _ControlFlowChanged:
+                raise
             except Exception:
                 raise err
             warnings.warn(
@@ -289,7 +294,7 @@ class Plan:
                 for (sel, src), comp in zip(per_chunk, comps):
                     flat = comp[i if rev else j].reshape(-1)
                     parts.append((sel, flat.index_select(0, src)))
-                vrow.append(_merge(parts, self._blocks[j][i].nnz, self._dtype(i, j)))
+                vrow.append(_merge(parts, self._blocks[j][i].nnz, self._dtype(i, j), self.device))
             values.append(vrow)
         return outs, values
 
@@ -309,7 +314,6 @@ class Plan:
                 outs, values = self._evaluate(*args)
         else:
             outs, values = self._evaluate(*args)
-        self._check_outputs(outs)
         jac = self.structure.nest(
             [[self._blocks[j][i].assemble(v) for i, v in enumerate(row)] for j, row in enumerate(values)]
         )
@@ -368,7 +372,7 @@ class Plan:
         specs = self.structure.out_specs
         if len(outs) != len(specs) or any(o.shape != s.shape for o, s in zip(outs, specs)):
             got = [tuple(o.shape) for o in outs]
-            raise ValueError(f"f returned outputs of shapes {got}, the plan was built for "
+            raise _ControlFlowChanged(f"f returned outputs of shapes {got}, the plan was built for "
                              f"{[tuple(s.shape) for s in specs]}: the control flow changed, build a new plan")
 
     def __repr__(self) -> str:
@@ -384,15 +388,23 @@ class Plan:
 # ----------------------------------------------------------------------------
 
 
-def _vectorized(g: Callable, dargs: Tuple[Tensor, ...], mode: str, seeds: List[Tuple[Tensor, ...]]):
-    """Batched vjp (rev) or jvp (fwd) over every chunk of seeds."""
+class _ControlFlowChanged(ValueError):
+    """The outputs no longer have the shapes the plan was built for."""
+
+
+def _vectorized(g: Callable, dargs: Tuple[Tensor, ...], mode: str, seeds: List[Tuple[Tensor, ...]],
+                check: Callable):
+    """Batched vjp (rev) or jvp (fwd) over every chunk of seeds; ``check`` vets the outputs first."""
     if mode == "rev":
         outs, vjp_fn = torch.func.vjp(g, *dargs)
+        check(outs)
         comps = [torch.func.vmap(vjp_fn)(s) for s in seeds]
         return tuple(o.detach() for o in outs), comps
     if not seeds:
         with torch.no_grad():
-            return g(*dargs), []
+            outs = g(*dargs)
+        check(outs)
+        return outs, []
 
     def jv(*tangents):
         return torch.func.jvp(g, dargs, tangents)
@@ -401,16 +413,19 @@ def _vectorized(g: Callable, dargs: Tuple[Tensor, ...], mode: str, seeds: List[T
     for s in seeds:
         o, t = torch.func.vmap(jv)(*s)
         outs = tuple(x[0] for x in o)  # the primal is not batched: vmap broadcast it
+        check(outs)
         comps.append(t)
     return outs, comps
 
 
-def _loop(g: Callable, dargs: Tuple[Tensor, ...], mode: str, seeds: List[Tuple[Tensor, ...]]):
+def _loop(g: Callable, dargs: Tuple[Tensor, ...], mode: str, seeds: List[Tuple[Tensor, ...]],
+          check: Callable):
     """One torch.autograd call per color: slower, but works wherever autograd does."""
     if mode == "rev":
         with torch.enable_grad():
             leaves = [a.detach().requires_grad_() for a in dargs]
             outs = g(*leaves)
+            check(outs)
             live = [j for j, o in enumerate(outs) if o.requires_grad]
             comps = []
             for s in seeds:
@@ -434,20 +449,22 @@ def _loop(g: Callable, dargs: Tuple[Tensor, ...], mode: str, seeds: List[Tuple[T
                 res = g(*[fwAD.make_dual(a, t[c]) for a, t in zip(dargs, s)])
                 pairs = [fwAD.unpack_dual(o) for o in res]
                 outs = tuple(p.primal.detach() for p in pairs)
+                check(outs)
                 cols.append([torch.zeros_like(p.primal) if p.tangent is None else p.tangent for p in pairs])
         comps.append(tuple(torch.stack([col[j] for col in cols]) for j in range(len(cols[0]))))
     if outs is None:
         with torch.no_grad():
             outs = g(*dargs)
+        check(outs)
     return outs, comps
 
 
-def _merge(parts: List[Tuple[Optional[Tensor], Tensor]], nnz: int, dtype: torch.dtype) -> Tensor:
+def _merge(parts: List[Tuple[Optional[Tensor], Tensor]], nnz: int, dtype: torch.dtype, device) -> Tensor:
     """Values of one block from its per-chunk gathers."""
     if len(parts) == 1 and parts[0][0] is None:
         return parts[0][1]
     if not parts:
-        return torch.zeros(nnz, dtype=dtype)  # no colors: an empty pattern
+        return torch.zeros(nnz, dtype=dtype, device=device)  # no colors: an empty pattern
     out = parts[0][1].new_empty(nnz)
     for sel, vals in parts:
         out.index_copy_(0, sel, vals)
