@@ -1,5 +1,9 @@
 """Fallback for ops without a rule: run PyTorch's own decomposition on the tracked inputs.
 
+Decompositions come from ``torch._decomp.decomposition_table`` or, for
+``CompositeImplicitAutograd`` ops that another decomposition calls directly, from
+the op's own composite kernel (``OpOverload.decompose``).
+
 ``torch._decomp.decomposition_table`` expresses most composite ops (losses,
 activations, norms ...) in a small core whose rules exist, so running the
 decomposition on :class:`~trackjac.Tracked` arguments gives the op's provenance
@@ -50,6 +54,8 @@ def find(func) -> Optional[Callable]:
     if f is None:
         return None
     d = decomposition_table.get(f)
+    if d is None and torch._C._dispatch_has_kernel_for_dispatch_key(f.name(), "CompositeImplicitAutograd"):
+        d = f.decompose   # reached directly from inside another decomposition
     if d is None:
         return None
     return lambda call: run(call, f, d)

@@ -15,70 +15,162 @@ import torch
 
 from .._prov import union
 from ..tracked import DIFFERENTIABLE
-from ._util import bcast, codes
-from .movement import _derived_choice, all_candidates, identity, moved
+from ._util import bcast, codes, reduce
+from .movement import _derived_choice, all_candidates, moved
 
 aten = torch.ops.aten
 
 
-def _push(call, self_name: str, src_name: str, dest: torch.Tensor, src_pos: Optional[torch.Tensor] = None):
-    """Result = ``self`` with each source element (at ``src_pos``) merged into ``dest``."""
+def _into(call, self_name: str, src_name: Optional[str], dest: torch.Tensor,
+          src_pos: Optional[torch.Tensor] = None, keep_self: bool = True, reduce: Optional[str] = None):
+    """Result = ``self`` with source elements (rows ``src_pos``) written into positions ``dest``.
+
+    ``keep_self``: ``self``'s value stays part of the written positions (accumulation,
+    ``include_self``); otherwise it is overwritten there.  Several sources written to one position
+    all count (autograd's backward gathers the gradient for each of them).  ``reduce`` ``amax`` /
+    ``amin`` in local mode keeps only the candidates equal to the result.
+    """
     if _derived_choice(call):
         return all_candidates(call)
-    me, src = call.bound[self_name], call.bound[src_name]
+    me = call.bound[self_name]
+    src = call.bound.get(src_name) if src_name else None
     o = call.outs[0]
-    ps, pv = call.prov(me), call.prov(src) if isinstance(src, torch.Tensor) else None
+    n = o.numel()
+    dest = dest.reshape(-1)
+    sp = None if src_pos is None else src_pos.reshape(-1)
+    choose = call.local and reduce in ("amax", "amin")
+    out_flat = o.reshape(-1)
     parts = []
+    ps = call.prov(me)
     if ps is not None:
-        parts.append(bcast(ps, me.shape, o.shape))
+        ps = bcast(ps, me.shape, o.shape)
+        keep = torch.ones(n, dtype=torch.bool, device=o.device)
+        if not keep_self:
+            keep[dest] = False
+        if choose:
+            mine = call.value(me).expand(o.shape).reshape(-1)
+            received = torch.zeros(n, dtype=torch.bool, device=o.device)
+            received[dest] = True
+            keep &= ~received | (mine == out_flat)
+        if not bool(keep.all()):
+            ps = ps.gather(torch.where(keep, torch.arange(n, device=o.device), -1))
+        parts.append(ps)
+    pv = call.prov(src) if isinstance(src, torch.Tensor) else None
     if pv is not None:
-        pushed = pv.scatter(dest.reshape(-1), o.numel(),
-                            None if src_pos is None else src_pos.reshape(-1))
-        parts.append(pushed)
-    return [union(parts, o.numel()) if parts else None] + [None] * (len(call.outs) - 1)
+        d = dest
+        if choose:
+            sv = call.value(src).reshape(-1)
+            sv = sv if sp is None else sv[sp]
+            d = torch.where(sv == out_flat[dest], dest, -1)
+        parts.append(pv.scatter(d, n, sp))
+    return [union(parts, n) if parts else None] + [None] * (len(call.outs) - 1)
+
+
+def _index_dest(call):
+    me, dim, index = call.bound["self"], call.bound["dim"], call.value(call.bound["index"])
+    if me.dim() == 0:
+        return codes((1,), index.device).expand(index.numel())
+    return codes(me.shape, index.device).index_select(dim, index)
+
+
+def _scatter_dest(call, src_name="src"):
+    me, dim, index = call.bound["self"], call.bound["dim"], call.value(call.bound["index"])
+    dest = codes(me.shape, index.device).gather(dim, index)
+    src = call.bound.get(src_name)
+    sp = None
+    if isinstance(src, torch.Tensor):
+        sp = codes(src.shape, index.device)[tuple(slice(0, s) for s in index.shape)]
+    return dest, sp
 
 
 def index_add(call):
-    me, dim, index = call.bound["self"], call.bound["dim"], call.value(call.bound["index"])
-    dest = codes(me.shape, index.device).index_select(dim, index) if me.dim() else codes((1,), index.device)
-    return _push(call, "self", "source", dest)
+    return _into(call, "self", "source", _index_dest(call))
+
+
+def index_copy(call):
+    return _into(call, "self", "source", _index_dest(call), keep_self=False)
+
+
+def index_reduce(call):
+    return _into(call, "self", "source", _index_dest(call),
+                 keep_self=call.bound.get("include_self", True), reduce=call.bound["reduce"])
 
 
 def scatter_add(call):
-    me, dim, index = call.bound["self"], call.bound["dim"], call.value(call.bound["index"])
-    src = call.bound["src"]
-    dest = codes(me.shape, index.device).gather(dim, index)
-    sp = codes(src.shape, index.device)[tuple(slice(0, s) for s in index.shape)]
-    return _push(call, "self", "src", dest, sp)
+    dest, sp = _scatter_dest(call)
+    return _into(call, "self", "src", dest, sp)
 
 
 def scatter(call):
+    """``scatter`` writes ``src`` (or a constant ``value``); with ``reduce`` it accumulates."""
+    dest, sp = _scatter_dest(call)
     if call.bound.get("reduce") is None:
-        return moved(call)
-    if "src" in call.bound:
-        return scatter_add(call)
-    return identity(call)  # self combined with a constant: dependencies unchanged
+        return _into(call, "self", "src" if "src" in call.bound else None, dest, sp, keep_self=False)
+    return _into(call, "self", "src" if "src" in call.bound else None, dest, sp)
 
 
 def scatter_reduce(call):
-    return scatter_add(call)
+    dest, sp = _scatter_dest(call)
+    return _into(call, "self", "src", dest, sp, keep_self=call.bound.get("include_self", True),
+                 reduce=call.bound["reduce"])
 
 
 def index_put(call):
-    if not call.bound.get("accumulate"):
-        return moved(call)
     me = call.bound["self"]
     indices = [None if i is None else call.value(i) for i in call.bound["indices"]]
     dest = codes(me.shape, me.device)[tuple(indices)]
     vals = call.bound["values"]
     sp = codes(vals.shape, me.device).expand(dest.shape)
-    return _push(call, "self", "values", dest, sp)
+    return _into(call, "self", "values", dest, sp, keep_self=bool(call.bound.get("accumulate")))
 
 
-def index_reduce(call):
-    return _push(call, "self", "source",
-                 codes(call.bound["self"].shape, call.bound["self"].device).index_select(
-                     call.bound["dim"], call.value(call.bound["index"])))
+def put(call):
+    """``self.flatten()[index] = source`` (``+=`` with ``accumulate``)."""
+    me, index = call.bound["self"], call.value(call.bound["index"])
+    dest = codes((me.numel(),), index.device)[index.reshape(-1)]
+    return _into(call, "self", "source", dest, keep_self=bool(call.bound.get("accumulate")))
+
+
+def max_unpool(nd: int):
+    """``out.flatten(-nd)[..., indices] = self``: every input element lands where its index says."""
+    def rule(call):
+        x, idx, o = call.bound["self"], call.value(call.bound["indices"]), call.outs[0]
+        p = call.prov(x)
+        if p is None:
+            return [None]
+        lead = codes(o.shape, o.device).flatten(-nd)
+        lead = lead.reshape(-1, lead.shape[-1])
+        dest = lead.gather(1, idx.reshape(lead.shape[0], -1))
+        return [p.scatter(dest.reshape(-1), o.numel())]
+    return rule
+
+
+def embedding(call):
+    """Rows picked by ``indices``; the ``padding_idx`` row gets no gradient (autograd), so none here."""
+    res = moved(call)
+    pad = call.bound.get("padding_idx", -1)
+    if res[0] is None or pad is None or pad < 0:
+        return res
+    idx = call.value(call.bound["indices"])
+    keep = (idx != pad).unsqueeze(-1).expand(call.outs[0].shape).reshape(-1)
+    n = keep.numel()
+    return [res[0].gather(torch.where(keep, torch.arange(n, device=keep.device), -1))]
+
+
+def embedding_renorm(call):
+    """Rows named by ``indices`` are rescaled by their norm (local mode: those over ``max_norm``)."""
+    w = call.bound["self"]
+    p = call.prov(w)
+    if p is None:
+        return [None]
+    rows = torch.zeros(w.shape[0], dtype=torch.bool, device=w.device)
+    rows[call.value(call.bound["indices"]).reshape(-1)] = True
+    if call.local:
+        norms = call.value(w).norm(p=call.bound["norm_type"], dim=1)
+        rows &= norms > call.bound["max_norm"]
+    scaled = rows.unsqueeze(1).expand(w.shape)
+    return [union([bcast(reduce(p, w.shape, [1], scaled), (w.shape[0], 1), w.shape, scaled),
+                   bcast(p, w.shape, w.shape, ~scaled)], w.numel())]
 
 
 def col2im(call):
@@ -96,15 +188,21 @@ def col2im(call):
 TABLE: Dict[object, Callable] = {
     **{op: moved for op in (
         aten.index, aten._unsafe_index, aten.index_select, aten.gather, aten.take,
-        aten.masked_select, aten.masked_scatter, aten.index_fill, aten.index_copy,
-        aten.embedding, aten._unsafe_masked_index, aten.take_along_dim)},
+        aten.masked_select, aten.masked_scatter, aten.index_fill,
+        aten._unsafe_masked_index, aten.take_along_dim)},
+    aten.embedding: embedding,
+    aten.embedding_renorm: embedding_renorm,
     aten.index_put: index_put,
     aten._unsafe_index_put: index_put,
     aten._index_put_impl: index_put,
+    aten.index_copy: index_copy,
     aten.index_add: index_add,
+    aten.index_reduce: index_reduce,
     aten.scatter_add: scatter_add,
     aten.scatter: scatter,
     aten.scatter_reduce: scatter_reduce,
-    aten.index_reduce: index_reduce,
+    aten.put: put,
+    aten.max_unpool2d: max_unpool(2),
+    aten.max_unpool3d: max_unpool(3),
     aten.col2im: col2im,
 }

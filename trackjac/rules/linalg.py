@@ -11,7 +11,7 @@ from typing import Callable, Dict, Optional
 
 import torch
 
-from .._prov import Prov
+from .._prov import Prov, union
 from ..tracked import DIFFERENTIABLE
 from ._util import bcast, codes, reduce, slice_union, union_opt
 
@@ -25,10 +25,23 @@ def _contract(prov: Optional[Prov], shape, dims, as_shape, out_shape) -> Optiona
     return bcast(reduce(prov, shape, dims), as_shape, out_shape)
 
 
+def _scaled_out(call):
+    """``beta * self + alpha * product``: ``beta == 0`` ignores ``self`` (documented: not even its
+    nan/inf propagate), ``alpha == 0`` the product."""
+    return call.bound.get("beta", 1) == 0, call.bound.get("alpha", 1) == 0
+
+
 def _product(call, a_name, b_name, add_name=None):
     a, b = call.bound[a_name], call.bound[b_name]
     o = call.outs[0]
     out = tuple(o.shape)
+    no_self, no_prod = _scaled_out(call)
+    if no_prod:
+        parts = []
+        c = call.bound[add_name]
+        if isinstance(c, torch.Tensor) and not no_self:
+            parts.append(bcast(call.prov(c), c.shape, out))
+        return [union_opt(parts, o.numel(), o.device)] + [None] * (len(call.outs) - 1)
     if a.dim() == 1 and b.dim() == 1:                       # dot
         parts = [_contract(call.prov(a), a.shape, [0], (), out),
                  _contract(call.prov(b), b.shape, [0], (), out)]
@@ -39,7 +52,7 @@ def _product(call, a_name, b_name, add_name=None):
         nb = a.dim() - 2
         parts = [_contract(call.prov(a), a.shape, [a.dim() - 1], tuple(a.shape[:-1]) + (1,), out),
                  _contract(call.prov(b), b.shape, [b.dim() - 2], tuple(b.shape[:nb]) + (1, b.shape[-1]), out)]
-    if add_name is not None:
+    if add_name is not None and not no_self:
         c = call.bound[add_name]
         if isinstance(c, torch.Tensor):
             parts.append(bcast(call.prov(c), c.shape, out))
@@ -51,9 +64,11 @@ def addbmm(call):
     a, b, c = call.bound["batch1"], call.bound["batch2"], call.bound["self"]
     o = call.outs[0]
     out = tuple(o.shape)
-    parts = [_contract(call.prov(a), a.shape, [0, 2], (a.shape[1], 1), out),
-             _contract(call.prov(b), b.shape, [0, 1], (1, b.shape[2]), out),
-             bcast(call.prov(c), c.shape, out)]
+    no_self, no_prod = _scaled_out(call)
+    parts = [] if no_prod else [_contract(call.prov(a), a.shape, [0, 2], (a.shape[1], 1), out),
+                                _contract(call.prov(b), b.shape, [0, 1], (1, b.shape[2]), out)]
+    if not no_self:
+        parts.append(bcast(call.prov(c), c.shape, out))
     return [union_opt(parts, o.numel(), o.device)]
 
 
@@ -62,8 +77,11 @@ def addr(call):
     v1, v2, c = call.bound["vec1"], call.bound["vec2"], call.bound["self"]
     o = call.outs[0]
     out = tuple(o.shape)
-    parts = [bcast(call.prov(v1), (v1.shape[0], 1), out), bcast(call.prov(v2), (1, v2.shape[0]), out),
-             bcast(call.prov(c), c.shape, out)]
+    no_self, no_prod = _scaled_out(call)
+    parts = [] if no_prod else [bcast(call.prov(v1), (v1.shape[0], 1), out),
+                                bcast(call.prov(v2), (1, v2.shape[0]), out)]
+    if not no_self:
+        parts.append(bcast(call.prov(c), c.shape, out))
     return [union_opt(parts, o.numel(), o.device)]
 
 
@@ -105,14 +123,89 @@ def trace(call):
 
 
 def cross(call):
-    """Cross product along ``dim``: each component depends on the whole 3-vector of both inputs."""
+    """Cross product along ``dim``: component ``k`` depends on the two other components of each input."""
     o = call.outs[0]
     dim = call.bound.get("dim")
     if dim is None:
         dim = next(i for i, s in enumerate(o.shape) if s == 3)
     dim %= o.dim()
-    parts = [slice_union(bcast(call.prov(a), a.shape, o.shape), o.shape, [dim])
-             for a in (call.bound["self"], call.bound["other"])]
+    oc = codes(o.shape, o.device)
+    parts = []
+    for a in (call.bound["self"], call.bound["other"]):
+        p = bcast(call.prov(a), a.shape, o.shape)
+        if p is None:
+            continue
+        others = [oc.roll(-1, dim), oc.roll(-2, dim)]   # component k reads k+1 and k+2 (mod 3)
+        parts += [p.gather(idx.reshape(-1)) for idx in others]
+    return [union_opt(parts, o.numel(), o.device)]
+
+
+def cdist(call):
+    """``out[..., i, j] = ||x1[..., i, :] - x2[..., j, :]||_p``: rows ``i`` of ``x1`` and ``j`` of ``x2``.
+    ``p = 0`` counts nonzeros (no derivative); ``p = inf`` in local mode keeps the components
+    whose difference is the maximum."""
+    x1, x2, o = call.bound["x1"], call.bound["x2"], call.outs[0]
+    p_ = call.bound["p"]
+    if p_ == 0:
+        return [None]
+    batch = tuple(o.shape[:-2])
+    P, R = o.shape[-2], o.shape[-1]
+    if call.local and p_ == float("inf"):
+        a, b = call.value(x1), call.value(x2)
+        full = tuple(o.shape) + (a.shape[-1],)
+        m = ((a.unsqueeze(-2) - b.unsqueeze(-3)).abs() == o.unsqueeze(-1)).expand(full)
+        oc = codes(o.shape, o.device).unsqueeze(-1).expand(full)[m]
+        parts = []
+        for t, ax in ((x1, -2), (x2, -3)):
+            pt = call.prov(t)
+            if pt is not None:
+                shape = batch + tuple(t.shape[-2:])
+                src = codes(shape, o.device).unsqueeze(ax).expand(full)[m]
+                parts.append(bcast(pt, t.shape, shape).scatter(oc, o.numel(), src))
+        return [union_opt(parts, o.numel(), o.device)]
+    parts = [_contract(call.prov(x1), x1.shape, [x1.dim() - 1], tuple(x1.shape[:-1]) + (1,), o.shape),
+             _contract(call.prov(x2), x2.shape, [x2.dim() - 1], tuple(x2.shape[:-2]) + (1, R), o.shape)]
+    return [union_opt(parts, o.numel(), o.device)]
+
+
+def pdist(call):
+    """``pdist``: pair ``(i, j)``, ``i < j``, depends on rows ``i`` and ``j`` (``p = 0``: none;
+    ``p = inf`` in local mode: the components whose difference is the maximum)."""
+    x, o = call.bound["self"], call.outs[0]
+    p_ = call.bound.get("p", 2.0)
+    px = call.prov(x)
+    if px is None or p_ == 0 or o.numel() == 0:
+        return [None]
+    n, m = x.shape
+    i, j = torch.triu_indices(n, n, 1, device=o.device)
+    if call.local and p_ == float("inf"):
+        v = call.value(x)
+        mask = (v[i] - v[j]).abs() == o.unsqueeze(-1)                      # (pairs, m)
+        rows = torch.arange(o.numel(), device=o.device).unsqueeze(-1).expand(-1, m)[mask]
+        ci = codes((n, m), o.device)
+        return [union([px.scatter(rows, o.numel(), ci[i][mask]),
+                       px.scatter(rows, o.numel(), ci[j][mask])], o.numel())]
+    r = reduce(px, x.shape, [1])
+    return [union([r.gather(i), r.gather(j)], o.numel())]
+
+
+def trilinear(call):
+    """``_trilinear`` (``bilinear``): each input, unsqueezed at its ``expand`` dims, multiplies the
+    others and ``sumdim`` is summed away: an input's elements reach the outputs whose kept
+    coordinates they share, through the whole summed range."""
+    o = call.outs[0]
+    parts = []
+    sumdim = sorted(set(call.bound["sumdim"]))
+    for name, ex in (("i1", "expand1"), ("i2", "expand2"), ("i3", "expand3")):
+        t = call.bound[name]
+        pt = call.prov(t)
+        if pt is None:
+            continue
+        shape = list(t.shape)
+        for d in sorted(call.bound[ex]):
+            shape.insert(d, 1)
+        kept = tuple(s for d, s in enumerate(shape) if d not in sumdim)
+        parts.append(bcast(reduce(pt, shape, sumdim), kept, o.shape) if sumdim else bcast(pt, kept, o.shape))
     return [union_opt(parts, o.numel(), o.device)]
 
 
@@ -140,5 +233,8 @@ TABLE: Dict[object, Callable] = {
         aten.linalg_lu_solve, aten.cholesky, aten.inverse, aten.linalg_pinv,
     )},
     aten.linalg_cross: cross,
+    aten._cdist_forward: cdist,
+    aten._pdist_forward: pdist,
+    aten._trilinear: trilinear,
     aten.cross: cross,
 }

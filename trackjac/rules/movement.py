@@ -16,7 +16,6 @@ import torch
 
 from .._prov import Prov, broadcast_row
 from ..tracked import DIFFERENTIABLE
-from . import pointwise
 from ._util import bcast, codes
 
 aten = torch.ops.aten
@@ -155,12 +154,13 @@ def overwrite(call) -> List[Optional[Prov]]:
 
 
 def random_sample(call) -> List[Optional[Prov]]:
-    """Random numbers: ``self`` only gives the shape; tensor parameters (``normal(mean, std)``) count."""
-    res = pointwise.generic(call, skip=("self",))
-    if all(r is None for r in res) and not any(
-            call.is_derived(a) for n, a in call.bound.items() if n != "self" and isinstance(a, torch.Tensor)):
+    """Random numbers: autograd gives them no derivative, not even for tensor parameters
+    (``normal(mean, std)`` is not reparameterized).  The values derive from tracked values only
+    through such parameters (``self`` only gives the shape or is overwritten)."""
+    if not any(call.is_derived(a) for n, a in call.bound.items()
+               if n != "self" and isinstance(a, torch.Tensor)):
         call.derived = False
-    return res
+    return [None] * len(call.outs)
 
 
 TABLE: Dict[object, Callable] = {

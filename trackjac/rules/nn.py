@@ -9,18 +9,40 @@ from typing import Callable, Dict
 import torch
 
 from ..tracked import DIFFERENTIABLE
-from ._util import bcast, reduce, slice_union, union_opt
+from ._util import bcast, codes, keep_shape, reduce, slice_union, union_opt
 
 aten = torch.ops.aten
 
 
-def softmax(call):
-    """Each element depends on its whole slice along ``dim``."""
+def softmax(call, log: bool = False):
+    """Each element depends on its whole slice along ``dim``.
+
+    An entry that is ``-inf`` contributes ``exp(-inf) = 0``: it feeds no other element.  That
+    holds everywhere for a constant ``-inf`` (a mask filled in), and at this point for a computed
+    one (local mode).  Softmax outputs at such entries are the constant 0, and a slice with a
+    single live entry normalizes to the constant 1; ``log_softmax`` outputs ``x_i - lse(live)``
+    everywhere (``-inf`` entries still move with the live ones).
+    """
     x = call.bound["self"]
     dim = call.bound["dim"] % max(x.dim(), 1)
     if x.dim() == 0 or x.shape[dim] == 1:
         return [None]  # a slice of one element normalizes to a constant
-    return [slice_union(call.prov(x), x.shape, [dim])]
+    p = call.prov(x)
+    if p is None:
+        return [None]
+    dead = torch.isneginf(call.value(x))
+    if not call.local:
+        dead &= (p.lengths() == 0).reshape(x.shape)
+    if not dead.any():
+        return [slice_union(p, x.shape, [dim])]
+    live = ~dead
+    several = live.sum(dim, keepdim=True) > 1
+    union = reduce(p, x.shape, [dim], live)
+    ks = keep_shape(x.shape, [dim])
+    if not log:
+        return [bcast(union, ks, x.shape, live & several)]
+    return [union_opt([bcast(union, ks, x.shape, dead | several), bcast(p, x.shape, x.shape, dead)],
+                      x.numel(), p.device)]
 
 
 def _affine(call, o, names, channel_shape):
@@ -33,15 +55,23 @@ def _affine(call, o, names, channel_shape):
     return parts
 
 
+# The statistics outputs of the fused normalization ops (mean, rstd, running stats) are saved for
+# the backward pass only: autograd gives them no derivative, so neither does trackjac.
+
 def layer_norm(call):
     x = call.bound["input"]
     k = len(call.bound["normalized_shape"])
     dims = list(range(x.dim() - k, x.dim()))
     out = call.outs[0]
-    parts = [slice_union(call.prov(x), x.shape, dims)]
-    parts += _affine(call, out, ("weight", "bias"), (1,) * (x.dim() - k) + tuple(x.shape[-k:]))
-    stats = reduce(call.prov(x), x.shape, dims)
-    return [union_opt(parts, out.numel(), out.device), stats, stats]
+    count = 1
+    for d in dims:
+        count *= x.shape[d]
+    shape = (1,) * (x.dim() - k) + tuple(x.shape[-k:])
+    if count == 1:   # x - mean(x) is identically zero: only the bias remains
+        parts = _affine(call, out, ("bias",), shape)
+    else:
+        parts = [slice_union(call.prov(x), x.shape, dims)] + _affine(call, out, ("weight", "bias"), shape)
+    return [union_opt(parts, out.numel(), out.device)] + [None] * (len(call.outs) - 1)
 
 
 def batch_norm(call):
@@ -49,19 +79,14 @@ def batch_norm(call):
     out = call.outs[0]
     ch = (1, x.shape[1]) + (1,) * (x.dim() - 2)
     training = call.bound.get("training", True)
-    names = ("weight", "bias") if training else ("weight", "bias", "running_mean", "running_var")
     dims = [d for d in range(x.dim()) if d != 1]
-    parts = _affine(call, out, names, ch)
-    if training:
-        parts.append(slice_union(call.prov(x), x.shape, dims))
-        stats = reduce(call.prov(x), x.shape, dims)
+    if not training:
+        parts = _affine(call, out, ("weight", "bias", "running_mean", "running_var"), ch) + [call.prov(x)]
+    elif x.numel() == x.shape[1]:   # one value per channel: x - mean(x) is identically zero
+        parts = _affine(call, out, ("bias",), ch)
     else:
-        parts.append(call.prov(x))
-        stats = None
-    res = [union_opt(parts, out.numel(), out.device)]
-    for o in call.outs[1:]:
-        res.append(stats if stats is not None and o.dtype in DIFFERENTIABLE and o.numel() == x.shape[1] else None)
-    return res
+        parts = _affine(call, out, ("weight", "bias"), ch) + [slice_union(call.prov(x), x.shape, dims)]
+    return [union_opt(parts, out.numel(), out.device)] + [None] * (len(call.outs) - 1)
 
 
 def group_norm(call):
@@ -69,10 +94,15 @@ def group_norm(call):
     n, c, g = call.bound["N"], call.bound["C"], call.bound["group"]
     out = call.outs[0]
     xs = (n, g, x.numel() // max(n * g, 1))
-    parts = [slice_union(call.prov(x), xs, [2])]
-    parts += _affine(call, out, ("weight", "bias"), (1, c) + (1,) * (x.dim() - 2))
-    stats = reduce(call.prov(x), xs, [2])
-    return [union_opt(parts, out.numel(), out.device), stats, stats]
+    ch = (1, c) + (1,) * (x.dim() - 2)
+    mean = reduce(call.prov(x), xs, [2])   # unlike layer/batch norm, autograd differentiates
+    if xs[2] == 1:                         # group norm's mean and rstd outputs too
+        parts = _affine(call, out, ("bias",), ch)
+        rstd = None
+    else:
+        parts = [slice_union(call.prov(x), xs, [2])] + _affine(call, out, ("weight", "bias"), ch)
+        rstd = mean
+    return [union_opt(parts, out.numel(), out.device), mean, rstd]
 
 
 def weight_norm(call):
@@ -82,20 +112,76 @@ def weight_norm(call):
     out = call.outs[0]
     dims = [d for d in range(v.dim()) if d != dim % max(v.dim(), 1)]
     parts = [slice_union(call.prov(v), v.shape, dims), bcast(call.prov(g), g.shape, v.shape)]
-    return [union_opt(parts, out.numel(), out.device), reduce(call.prov(v), v.shape, dims)]
+    return [union_opt(parts, out.numel(), out.device), None]
+
+
+def attention(call):
+    """Fused scaled dot-product attention: ``out[..., i, :]`` depends on ``q[..., i, :]`` and on
+    ``k[..., j, :]``, ``v[..., j, :]`` (and a tracked float mask's ``[..., i, j]``) for every key
+    ``j`` that query ``i`` may attend to (causal mask, boolean mask, ``-inf`` bias).  A query that
+    attends to a single key copies its value: its weights are the constant 1.  The logsumexp and
+    bookkeeping outputs have no derivative."""
+    q, k, v = call.bound["query"], call.bound["key"], call.bound["value"]
+    mask = call.bound.get("attn_mask", call.bound.get("attn_bias"))
+    out = call.outs[0]
+    L, S = q.shape[-2], k.shape[-2]
+    batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2],
+                                   mask.shape[:-2] if isinstance(mask, torch.Tensor) else ())
+    full = tuple(batch) + (L, S)
+    allowed = torch.ones(full, dtype=torch.bool, device=out.device)
+    if call.bound.get("is_causal"):
+        allowed &= torch.ones(L, S, dtype=torch.bool, device=out.device).tril()
+    if isinstance(mask, torch.Tensor) and (call.local or not call.is_derived(mask)):
+        m = call.value(mask)
+        allowed &= (m if m.dtype == torch.bool else ~torch.isneginf(m)).expand(full)
+    single = allowed.sum(-1, keepdim=True) == 1
+    rows = codes(tuple(batch) + (L,), out.device)              # output row (one per query)
+    pairs_out = rows.unsqueeze(-1).expand(full)[allowed]
+    parts = []
+
+    def per_key(t, keep):
+        p = call.prov(t)
+        if p is None:
+            return
+        kr = reduce(p, t.shape, [t.dim() - 1])                # one row per key position
+        kr = bcast(kr, tuple(t.shape[:-1]), tuple(batch) + (S,))
+        src = codes(tuple(batch) + (S,), out.device).unsqueeze(-2).expand(full)
+        sel = allowed & keep
+        parts.append(kr.scatter(rows.unsqueeze(-1).expand(full)[sel], rows.numel(), src[sel]))
+
+    per_key(v, torch.ones_like(allowed))
+    per_key(k, ~single)
+    pq = call.prov(q)
+    if pq is not None:
+        qr = bcast(reduce(pq, q.shape, [q.dim() - 1]), tuple(q.shape[:-1]), tuple(batch) + (L,),
+                   ~single.squeeze(-1))
+        parts.append(qr)
+    if isinstance(mask, torch.Tensor) and mask.dtype != torch.bool and call.prov(mask) is not None:
+        pm = bcast(call.prov(mask), mask.shape, full)
+        parts.append(pm.scatter(pairs_out, rows.numel(), codes(full, out.device)[allowed]))
+    row = union_opt(parts, rows.numel(), out.device)
+    res = None if row is None else bcast(row, tuple(batch) + (L, 1), tuple(out.shape))
+    return [res] + [None] * (len(call.outs) - 1)
 
 
 TABLE: Dict[object, Callable] = {
     aten._softmax: softmax,
-    aten._log_softmax: softmax,
+    aten._log_softmax: lambda c: softmax(c, log=True),
     aten._safe_softmax: softmax,
     aten.native_layer_norm: layer_norm,
     aten.native_batch_norm: batch_norm,
     aten._native_batch_norm_legit: batch_norm,
     aten._native_batch_norm_legit_no_training: lambda c: batch_norm(_no_training(c)),
     aten._native_batch_norm_legit_functional: batch_norm,
+    aten._batch_norm_with_update: batch_norm,
+    aten._batch_norm_with_update_functional: batch_norm,
+    aten._batch_norm_no_update: lambda c: batch_norm(_no_training(c)),
     aten.native_group_norm: group_norm,
     aten._weight_norm_interface: weight_norm,
+    **{op: attention for op in (
+        aten._scaled_dot_product_flash_attention_for_cpu, aten._scaled_dot_product_flash_attention,
+        aten._scaled_dot_product_efficient_attention, aten._scaled_dot_product_cudnn_attention,
+        aten._scaled_dot_product_fused_attention_overrideable)},
 }
 
 

@@ -122,6 +122,36 @@ def _shrink_masks(call):
     return {"self": _v(call, "self").abs() >= _v(call, "lambd")}
 
 
+def _remainder_masks(rounding):
+    """``self - rounding(self / other) * other``: ``d/dother = -rounding(self / other)``, zero while
+    the quotient rounds to 0 (a neighbourhood property, so local mode drops ``other`` there)."""
+    def masks(call):
+        b = _v(call, "other")
+        if not isinstance(b, torch.Tensor):
+            return {}
+        return {"other": rounding(_v(call, "self") / b) != 0}
+    return masks
+
+
+def _div(call):
+    if call.bound.get("rounding_mode") is not None:   # floor/trunc division: piecewise constant
+        return zero_derivative(call)
+    return generic(call)
+
+
+def _logit_masks(call):
+    eps = _v(call, "eps")
+    return {} if eps is None else {"self": _within(_v(call, "self"), eps, 1 - eps)}
+
+
+def _dropout_backward(call):
+    """``grad * mask * scale``: the mask is a constant choice (the dropout's random draw)."""
+    mask = call.bound["mask"]
+    if call.is_derived(mask) and not call.local:
+        return generic(call)
+    return _select(call, {"grad_output": call.value(mask)})
+
+
 TABLE: Dict[object, Callable] = {
     # derivative zero everywhere
     **{op: zero_derivative for op in (
@@ -129,6 +159,9 @@ TABLE: Dict[object, Callable] = {
         aten.heaviside, aten.floor_divide, aten.signbit, aten.bernoulli)},
     aten.copysign: ignoring("other"),
     aten.nextafter: ignoring("other"),   # autograd: d/dself = 1 (a step of one ulp), d/dother = 0
+    aten.div: _div,
+    aten.rrelu_with_noise: ignoring("noise"),   # noise: the random slopes, written, no derivative
+    aten.native_dropout_backward: _dropout_backward,
     # selections
     aten.where: _where,
     aten.masked_fill: _masked_fill,
@@ -152,6 +185,9 @@ TABLE: Dict[object, Callable] = {
     aten.minimum: _choice(_binary_extreme(False)),
     aten.fmax: _choice(_binary_extreme(True)),
     aten.fmin: _choice(_binary_extreme(False)),
+    aten.remainder: _choice(_remainder_masks(torch.floor)),
+    aten.fmod: _choice(_remainder_masks(torch.trunc)),
+    aten.logit: _choice(_logit_masks),
 }
 
 

@@ -28,6 +28,65 @@ def reduction(call):
     return [p if o.dtype in DIFFERENTIABLE else None for o in call.outs]
 
 
+def vector_norm(call):
+    """``norm``/``linalg_vector_norm``: ``ord=0`` counts nonzeros (no derivative); ``ord=+-inf``
+    picks the largest/smallest magnitude (local mode: every tied element); else the slice."""
+    ord_ = call.bound.get("ord", call.bound.get("p", 2))
+    ord_ = 2 if ord_ is None else ord_
+    if ord_ == 0:
+        return [None] * len(call.outs)
+    if not (call.local and abs(ord_) == float("inf")):
+        return reduction(call)
+    x, dims = _dims(call)
+    o = call.outs[0]
+    mag = call.value(x).abs()
+    mask = mag == o.reshape(keep_shape(x.shape, dims)).to(mag.dtype)
+    return [reduce(call.prov(x), x.shape, dims, mask.expand(x.shape))]
+
+
+def variance(call):
+    """``var``/``std`` (and ``var_mean``/``std_mean``): a slice of one element has variance 0."""
+    x, dims = _dims(call)
+    count = 1
+    for d in dims:
+        count *= x.shape[d] if x.dim() else 1
+    res = reduction(call)
+    if count <= 1:
+        res[0] = None
+    return res
+
+
+def segment_reduce(call):
+    """Segments along ``axis`` (from ``lengths`` or ``offsets``) reduce to one element each;
+    ``max``/``min`` in local mode keep the elements equal to the result (``initial`` may win)."""
+    x = call.bound["data"]
+    p = call.prov(x)
+    if p is None:
+        return [None]
+    o = call.outs[0]
+    axis = call.bound.get("axis", 0) % x.dim()
+    lengths, offsets = call.bound.get("lengths"), call.bound.get("offsets")
+    if offsets is None:
+        lengths = call.value(lengths)
+        offsets = torch.cat([torch.zeros_like(lengths[..., :1]), lengths.cumsum(-1)], -1)
+    else:
+        offsets = call.value(offsets)
+    n_seg = offsets.shape[-1] - 1
+    lead = x.shape[:axis]
+    offsets = offsets.reshape(-1, n_seg + 1)
+    pos = torch.arange(x.shape[axis], device=x.device)
+    seg = torch.searchsorted(offsets[:, 1:].contiguous(), pos.expand(offsets.shape[0], -1).contiguous(),
+                             right=True)                                  # (lead, len along axis)
+    seg = seg.reshape(tuple(lead) + (x.shape[axis],) + (1,) * (x.dim() - axis - 1)).expand(x.shape)
+    oc = codes(o.shape, o.device)
+    inside = seg < n_seg
+    dest = oc.gather(axis, seg.clamp(max=n_seg - 1))
+    if call.local and call.bound["reduce"] in ("max", "min"):
+        inside = inside & (call.value(x) == o.gather(axis, seg.clamp(max=n_seg - 1)))
+    dest = torch.where(inside, dest, -1)
+    return [p.scatter(dest.reshape(-1), o.numel())]
+
+
 def _with_indices(call):
     """``(values, indices)`` reductions over one dim: local mode follows the returned index."""
     if not call.local:
@@ -101,13 +160,15 @@ def _by_overload(call, binary):
 TABLE: Dict[object, Callable] = {
     **{op: reduction for op in (
         aten.sum, aten.mean, aten.nansum, aten.nanmean, aten.prod, aten.logsumexp,
-        aten.norm, aten.linalg_vector_norm, aten.var, aten.std, aten.var_mean, aten.std_mean,
         aten.special_logsumexp, aten.linalg_matrix_norm)},
+    **{op: vector_norm for op in (aten.norm, aten.linalg_vector_norm)},
+    **{op: variance for op in (aten.var, aten.std, aten.var_mean, aten.std_mean)},
     **{op: _with_indices for op in (aten.kthvalue, aten.mode)},
     aten.max: lambda c: _by_overload(c, pointwise.TABLE[aten.maximum]),
     aten.min: lambda c: _by_overload(c, pointwise.TABLE[aten.minimum]),
     aten.median: lambda c: _by_overload(c, None),
     aten.nanmedian: lambda c: _by_overload(c, None),
+    aten.segment_reduce: segment_reduce,
     aten.amax: _tied,
     aten.amin: _tied,
     aten.aminmax: _tied,

@@ -39,7 +39,13 @@ def transform(call):
     if p is None:
         return [None]
     dims = norm_dims(call.bound["dim"], x.dim())
-    return [bcast(reduce(p, x.shape, dims), keep_shape(x.shape, dims), o.shape)]
+    mask = None
+    if "last_dim_size" in call.bound:   # c2r reads the first n // 2 + 1 bins of the last dim only
+        last = dims[-1]
+        used = torch.arange(x.shape[last], device=o.device) < call.bound["last_dim_size"] // 2 + 1
+        if not bool(used.all()):
+            mask = used.reshape((-1,) + (1,) * (x.dim() - last - 1)).expand(x.shape)
+    return [bcast(reduce(p, x.shape, dims, mask), keep_shape(x.shape, dims), o.shape)]
 
 
 def _real_input_zero(call):
