@@ -181,6 +181,9 @@ def test_cli_spy_errors(capsys):
         load_function("surely_not_a_module_xyz:f")
     with pytest.raises(SystemExit, match="no attribute"):
         load_function("trackjac.__main__:nope")
+    with pytest.raises(SystemExit, match="without arguments"):
+        load_function("torch.nn:LayerNorm")
+    assert isinstance(load_function("torch.nn:Tanh"), torch.nn.Tanh)
     with pytest.raises(SystemExit, match="--shapes"):
         main(["spy", "trackjac.__main__:brusselator", "-q"])
     with pytest.raises(SystemExit):  # argparse: bad shape

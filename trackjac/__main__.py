@@ -310,7 +310,11 @@ def load_function(spec: str) -> Callable:
         except AttributeError:
             raise SystemExit(f"spy: {mod_name!r} has no attribute {attr!r}")
     if isinstance(obj, type) and issubclass(obj, torch.nn.Module):
-        obj = obj()
+        try:
+            obj = obj()
+        except TypeError as e:
+            raise SystemExit(f"spy: cannot build {spec} without arguments ({e}); write a function "
+                             "that builds the module and calls it, and pass that instead")
     if not callable(obj):
         raise SystemExit(f"spy: {spec} is not callable")
     return obj
