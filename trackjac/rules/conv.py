@@ -16,10 +16,12 @@ depends on; ``P`` = pairs gathered):
   output_padding, plus the backend ops ``_slow_conv2d_forward``,
   ``slow_conv_transpose2d``, ``_conv_depthwise2d``, ``mkldnn_convolution``,
   ``cudnn_convolution`` ..., and ``conv_tbc``): exact.
-  Input part ``P = N*C_in*S_in*R + sum_d (rows after pass d) * K_d * R'``
-  (channel merge, then one pass per dimension), weight part
-  ``G*OCg*(ICg*K + O*K)``, then a broadcast over the group's output channels
-  (and, for the weight, over the batch) that writes the result pattern itself.
+  Input part: a channel merge (``P = N*C_in*S_in*R``), then one pass per spatial
+  dimension (``P = rows after the pass * K_d * R'``, ``R'`` the merged row length);
+  weight part likewise (``G*OCg*ICg*K*R_w``, then ``O*K`` per group channel); then a
+  broadcast over the group's output channels (and, for the weight, over the batch)
+  that writes the result pattern itself.  When input, weight and bias ids lie in
+  disjoint ranges (separate sources) their rows are concatenated without a sort.
   Memory is the result pattern plus one pass's pairs; never ``out x in``.
 * ``avg_pool{2,3}d`` (``avg_pool1d`` reaches it through ``avg_pool2d``),
   ``_adaptive_avg_pool{2,3}d``: exact, ``P = sum_d rows * K_d * R``.
@@ -49,15 +51,21 @@ depends on; ``P`` = pairs gathered):
   tracked values makes every element of the ``(n, c)`` plane a candidate
   (``out * H*W * R``: that *is* the pattern); local mode (or a constant grid)
   keeps the taps at this point (2, 4 or 8 corners, 4x4 for bicubic, 1 for
-  nearest), widened by one tap when a coordinate is within rounding distance of
-  an integer, so taps with a zero weight at exact pixel hits are kept (sound, may
-  add a neighbour there).  On the grid: each output depends on its own grid
-  point's coordinates (none for nearest, whose derivative is zero); in local
-  mode a coordinate is dropped where its derivative is structurally zero here
-  (clipped by border/reflection padding, or no tap inside the image).
+  nearest).  Coordinates are recomputed in float64; one within ``16 * eps(dtype) *
+  (size + 2)`` of an integer gets the taps of both sides, so taps whose weight is
+  zero at an exact pixel hit may be kept (sound; in float16/bfloat16 that margin
+  is a sizeable fraction of a pixel, so more neighbours are kept there).  On the
+  grid: each output depends on its own grid point's coordinates (none for
+  nearest, whose derivative is zero, nor along a size-1 dim with
+  ``align_corners``); in local mode a coordinate is dropped where its derivative
+  is structurally zero here (clipped by border/reflection padding, or no tap
+  inside the image).  ``P = out * taps * R``.
 * ``_embedding_bag``/``_embedding_bag_forward_only``: exact (sum, mean, max
   global; max local uses the returned indices), ``P = len(indices) * D * R``.
   Indices computed from tracked values make every row a candidate in global mode.
+  With ``include_last_offset=True``, indices past the last offset count in the last
+  bag (torch's kernels disagree about them: max and ``padding_idx`` use them, plain
+  sums drop them), conservative for the latter.
 
 ``lp_pool``, ``avg_pool1d``, ``adaptive_*_pool1d``, ``interpolate(mode='area')``
 decompose into the ops above before dispatch; ``im2col``/``col2im`` and nearest
