@@ -230,8 +230,11 @@ def _dispatch(func, args, kwargs):
     # indexed by element: they get fresh provenance from their rule.
     kinds = [("new", None) if k == "view" and isinstance(s, Tracked) and isinstance(v, torch.Tensor)
              and v.dtype.itemsize != s.dtype.itemsize else (k, s) for v, (k, s) in zip(values, kinds)]
-    if packet is aten.detach or not torch.is_grad_enabled():
-        # No derivative flows: results are derived values with no provenance.
+    no_grad = not torch.is_grad_enabled()
+    if packet is aten.detach or no_grad:
+        # No derivative flows: results are derived values with no provenance.  A tensor written
+        # in place under no_grad keeps its provenance: autograd records nothing, so derivatives
+        # keep flowing through it as before (clamp_ in gaussian_nll_loss, optimizer steps).
         kinds = [("new", None) if k == "view" else (k, s) for k, s in kinds]
         tracked = []
     tensor_vals = [v for v in values if isinstance(v, torch.Tensor)]
@@ -261,7 +264,10 @@ def _dispatch(func, args, kwargs):
             wrapped.append(Tracked._make(v, src._store) if isinstance(src, Tracked) else v)
         elif kind == "write":
             if isinstance(src, Tracked):
-                src._write(p, derived)
+                if no_grad:
+                    src._store.derived = src._store.derived or derived
+                else:
+                    src._write(p, derived)
                 wrapped.append(src)
             else:
                 wrapped.append(v)
