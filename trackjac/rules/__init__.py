@@ -16,13 +16,15 @@ from typing import Callable, Dict, Optional
 
 import torch
 
-from . import conv, decomp, foreach, indexing, linalg, movement, nn, pointwise, reductions, spectral
+from . import (conv, decomp, factorizations, foreach, indexing, linalg, movement, nn, pointwise,
+               reductions, spectral)
 
 aten = torch.ops.aten
 
 RULES: Dict[object, Callable] = {}
 KIND: Dict[object, str] = {}   # packet -> name of the table that holds its rule
-for _mod in (pointwise, reductions, movement, indexing, linalg, nn, conv, spectral, foreach):
+for _mod in (pointwise, reductions, movement, indexing, linalg, factorizations, nn, conv, spectral,
+             foreach):
     RULES.update(_mod.TABLE)
     KIND.update({p: "table:" + _mod.__name__.rsplit(".", 1)[-1] for p in _mod.TABLE})
 

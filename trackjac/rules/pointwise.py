@@ -82,12 +82,14 @@ def _within(x, lo, hi):
 
 
 def _clamp_masks(call):
+    """``min(max(x, lo), hi)``: ``x`` where ``lo <= x <= hi``, ``lo`` where ``x <= lo <= hi``, ``hi``
+    where ``max(x, lo) >= hi`` (so ``hi`` wins when ``lo > hi``).  Ties keep both."""
     x, lo, hi = _v(call, "self"), _v(call, "min"), _v(call, "max")
     m = {"self": _within(x, lo, hi)}
     if isinstance(lo, torch.Tensor):
-        m["min"] = x <= lo
+        m["min"] = (x <= lo) if hi is None else (x <= lo) & (lo <= hi)
     if isinstance(hi, torch.Tensor):
-        m["max"] = x >= hi
+        m["max"] = (x >= hi) if lo is None else torch.maximum(x, torch.as_tensor(lo, dtype=x.dtype)) >= hi
     return m
 
 
