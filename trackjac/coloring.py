@@ -604,7 +604,7 @@ def _color(
     assert best is not None
     k, colors, name = best
     if local_search and k > lower:
-        rounds = local_search if not isinstance(local_search, bool) else (300 if n <= _BIG_N else 80)
+        rounds = local_search if not isinstance(local_search, bool) else (120 if n <= _BIG_N else 80)
         colors = _reduce(g, colors, lower, gen, window=15, rounds=int(rounds))
     return Coloring(colors, _num(colors), axis, name, lower)
 

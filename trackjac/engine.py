@@ -125,6 +125,13 @@ def _structure(f: Callable, args: Sequence[Any], pattern: Any, strict: bool, loc
 # ----------------------------------------------------------------------------
 
 
+def _symmetric(rows: Tensor, cols: Tensor, n: int) -> bool:
+    """Whether a square pattern is structurally symmetric (then row and column colorings coincide)."""
+    a = torch.sort(rows * n + cols).values
+    b = torch.sort(cols * n + rows).values
+    return torch.equal(a, b)
+
+
 def _choose(structure: Structure, mode: str, effort: str, seed: int) -> Tuple[str, Coloring]:
     """Color rows (rev) and/or columns (fwd); "auto" keeps fewer colors (rev on ties:
     one vjp needs a single forward pass, and PyTorch's reverse mode is its fastest path)."""
@@ -142,6 +149,8 @@ def _choose(structure: Structure, mode: str, effort: str, seed: int) -> Tuple[st
     # clique lower bounds: the longest column (rev) and the longest row (fwd)
     lb_rev = int(torch.bincount(cols, minlength=N).max()) if cols.numel() else 0
     lb_fwd = int(torch.bincount(rows, minlength=M).max()) if rows.numel() else 0
+    if M == N and _symmetric(rows, cols, N):  # both sides are the same problem: rev wins ties
+        return "rev", color_rows(coo, **opts)
     if lb_fwd < lb_rev:  # color the more promising side first; skip the other if it cannot win
         fwd = color_columns(coo, **opts)
         if fwd.num_colors < lb_rev:

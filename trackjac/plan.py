@@ -190,7 +190,7 @@ class Plan:
         self._compiled: Optional[Callable] = None
         self.compile = compile
         if compile:
-            self._compiled = _try_compile(self._evaluate)
+            self._compiled = _try_compile(self._pure_compressed)
 
     # -- construction -------------------------------------------------------------
 
@@ -281,10 +281,21 @@ class Plan:
             self._fallback = True
             return res
 
-    def _evaluate(self, *args):
+    def _pure_compressed(self, *args):
+        """The batched vjp/jvp alone, without fallbacks: what ``compile=True`` compiles.
+
+        The decompression gather stays eager: fused into the compiled graph it
+        made the whole kernel several times slower on CPU.
+        """
+        g, dargs = self._bind(args)
+        return _vectorized(g, dargs, self.mode, self._seeds, lambda outs: None)
+
+    def _evaluate(self, args: Sequence[Any]):
         """Outputs and the values of every block (row-major, one tensor per block)."""
         g, dargs = self._bind(args)
-        outs, comps = self._compressed(g, dargs)
+        return self._decompress(*self._compressed(g, dargs))
+
+    def _decompress(self, outs, comps):
         rev = self.mode == "rev"
         values = []
         for j, row in enumerate(self._gather):
@@ -306,14 +317,16 @@ class Plan:
         self._validate(args)
         if self._compiled is not None:
             try:
-                outs, values = self._compiled(*args)
+                outs, comps = self._compiled(*args)
+                self._check_outputs(outs)
+                outs, values = self._decompress(outs, comps)
             except Exception as err:
+                outs, values = self._evaluate(args)  # raises the user-facing error, if any
                 warnings.warn(f"trackjac: compiled plan failed ({type(err).__name__}: {err}); using eager",
                               RuntimeWarning, stacklevel=3)
                 self._compiled = None
-                outs, values = self._evaluate(*args)
         else:
-            outs, values = self._evaluate(*args)
+            outs, values = self._evaluate(args)
         jac = self.structure.nest(
             [[self._blocks[j][i].assemble(v) for i, v in enumerate(row)] for j, row in enumerate(values)]
         )

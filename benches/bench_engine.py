@@ -1,0 +1,188 @@
+"""Sparse Jacobians: trackjac side by side with torch's dense Jacobians.
+
+Problems (benches/problems.py): the 2-D Brusselator (n = 2 N^2 unknowns, 6
+nonzeros per row) and a bundle-adjustment residual, at growing sizes. Methods:
+
+- ``trackjac.jacobian`` from scratch (detection + fast coloring + evaluation);
+- ``jacobian_plan`` build (detection + best coloring), and a warm plan call,
+  eager and (``--compile`` / ``TRACKJAC_BENCH_COMPILE=1``) compiled;
+- ``torch.func.jacrev``, ``torch.func.jacfwd``, ``torch.autograd.functional.jacobian``
+  with ``vectorize=True`` and as a Python loop, where the dense Jacobian fits.
+
+Run with pytest-benchmark (not part of the default test run):
+
+    python -m pytest benches/bench_engine.py --benchmark-only
+
+or as a script, which prints every number of one run as a markdown table:
+
+    python benches/bench_engine.py [--quick] [--compile]
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, List, Optional, Tuple
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from problems import brusselator, brusselator_pattern, brusselator_point, bundle_adjustment  # noqa: E402
+
+from trackjac.coloring import color_rows  # noqa: E402
+from trackjac.engine import jacobian, jacobian_plan  # noqa: E402
+
+COMPILE = os.environ.get("TRACKJAC_BENCH_COMPILE") == "1"
+LOOP_MAX = 2048  # output rows beyond which the per-row autograd loop is skipped
+BRUSSELATOR_N = (16, 32, 48, 128)  # dense methods up to 48 (n = 4608; 128 would need 8.6 GB)
+BRUSSELATOR_DENSE_N = 48
+BA_SIZES = ((8, 100), (32, 1000), (128, 10000))  # (cameras, points), 4 observations per point
+BA_DENSE = 1  # dense methods on the first BA size only: jacrev took 100 s at (32, 1000)
+
+
+@dataclass
+class Case:
+    problem: str
+    size: str
+    method: str
+    run: Callable[[], object]
+    rounds: int  # timing rounds (slow dense methods get few)
+    setup: Optional[Callable[[], None]] = None  # untimed, before the first round
+
+
+def _quiet(fn: Callable) -> Callable:
+    def run():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fn()
+    return run
+
+
+def _dense_methods(f: Callable, args: Tuple[torch.Tensor, ...], rows: int) -> List[Tuple[str, Callable, int]]:
+    argnums = tuple(range(len(args)))
+    inputs = args if len(args) > 1 else args[0]
+    out = [
+        ("torch.func.jacrev", lambda: torch.func.jacrev(f, argnums=argnums)(*args), 1),
+        ("torch.func.jacfwd", lambda: torch.func.jacfwd(f, argnums=argnums)(*args), 1),
+        ("autograd.functional.jacobian(vectorize=True)",
+         lambda: torch.autograd.functional.jacobian(f, inputs, vectorize=True), 1),
+    ]
+    if rows <= LOOP_MAX:
+        out.append(("autograd.functional.jacobian (loop)",
+                    lambda: torch.autograd.functional.jacobian(f, inputs), 1))
+    return out
+
+
+def _sparse_methods(f, args, compile_too: bool) -> List[Case]:
+    cases = []
+    state = {}
+
+    def build():
+        state["plan"] = jacobian_plan(f, *args)
+
+    cases.append(("trackjac.jacobian (from scratch)", lambda: jacobian(f, *args), 3, None))
+    cases.append(("trackjac.jacobian_plan (build)", lambda: jacobian_plan(f, *args), 1, None))
+    cases.append(("trackjac plan(x) (warm, eager)", lambda: state["plan"](*args), 20, build))
+    if compile_too:
+        def build_compiled():
+            state["cplan"] = jacobian_plan(f, *args, compile=True)
+            state["cplan"](*args)  # compile outside the timing
+        cases.append(("trackjac plan(x) (warm, compiled)", lambda: state["cplan"](*args), 20, build_compiled))
+    return cases
+
+
+def cases(quick: bool = False, compile_too: bool = COMPILE) -> List[Case]:
+    out: List[Case] = []
+    for N in BRUSSELATOR_N[:2] if quick else BRUSSELATOR_N:
+        x = brusselator_point(N)
+        n = x.numel()
+        size = f"N={N} (n={n})"
+        for name, run, rounds, setup in _sparse_methods(brusselator, (x,), compile_too):
+            out.append(Case("brusselator", size, name, _quiet(run), rounds, setup))
+        if N <= BRUSSELATOR_DENSE_N:
+            for name, run, rounds in _dense_methods(brusselator, (x,), n):
+                out.append(Case("brusselator", size, name, run, rounds))
+    for k, (C, P) in enumerate(BA_SIZES[:2] if quick else BA_SIZES):
+        ba = bundle_adjustment(C, P)
+        rows = 2 * ba.cam_idx.numel()
+        cols = ba.cams.numel() + ba.pts.numel()
+        size = f"{C} cams, {P} pts ({rows} x {cols})"
+        for name, run, rounds, setup in _sparse_methods(ba.residual, ba.args, compile_too):
+            out.append(Case("bundle adjustment", size, name, _quiet(run), rounds, setup))
+        if k < BA_DENSE:
+            for name, run, rounds in _dense_methods(ba.residual, ba.args, rows):
+                out.append(Case("bundle adjustment", size, name, run, rounds))
+    P = brusselator_pattern(512)
+    out.append(Case("coloring", "Brusselator rows, n=524288", "trackjac.color_rows",
+                    lambda: color_rows(P), 3))
+    return out
+
+
+# ----------------------------------------------------------------------------
+# pytest-benchmark entry point
+# ----------------------------------------------------------------------------
+
+try:
+    import pytest
+except ImportError:  # script use without pytest
+    pytest = None
+
+if pytest is not None:
+    _CASES = cases()
+
+    @pytest.mark.parametrize("case", _CASES, ids=[f"{c.problem}|{c.size}|{c.method}" for c in _CASES])
+    def test_bench(benchmark, case):
+        benchmark.group = f"{case.problem} {case.size}"
+        if case.setup is not None:
+            case.setup()
+        case.run()  # warm-up: one-time costs (imports, functorch batching rules) are not timed
+        benchmark.pedantic(case.run, rounds=case.rounds, iterations=1)
+
+
+# ----------------------------------------------------------------------------
+# Script: one run, one table
+# ----------------------------------------------------------------------------
+
+
+def _time(case: Case) -> Tuple[float, float]:
+    """(best wall seconds, best process CPU seconds) over the case's rounds, after a warm-up."""
+    if case.setup is not None:
+        case.setup()
+    case.run()
+    wall, cpu = [], []
+    for _ in range(case.rounds):
+        t0, c0 = time.perf_counter(), time.process_time()
+        case.run()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return min(wall), min(cpu)
+
+
+def _fmt(s: float) -> str:
+    return f"{s * 1e3:.2f} ms" if s < 1 else f"{s:.2f} s"
+
+
+def main(argv: List[str]) -> None:
+    quick = "--quick" in argv
+    compile_too = COMPILE or "--compile" in argv
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
+    print("| problem | size | method | wall (best) | CPU (best) |")
+    print("|---|---|---|---|---|")
+    for case in cases(quick, compile_too):
+        wall, cpu = _time(case)
+        print(f"| {case.problem} | {case.size} | {case.method} | {_fmt(wall)} | {_fmt(cpu)} |", flush=True)
+    for N in (48, 128, 512):
+        P = brusselator_pattern(N)
+        x = brusselator_point(N)
+        plan = jacobian_plan(brusselator, x, pattern=P) if N <= 128 else None
+        c = color_rows(P)
+        extra = f", plan: mode={plan.mode}, colors={plan.num_colors}" if plan else ""
+        print(f"colors, Brusselator N={N}: rows {c.num_colors} (lower bound {c.lower_bound}){extra}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
