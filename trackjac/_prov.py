@@ -1,55 +1,118 @@
 """Provenance: for each element of a tensor, the set of input ids it depends on.
 
-Stored as CSR (``ptr``, ``col``) on the values' device, so memory and time are
-proportional to the number of structural dependencies, never to
-``numel x n_inputs``.  Every operation is vectorized torch code; sets are merged
-by sorting packed ``row * K + col`` keys.
+Two representations with one interface (``numel``, ``nnz``, ``device``, ``ptr``,
+``col``, ``lengths``, ``rows``, ``gather``, ``scatter``, ``replace_rows``,
+``to_coo``, ``to``):
+
+* :class:`Prov` (here): CSR (``ptr``, ``col``) on the values' device, so memory and
+  time are proportional to the number of structural dependencies, never to
+  ``numel x n_inputs``.  When every row holds the same number ``w`` of ids (a
+  source, a stencil, a batch of equal-sized blocks: the common case) the CSR is
+  *uniform*: ``col`` viewed as a ``(numel, w)`` matrix, ``ptr`` implicit, and
+  gathers and unions are plain row copies and column comparisons.
+* :class:`~trackjac._bits.BitProv`: packed bitmasks, one row of int64 words per
+  element, for computations with few inputs (see :mod:`trackjac._bits`).
+
+The module functions (:func:`union`, :func:`cat_rows`, :func:`broadcast_row`,
+:func:`all_ids`, :func:`identity`) accept either representation, and operations
+that mix them (or bitmasks over different id ranges) convert to a common one
+first (:func:`common`).  Every operation is vectorized torch code; the only host
+reads are a few scalars (sizes, a min or max) per operation.
 
 Input ids are global: every source tensor owns a contiguous id range (see
 :mod:`trackjac.sources`).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 
 _I64 = torch.int64
+_PADDED_MAX = 24   # unions whose rows hold at most this many ids (all inputs together) skip the sort
+_ROW_SORT_MAX = 64  # rows at most this wide are deduplicated by a per-row sort instead of a global one
+
+
+def _ar(n: int, device) -> torch.Tensor:
+    return torch.arange(n, dtype=_I64, device=device)
+
+
+def _is_arange(idx: torch.Tensor) -> bool:
+    n = idx.numel()
+    return n == 0 or (int(idx[0]) == 0 and int(idx[-1]) == n - 1
+                      and torch.equal(idx, _ar(n, idx.device)))
+
+
+def _min(t: torch.Tensor) -> int:
+    return int(t.min()) if t.numel() else 0
 
 
 class Prov:
-    """Per-element dependency sets of ``numel`` elements in row-major order."""
+    """Per-element dependency sets of ``numel`` elements in row-major order (CSR).
 
-    __slots__ = ("ptr", "col")
+    ``col`` holds the ids of row ``i`` at ``col[ptr[i]:ptr[i + 1]]``, unique within
+    a row, not necessarily sorted.  ``width`` is the common row length when all rows
+    have the same length and ``-1`` otherwise.  Uniform provenances computed here are
+    stored column-major (``tmatrix()``, ``(width, numel)``: the ``j``-th id of every
+    row is one contiguous vector, which is what gathers and unions work on); ``ptr``
+    and ``col`` are then derived on first use.
+    """
 
-    def __init__(self, ptr: torch.Tensor, col: torch.Tensor):
-        self.ptr = ptr  # (numel + 1,) int64, ptr[0] == 0
-        self.col = col  # (nnz,) int64, unique within each row (not necessarily sorted)
+    __slots__ = ("_ptr", "_col", "_t", "_n", "_w")
+
+    def __init__(self, ptr: Optional[torch.Tensor], col: Optional[torch.Tensor], *,
+                 width: Optional[int] = None, numel: Optional[int] = None,
+                 t: Optional[torch.Tensor] = None):
+        self._ptr = ptr   # (numel + 1,) int64, or None when the rows are uniform
+        self._col = col   # (nnz,) int64 row-major, or None when ``t`` is given
+        self._t = t       # (width, numel) int64 column-major, uniform rows only
+        if t is not None:
+            width, numel = t.shape
+            if width <= 1 and col is None:
+                self._col = t.reshape(-1)
+        if ptr is not None:
+            self._n = ptr.numel() - 1
+        elif numel is not None:
+            self._n = numel
+        else:
+            self._n = col.numel() // width
+        self._w = width   # None: not yet known; -1: rows differ in length
 
     # -- construction -------------------------------------------------------
     @staticmethod
     def empty(numel: int, device) -> "Prov":
-        return Prov(torch.zeros(numel + 1, dtype=_I64, device=device),
-                    torch.zeros(0, dtype=_I64, device=device))
+        return Prov(None, None, t=torch.zeros(0, numel, dtype=_I64, device=device))
+
+    @staticmethod
+    def uniform(mat: torch.Tensor) -> "Prov":
+        """Rows of a row-major ``(numel, w)`` id matrix (ids unique within each row)."""
+        return Prov(None, mat.reshape(-1), width=mat.shape[1], numel=mat.shape[0])
+
+    @staticmethod
+    def columns(t: torch.Tensor) -> "Prov":
+        """Rows of a column-major ``(w, numel)`` id matrix (ids unique within each row)."""
+        return Prov(None, None, t=t)
 
     @staticmethod
     def identity(numel: int, first_id: int, device) -> "Prov":
         """Element ``i`` depends on id ``first_id + i`` (a source)."""
-        return Prov(torch.arange(numel + 1, dtype=_I64, device=device),
-                    torch.arange(first_id, first_id + numel, dtype=_I64, device=device))
+        return Prov.columns(torch.arange(first_id, first_id + numel, dtype=_I64, device=device).view(1, numel))
 
     @staticmethod
     def from_pairs(rows: torch.Tensor, cols: torch.Tensor, numel: int,
                    assume_unique: bool = False) -> "Prov":
-        """Build from (row, id) pairs, merging duplicates."""
+        """Build from (row, id) pairs, merging duplicates (``assume_unique``: pairs are
+        distinct and already grouped by row in row order)."""
         device = rows.device
         if cols.numel() == 0:
             return Prov.empty(numel, device)
         if not assume_unique:
-            k = int(cols.max()) + 1
+            lo, hi = (int(v) for v in torch.stack(torch.aminmax(cols)).tolist())
+            k = hi - lo + 1
             if numel * k < 2 ** 62:
-                keys = torch.unique(rows * k + cols)
-                rows, cols = keys // k, keys % k
+                keys = torch.unique(rows * k + (cols - lo))
+                rows = torch.div(keys, k, rounding_mode="floor")
+                cols = keys - rows * k + lo
             else:  # key would overflow: two stable sorts instead of one packed sort
                 order = torch.argsort(cols, stable=True)
                 rows, cols = rows[order], cols[order]
@@ -65,57 +128,119 @@ class Prov:
 
     # -- queries --------------------------------------------------------------
     @property
+    def ptr(self) -> torch.Tensor:
+        p = self._ptr
+        if p is None:
+            p = self._ptr = _ar(self._n + 1, self.device) * self._w
+        return p
+
+    @property
+    def col(self) -> torch.Tensor:
+        c = self._col
+        if c is None:
+            c = self._col = self._t.t().reshape(-1)
+        return c
+
+    @property
     def numel(self) -> int:
-        return self.ptr.numel() - 1
+        return self._n
 
     @property
     def nnz(self) -> int:
-        return self.col.numel()
+        return (self._t if self._col is None else self._col).numel()
 
     @property
     def device(self):
-        return self.ptr.device
+        return (self._t if self._col is None else self._col).device
+
+    @property
+    def width(self) -> int:
+        """Common length of all rows, ``-1`` if they differ."""
+        w = self._w
+        if w is None:
+            n, nnz = self._n, self._col.numel()
+            if n == 0 or nnz == 0:
+                w = 0
+            elif nnz % n:
+                w = -1
+            else:
+                lens = self._ptr[1:] - self._ptr[:-1]
+                w = nnz // n if bool((lens == nnz // n).all()) else -1
+            self._w = w
+        return w
+
+    def matrix(self) -> torch.Tensor:
+        """Row-major ``(numel, width)`` view of ``col`` (uniform rows only)."""
+        return self.col.view(self._n, self._w)
+
+    def tmatrix(self) -> torch.Tensor:
+        """Column-major ``(width, numel)`` ids (uniform rows only); computed once."""
+        t = self._t
+        if t is None:
+            t = self._t = self.matrix().t().contiguous()
+        return t
 
     def lengths(self) -> torch.Tensor:
-        return self.ptr[1:] - self.ptr[:-1]
+        if self.width >= 0:
+            return torch.full((self._n,), self._w, dtype=_I64, device=self.device)
+        p = self.ptr
+        return p[1:] - p[:-1]
 
     def rows(self) -> torch.Tensor:
         """Row index of every stored entry."""
-        return torch.repeat_interleave(
-            torch.arange(self.numel, dtype=_I64, device=self.device), self.lengths(),
-            output_size=self.nnz)
+        ar = _ar(self._n, self.device)
+        if self.width >= 0:
+            return torch.repeat_interleave(ar, self._w)
+        return torch.repeat_interleave(ar, self.lengths(), output_size=self.nnz)
 
     def to(self, device) -> "Prov":
-        return Prov(self.ptr.to(device), self.col.to(device))
+        mv = (lambda x: None if x is None else x.to(device))
+        return Prov(mv(self._ptr), mv(self._col), width=self._w, numel=self._n, t=mv(self._t))
+
+    def csr(self) -> "Prov":
+        return self
 
     # -- transformations -------------------------------------------------------
     def entries_of(self, idx: torch.Tensor):
         """Entries of rows ``idx`` (``-1`` = none): ``(position in idx, id)`` pairs."""
-        device = self.device
-        idx = idx.reshape(-1)
-        valid = idx >= 0
-        safe = torch.where(valid, idx, torch.zeros_like(idx))
-        starts = self.ptr[safe]
-        lens = torch.where(valid, self.ptr[safe + 1] - starts, torch.zeros_like(idx))
-        total = int(lens.sum()) if idx.numel() else 0
-        pos = torch.repeat_interleave(torch.arange(idx.numel(), dtype=_I64, device=device),
-                                      lens, output_size=total)
-        first = torch.cumsum(lens, 0) - lens
-        off = torch.arange(total, dtype=_I64, device=device) - first[pos]
-        return pos, self.col[starts[pos] + off]
+        g = self.gather(idx.reshape(-1))
+        return g.rows(), g.col
 
     def gather(self, idx: torch.Tensor) -> "Prov":
         """Row ``i`` of the result is row ``idx[i]`` of self (``-1``: empty row)."""
         idx = idx.reshape(-1)
-        if self.nnz == 0:
-            return Prov.empty(idx.numel(), self.device)
-        pos, cols = self.entries_of(idx)
-        valid = idx >= 0
-        safe = torch.where(valid, idx, torch.zeros_like(idx))
-        lens = torch.where(valid, self.ptr[safe + 1] - self.ptr[safe], torch.zeros_like(idx))
-        ptr = torch.zeros(idx.numel() + 1, dtype=_I64, device=self.device)
-        torch.cumsum(lens, 0, out=ptr[1:])
-        return Prov(ptr, cols)
+        m, device = idx.numel(), self.device
+        if m == 0 or self.nnz == 0:
+            return Prov.empty(m, device)
+        neg = _min(idx) < 0
+        w = self.width
+        if not neg and m == self._n and _is_arange(idx):
+            return self
+        if w >= 0:
+            t = self.tmatrix()
+            if not neg:
+                return Prov.columns(torch.index_select(t, 1, idx))
+            keep = torch.nonzero(idx >= 0).squeeze(1)
+            sel = torch.index_select(t, 1, torch.index_select(idx, 0, keep))
+            lens = torch.zeros(m, dtype=_I64, device=device)
+            lens.index_fill_(0, keep, w)
+            ptr = torch.zeros(m + 1, dtype=_I64, device=device)
+            torch.cumsum(lens, 0, out=ptr[1:])
+            return Prov(ptr, sel.t().reshape(-1), width=w if keep.numel() == m else -1)
+        ptr = self.ptr
+        if neg:
+            valid = idx >= 0
+            safe = torch.where(valid, idx, torch.zeros_like(idx))
+            starts = ptr[safe]
+            lens = torch.where(valid, ptr[safe + 1] - starts, torch.zeros_like(idx))
+        else:
+            starts = ptr[idx]
+            lens = ptr[idx + 1] - starts
+        optr = torch.zeros(m + 1, dtype=_I64, device=device)
+        torch.cumsum(lens, 0, out=optr[1:])
+        total = int(optr[-1])
+        src = _ar(total, device) + torch.repeat_interleave(starts - optr[:-1], lens, output_size=total)
+        return Prov(optr, torch.index_select(self.col, 0, src))
 
     def scatter(self, out_rows: torch.Tensor, numel: int, in_rows: Optional[torch.Tensor] = None) -> "Prov":
         """Union-push: row ``in_rows[k]`` of self is merged into result row ``out_rows[k]``.
@@ -123,110 +248,312 @@ class Prov:
         ``in_rows`` defaults to ``arange(self.numel)``.  Negative targets are dropped.
         """
         out_rows = out_rows.reshape(-1)
-        if in_rows is None:
-            rows, cols = self.rows(), self.col
-            tgt = out_rows[rows]
-        else:
-            pos, cols = self.entries_of(in_rows)
-            tgt = out_rows[pos]
-        keep = tgt >= 0
-        return Prov.from_pairs(tgt[keep], cols[keep], numel)
+        src = self if in_rows is None else self.gather(in_rows)
+        device = self.device
+        if out_rows.numel() == 0 or src.nnz == 0:
+            return Prov.empty(numel, device)
+        if _min(out_rows) < 0:
+            keep = torch.nonzero(out_rows >= 0).squeeze(1)
+            src, out_rows = src.gather(keep), torch.index_select(out_rows, 0, keep)
+            if src.nnz == 0:
+                return Prov.empty(numel, device)
+        counts = torch.bincount(out_rows, minlength=numel)
+        cmin, cmax = (int(v) for v in torch.stack(torch.aminmax(counts)).tolist())
+        if cmax <= 1:  # injective: a gather by the inverse map
+            inv = torch.full((numel,), -1, dtype=_I64, device=device)
+            inv.index_copy_(0, out_rows, _ar(out_rows.numel(), device))
+            return src.gather(inv)
+        w = src.width
+        if w >= 0 and cmin == cmax and ((cmax - 1) * w <= _PADDED_MAX or cmax * w <= _ROW_SORT_MAX):
+            # every target receives the same number of equally long rows
+            order = None if bool((out_rows[1:] >= out_rows[:-1]).all()) else torch.argsort(out_rows, stable=True)
+            if (cmax - 1) * w <= _PADDED_MAX:
+                t = src.tmatrix()
+                if order is not None:
+                    t = torch.index_select(t, 1, order)
+                g = t.view(w, numel, cmax)
+                return _union_columns([g[:, :, r].contiguous() for r in range(cmax)], numel, False)
+            mat = src.matrix()
+            if order is not None:
+                mat = torch.index_select(mat, 0, order)
+            return _dedupe_rows(mat.reshape(numel, cmax * w))
+        rows, cols = src.rows(), src.col
+        return Prov.from_pairs(torch.index_select(out_rows, 0, rows), cols, numel)
 
-    def replace_rows(self, idx: torch.Tensor, new: "Prov") -> "Prov":
-        """Copy with rows ``idx`` replaced by the rows of ``new`` (in-place writes)."""
+    def replace_rows(self, idx: torch.Tensor, new) -> "Prov":
+        """Copy with rows ``idx`` replaced by the rows of ``new`` (in-place writes).
+
+        Rows named several times in ``idx`` get the union of their new rows.
+        """
+        if not isinstance(new, Prov):
+            me, new = common([self, new])
+            return me.replace_rows(idx, new)
         idx = idx.reshape(-1)
-        mask = torch.ones(self.numel, dtype=torch.bool, device=self.device)
-        mask[idx] = False
-        rows = self.rows()
-        keep = mask[rows]
-        r = torch.cat([rows[keep], idx[new.rows()]])
-        c = torch.cat([self.col[keep], new.col])
-        if r.numel() == 0:
-            return Prov.empty(self.numel, self.device)
-        order = torch.argsort(r, stable=True)
-        return Prov.from_pairs(r[order], c[order], self.numel, assume_unique=_unique_targets(idx))
+        n, k, device = self._n, idx.numel(), self.device
+        if k == 0:
+            return self
+        counts = torch.bincount(idx, minlength=n)
+        if int(counts.max()) <= 1:
+            if self.nnz == 0 and new.nnz == 0:
+                return Prov.empty(n, device)
+            # result = rows of cat(self, new), picked by a map sending idx[j] to n + j
+            src = _ar(n, device)
+            src.index_copy_(0, idx, _ar(k, device) + n)
+            if self.nnz == 0:
+                return new.gather(src - n)   # negative: an empty row
+            if new.nnz == 0:
+                return self.gather(torch.where(src < n, src, torch.full_like(src, -1)))
+            return cat_rows([self, new]).gather(src)
+        kept = self.gather(_ar(n, device).masked_fill(counts > 0, -1))
+        return union([kept, new.scatter(idx, n)], n)
 
     def to_coo(self, lo: int, n: int, layout=torch.sparse_coo) -> torch.Tensor:
         """2-D boolean pattern ``(numel, n)`` of the ids in ``[lo, lo + n)``."""
-        keep = (self.col >= lo) & (self.col < lo + n)
-        rows = self.rows()[keep]
-        cols = self.col[keep] - lo
-        if n and rows.numel() and self.numel * n < 2 ** 62:  # coalesced order: rows, then columns
-            keys = torch.sort(rows * n + cols).values
-            rows, cols = keys // n, keys % n
-        elif rows.numel():
-            order = torch.argsort(cols, stable=True)
-            order = order[torch.argsort(rows[order], stable=True)]
-            rows, cols = rows[order], cols[order]
+        device = self.device
+        p = self
+        if p.nnz:
+            mn, mx = (int(v) for v in torch.stack(torch.aminmax(p._t if p._col is None else p._col)).tolist())
+            if mn < lo or mx >= lo + n:
+                keep = (p.col >= lo) & (p.col < lo + n)
+                pos = torch.nonzero(keep).squeeze(1)
+                p = Prov.from_pairs(p.rows()[pos], p.col[pos], p.numel, assume_unique=True)
+        rows, cols = _sorted_entries(p)
+        cols = cols - lo
         if layout == torch.strided:
-            out = torch.zeros(self.numel, n, dtype=torch.bool, device=self.device)
+            out = torch.zeros(p.numel, n, dtype=torch.bool, device=device)
             out[rows, cols] = True
             return out
-        vals = torch.ones(rows.numel(), dtype=torch.bool, device=self.device)
-        t = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (self.numel, n),
+        vals = torch.ones(rows.numel(), dtype=torch.bool, device=device)
+        t = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (p.numel, n),
                                     is_coalesced=True, check_invariants=False)
         return t if layout == torch.sparse_coo else t.to_sparse(layout=layout)
 
-
-def _unique_targets(idx: torch.Tensor) -> bool:
-    return idx.numel() <= 1 or torch.unique(idx).numel() == idx.numel()
-
-
-_PADDED_MAX = 16  # rows this short are merged in a padded matrix, without a global sort
+    def __repr__(self) -> str:
+        return f"Prov(numel={self._n}, nnz={self.nnz}, width={self._w})"
 
 
-def union(provs: Sequence[Prov], numel: Optional[int] = None) -> Prov:
+def _sorted_entries(p: Prov):
+    """``(rows, ids)`` of every entry, ids ascending within each row."""
+    device = p.device
+    if p.nnz == 0:
+        z = torch.zeros(0, dtype=_I64, device=device)
+        return z, z
+    w = p.width
+    if w >= 0:
+        if w <= 1 or (p._col is None and w <= 16):   # narrow: sort across the column vectors
+            cols = torch.sort(p.tmatrix(), dim=0).values.t().reshape(-1)
+        else:
+            cols = torch.sort(p.matrix(), dim=1).values.reshape(-1)
+        return torch.repeat_interleave(_ar(p.numel, device), w), cols
+    lens = p.lengths()
+    wmax = int(lens.max())
+    rows = p.rows()
+    if wmax <= _ROW_SORT_MAX and p.numel * wmax <= 4 * p.nnz:
+        # pad to (numel, wmax) with a sentinel larger than any id, sort each row, drop the padding
+        mat = _padded(p, lens, wmax, fill=torch.iinfo(_I64).max)
+        cols = torch.sort(mat, dim=1).values
+        cols = cols[_ar(wmax, device) < lens[:, None]]
+        return rows, cols
+    lo, hi = (int(v) for v in torch.stack(torch.aminmax(p.col)).tolist())
+    k = hi - lo + 1
+    if p.numel * k < 2 ** 62:
+        keys = torch.sort(rows * k + (p.col - lo)).values
+        return torch.div(keys, k, rounding_mode="floor"), keys % k + lo
+    order = torch.argsort(p.col, stable=True)
+    order = order[torch.argsort(rows[order], stable=True)]
+    return rows[order], p.col[order]
+
+
+def _padded(p: Prov, lens: torch.Tensor, w: int, fill: int = -1) -> torch.Tensor:
+    """Row-major ``(numel, w)`` matrix of the rows of ``p`` (``w >= max length``), padded with ``fill``."""
+    if p.width >= 0 and p.width == w:
+        return p.matrix()
+    return _padded_t(p, lens, w, fill).t()
+
+
+def _padded_t(p: Prov, lens: torch.Tensor, w: int, fill: int = -1) -> torch.Tensor:
+    """Column-major ``(w, numel)`` ids of the rows of ``p`` padded with ``fill``."""
+    if p.width >= 0 and p.width == w:
+        return p.tmatrix()
+    device = p.device
+    ar = _ar(w, device)[:, None]
+    valid = ar < lens
+    pos = torch.clamp(p.ptr[:-1] + ar, max=max(p.nnz - 1, 0))
+    vals = torch.index_select(p.col, 0, pos.reshape(-1)).view(pos.shape) if p.nnz else torch.zeros_like(pos)
+    return torch.where(valid, vals, torch.full_like(pos, fill))
+
+
+def _from_matrix(c: torch.Tensor, keep: Optional[torch.Tensor]) -> Prov:
+    """Rows of the row-major id matrix ``c`` restricted to ``keep`` (``None``: everything)."""
+    if keep is None:
+        return Prov.uniform(c)
+    counts = keep.sum(1)
+    n = c.shape[0]
+    col = c[keep]
+    w = col.numel() // n if n else 0
+    if n and col.numel() % n == 0 and bool((counts == w).all()):
+        return Prov.uniform(col.view(n, w))
+    ptr = torch.zeros(n + 1, dtype=_I64, device=c.device)
+    torch.cumsum(counts, 0, out=ptr[1:])
+    return Prov(ptr, col, width=-1)
+
+
+def _dedupe_rows(c: torch.Tensor) -> Prov:
+    """Rows of a row-major id matrix (``-1``: padding) with repeated ids dropped, by a per-row sort."""
+    s = torch.sort(c, dim=1).values
+    keep = s >= 0
+    keep[:, 1:] &= s[:, 1:] != s[:, :-1]
+    return _from_matrix(s, None if bool(keep.all()) else keep)
+
+
+def _union_columns(blocks: Sequence[torch.Tensor], n: int, padded: bool) -> Prov:
+    """Union of column-major blocks ``(w_b, n)`` (rows unique within a block; ``-1``:
+    padding when ``padded``), column by column: every id column of a block is compared
+    with the blocks before it.
+
+    Blocks go widest first, so a narrower one contained in it (``x * y + x``) shows as
+    columns that repeat in every row and are dropped whole; only columns that repeat in
+    some rows but not others need a per-entry compaction.  The widest block is never
+    compared, so a wide block joined by a few narrow ones costs ``width`` comparisons
+    per narrow column, not a sort.
+    """
+    blocks = sorted(blocks, key=lambda t: -t.shape[0])
+    parts = [blocks[0]]       # column-major pieces of the result, in order
+    masks = [None]            # per piece: None (keep all) or (k, n) bool of entries to keep
+    for b, ct in enumerate(blocks[1:], 1):
+        earlier = blocks[:b]
+        for v in ct.unbind(0):
+            dup = None
+            for e in earlier:
+                d = (e[0] == v) if e.shape[0] == 1 else (e == v).any(0)
+                dup = d if dup is None else dup.logical_or_(d)
+            k = int(dup.sum())
+            if k == n:        # repeated in every row: drop the column
+                continue
+            parts.append(v.unsqueeze(0))
+            masks.append(None if k == 0 else ~dup.unsqueeze(0))
+    if not padded and all(m is None for m in masks):
+        return Prov.columns(parts[0] if len(parts) == 1 else torch.cat(parts, 0))
+    c = torch.cat(parts, 0).t()
+    keep = torch.cat([p >= 0 if m is None else m for p, m in zip(parts, masks)], 0).t()
+    if padded:
+        keep &= c >= 0
+    return _from_matrix(c, keep)
+
+
+# -- mixing representations ----------------------------------------------------------------
+
+def common(provs: Sequence) -> List:
+    """The same provenances in one representation (bitmasks over one id range, or CSR).
+
+    Empty CSR provenances count for neither.  Bitmasks are kept when the ids of all of
+    them fit the automatic bitmask range (or ``representation="bits"`` is in force),
+    otherwise everything becomes CSR.
+    """
+    from ._bits import BitProv, to_bits
+    bits = [p for p in provs if isinstance(p, BitProv)]
+    if not bits:
+        return list(provs)
+    sets = [p for p in provs if not isinstance(p, BitProv) and p.nnz]
+    lo = min(b.lo for b in bits)
+    hi = max(b.hi for b in bits)
+    if not sets and all(b.lo == lo and b.hi == hi for b in bits):
+        return [p if isinstance(p, BitProv) else to_bits(p, lo, hi) for p in provs]
+    for s in sets:
+        mn, mx = (int(v) for v in torch.stack(torch.aminmax(s.col)).tolist())
+        lo, hi = min(lo, mn - mn % 64), max(hi, mx + 1 + (-(mx + 1)) % 64)
+    from ._bits import keep_bits
+    if keep_bits(hi - lo):
+        return [to_bits(p, lo, hi) for p in provs]
+    return [p.csr() for p in provs]
+
+
+def union(provs: Sequence, numel: Optional[int] = None):
     """Element-wise union of provenances of equal length."""
     provs = [p for p in provs if p is not None]
     if not provs:
         raise ValueError("union of nothing")
     n = provs[0].numel if numel is None else numel
+    if n == 0:
+        return provs[0] if provs[0].numel == 0 else Prov.empty(0, provs[0].device)
     nonempty, seen = [], set()
     for p in provs:
-        key = (id(p.ptr), id(p.col))
-        if p.nnz and key not in seen:  # x * x: the same sets twice
-            seen.add(key)
+        if id(p) not in seen and (not isinstance(p, Prov) or p.nnz):  # x * x: the same sets twice
+            seen.add(id(p))
             nonempty.append(p)
     if not nonempty:
         return Prov.empty(n, provs[0].device)
     if len(nonempty) == 1:
         return nonempty[0]
-    lens = [p.lengths() for p in nonempty]
-    widths = [int(l.max()) for l in lens]
-    if sum(widths) <= _PADDED_MAX:
-        return _padded_union(nonempty, lens, widths, n)
-    rows = torch.cat([p.rows() for p in nonempty])
-    cols = torch.cat([p.col for p in nonempty])
+    if not all(isinstance(p, Prov) for p in nonempty):
+        from ._bits import union_bits
+        return union_bits(common(nonempty), n)
+    seen, uniq = set(), []
+    for p in nonempty:  # two provenances sharing their id arrays (views of one store)
+        key = id(p._t) if p._t is not None else id(p._col)
+        if key not in seen:
+            seen.add(key)
+            uniq.append(p)
+    if len(uniq) == 1:
+        return uniq[0]
+    ws = [p.width for p in uniq]
+    if all(w >= 0 for w in ws):
+        widths, lens = ws, None
+    else:
+        lens = [p.lengths() for p in uniq]
+        widths = [w if w >= 0 else int(ln.max()) for w, ln in zip(ws, lens)]
+    if sum(widths) <= _PADDED_MAX or (lens is None and sum(widths) - max(widths) <= _PADDED_MAX):
+        blocks = [p.tmatrix() if lens is None else _padded_t(p, lens[i], widths[i])
+                  for i, p in enumerate(uniq) if widths[i]]
+        return _union_columns(blocks, n, lens is not None)
+    if lens is None and sum(widths) <= _ROW_SORT_MAX:
+        return _dedupe_rows(torch.cat([p.matrix() for p in uniq], 1))
+    rows = torch.cat([p.rows() for p in uniq])
+    cols = torch.cat([p.col for p in uniq])
     return Prov.from_pairs(rows, cols, n)
 
 
-def _padded_union(provs, lens, widths, n) -> Prov:
-    """Union of short rows: pad to a (rows, width) matrix and drop repeats by pairwise comparison."""
+def cat_rows(provs: Sequence):
+    """Rows of several provenances one after the other (``torch.cat`` of flattened tensors)."""
+    provs = list(provs)
+    if len(provs) == 1:
+        return provs[0]
     device = provs[0].device
-    blocks = []
-    for p, ln, w in zip(provs, lens, widths):
-        ar = torch.arange(w, dtype=_I64, device=device)
-        valid = ar < ln[:, None]
-        pos = torch.clamp(p.ptr[:-1, None] + ar, max=max(p.nnz - 1, 0))
-        blocks.append(torch.where(valid, p.col[pos], torch.full_like(pos, -1)))
-    c = torch.cat(blocks, dim=1)
-    keep = c >= 0
-    for j in range(1, c.shape[1]):
-        keep[:, j] &= ~(c[:, j:j + 1] == c[:, :j]).any(1)
-    counts = keep.sum(1)
-    ptr = torch.zeros(n + 1, dtype=_I64, device=device)
-    torch.cumsum(counts, 0, out=ptr[1:])
-    return Prov(ptr, c[keep])
+    if not all(isinstance(p, Prov) for p in provs):
+        from ._bits import cat_bits
+        return cat_bits(common(provs))
+    total = sum(p.numel for p in provs)
+    if all(p.nnz == 0 for p in provs):
+        return Prov.empty(total, device)
+    ws = [p.width for p in provs]
+    if ws[0] >= 0 and all(w == ws[0] for w in ws):
+        if all(p._col is None for p in provs) or ws[0] <= 1:
+            return Prov.columns(torch.cat([p.tmatrix() for p in provs], 1))
+        return Prov(None, torch.cat([p.col for p in provs]), width=ws[0], numel=total)
+    ptrs, base = [], 0
+    for p in provs:
+        ptrs.append(p.ptr[:-1] + base)
+        base += p.nnz
+    ptrs.append(torch.tensor([base], dtype=_I64, device=device))
+    return Prov(torch.cat(ptrs), torch.cat([p.col for p in provs]))
 
 
-def all_ids(prov: Prov) -> torch.Tensor:
+def all_ids(prov) -> torch.Tensor:
     """Sorted unique ids appearing anywhere in ``prov``."""
+    if not isinstance(prov, Prov):
+        return prov.all_ids()
     return torch.unique(prov.col)
 
 
 def broadcast_row(ids: torch.Tensor, numel: int) -> Prov:
     """Every one of ``numel`` rows holds the same id set ``ids``."""
-    device = ids.device
-    k = ids.numel()
-    ptr = torch.arange(numel + 1, dtype=_I64, device=device) * k
-    return Prov(ptr, ids.repeat(numel))
+    return Prov.uniform(ids.reshape(1, -1).expand(numel, ids.numel()).contiguous())
+
+
+def identity(numel: int, first_id: int, device, representation: str = "sets"):
+    """Provenance of a source of ``numel`` elements with ids ``first_id ...``:
+    ``representation`` is ``"sets"`` (CSR) or ``"bits"`` (packed bitmasks)."""
+    if representation == "bits":
+        from ._bits import BitProv
+        return BitProv.identity(numel, first_id, device)
+    return Prov.identity(numel, first_id, device)

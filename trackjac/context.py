@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Optional
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -34,6 +34,8 @@ class Config:
     path_dependent: bool = False  # Python control flow read a tracked value
     warned_control_flow: bool = False
     threads: int = 1  # intra-op threads for provenance bookkeeping (0: leave torch's setting)
+    representation: str = "auto"  # provenance of new sources: "auto", "sets" (CSR) or "bits"
+    n_inputs: Optional[int] = None  # tracked input elements of the computation, if known
 
 
 _state = threading.local()
@@ -56,7 +58,8 @@ class _FactoryMode(TorchFunctionMode):
 
 
 @contextlib.contextmanager
-def tracking(*, local: bool = False, strict: bool = False) -> Iterator[Config]:
+def tracking(*, local: bool = False, strict: bool = False,
+             representation: Optional[str] = None) -> Iterator[Config]:
     """Context in which factory-made tensors are trackable.
 
     Args:
@@ -64,10 +67,20 @@ def tracking(*, local: bool = False, strict: bool = False) -> Iterator[Config]:
             choices (``where``, ``max``, ``relu`` ...) instead of every candidate.
         strict: raise instead of warning on ops without a rule and on Python
             control flow that reads a tracked value.
+        representation: how sources created inside the context store provenance:
+            ``"sets"`` (sorted-free CSR index sets: memory and time proportional to
+            the pattern's nonzeros), ``"bits"`` (packed bitmasks: ``numel x n_inputs``
+            bits, fastest for few inputs) or ``"auto"`` (bitmasks up to
+            ``trackjac._bits.AUTO_MAX_INPUTS`` inputs).  ``None`` keeps the current
+            setting (``"auto"`` by default).  Results are identical.
     """
+    if representation not in (None, "auto", "sets", "bits"):
+        raise ValueError(f"tracking: representation must be 'auto', 'sets' or 'bits', got {representation!r}")
     cfg = config()
-    saved = (cfg.local, cfg.strict, cfg.path_dependent, cfg.warned_control_flow)
+    saved = (cfg.local, cfg.strict, cfg.path_dependent, cfg.warned_control_flow, cfg.representation)
     cfg.local, cfg.strict = local, strict
+    if representation is not None:
+        cfg.representation = representation
     cfg.path_dependent = cfg.warned_control_flow = False
     cfg.depth += 1
     try:
@@ -75,4 +88,4 @@ def tracking(*, local: bool = False, strict: bool = False) -> Iterator[Config]:
             yield cfg
     finally:
         cfg.depth -= 1
-        cfg.local, cfg.strict, cfg.path_dependent, cfg.warned_control_flow = saved
+        cfg.local, cfg.strict, cfg.path_dependent, cfg.warned_control_flow, cfg.representation = saved

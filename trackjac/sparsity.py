@@ -1,7 +1,7 @@
 """``jacobian_sparsity``: the Jacobian's structural pattern, nested like ``torch.autograd.functional.jacobian``."""
 from __future__ import annotations
 
-from typing import Any, Callable, List, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 
@@ -52,7 +52,7 @@ def pattern_of(y: torch.Tensor, x: Tracked, layout=torch.sparse_coo) -> torch.Te
 
 
 def jacobian_sparsity(f: Callable, *args, local: bool = False, strict: bool = False,
-                      layout=torch.sparse_coo):
+                      layout=torch.sparse_coo, representation: Optional[str] = None):
     """Structural sparsity pattern of the Jacobian of ``f`` at ``args``.
 
     Every floating tensor argument is tracked; other arguments are passed as they are.
@@ -69,10 +69,18 @@ def jacobian_sparsity(f: Callable, *args, local: bool = False, strict: bool = Fa
         when ``f`` returns a tuple.
 
     Cost: time and memory proportional to the number of (element, input) dependencies
-    of the intermediate tensors, not to ``outputs x inputs``.
+    of the intermediate tensors, not to ``outputs x inputs`` (``representation="sets"``);
+    with few inputs packed bitmasks are faster (``"bits"``: ``numel x n_inputs`` bits per
+    intermediate).  ``"auto"`` (the default, see :func:`~trackjac.tracking`) picks bitmasks
+    up to ``trackjac._bits.AUTO_MAX_INPUTS`` tracked input elements.  The pattern is the same.
     """
-    with tracking(local=local, strict=strict):
-        targs, pos = track_args(args)
+    with tracking(local=local, strict=strict, representation=representation) as cfg:
+        saved, cfg.n_inputs = cfg.n_inputs, sum(
+            a.numel() for a in args if isinstance(a, torch.Tensor) and a.dtype in FLOATING)
+        try:
+            targs, pos = track_args(args)
+        finally:
+            cfg.n_inputs = saved
         out = f(*targs)
     outs, out_tuple = output_list(out, "jacobian_sparsity")
     srcs = [targs[i] for i in pos]

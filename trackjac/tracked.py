@@ -12,6 +12,7 @@ import torch
 from torch.utils._pytree import tree_map
 
 from . import sources
+from . import _prov
 from ._prov import Prov
 from .dispatch import dispatch
 
@@ -42,6 +43,14 @@ def positions(t: torch.Tensor, store_numel: int) -> Optional[torch.Tensor]:
         return None
     base = torch.arange(max(store_numel, 1), dtype=torch.int64, device=t.device)
     return base.as_strided(t.shape, t.stride(), t.storage_offset()).reshape(-1)
+
+
+def _source_representation(numel: int) -> str:
+    """``"sets"`` or ``"bits"`` for a new source (see ``tracking(representation=...)``)."""
+    from ._bits import choose
+    from .context import config
+    n = config().n_inputs
+    return choose(numel if n is None else n)
 
 
 class Tracked(torch.Tensor):
@@ -77,7 +86,7 @@ class Tracked(torch.Tensor):
             if value.numel() and _storage_numel(value) != value.numel():
                 value = value.clone()
             src = sources.allocate(value.numel(), value.shape)
-            prov = Prov.identity(value.numel(), src.first, value.device)
+            prov = _prov.identity(value.numel(), src.first, value.device, _source_representation(value.numel()))
             return cls._make(value, _Store(prov, value.numel(), True, local), src)
 
     def __init__(self, *args, **kwargs):  # construction happens in __new__
@@ -119,8 +128,17 @@ class Tracked(torch.Tensor):
         st = self._store
         if st.prov is None:
             return Prov.empty(self.value.numel(), self.value.device)
-        pos = positions(self.value, st.numel)
-        return st.prov if pos is None else st.prov.gather(pos)
+        v = self.value
+        geometry = (v.shape, v.stride(), v.storage_offset())
+        cached = getattr(self, "_view_prov", None)  # a view read by several ops (u * u + u.roll(1))
+        if cached is not None and cached[0] is st.prov and cached[1] == geometry:
+            return cached[2]
+        pos = positions(v, st.numel)
+        if pos is None:
+            return st.prov
+        prov = st.prov.gather(pos)
+        self._view_prov = (st.prov, geometry, prov)
+        return prov
 
     def _write(self, prov: Optional[Prov], derived: bool) -> None:
         """In-place write: this tensor's elements now have provenance ``prov``."""
