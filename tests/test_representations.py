@@ -70,6 +70,39 @@ def test_sources_of_different_representations(steps, shape, reps):
         assert torch.equal(got, e), f"{name} differs with sources {reps[:3]} under {reps[3]} in {steps}"
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs, st.tuples(st.integers(1, 12), st.integers(1, 12)), st.sampled_from(sorted(CHOICES)))
+def test_auto_switches_dense_intermediates_to_bits(steps, shape, choice):
+    """With no size threshold, "auto" starts from sets and turns rows full enough into
+    bitmasks (dense intermediates), mixing both representations: same patterns."""
+    f = lambda x, r, c: CHOICES[choice](run_program(steps + [("softmax", 0), ("matmul", 1)], x, r, c))  # noqa: E731
+    args = _args(shape, 4)
+    expected = [p.to_dense() for p in trackjac.jacobian_sparsity(f, *args, representation="sets")]
+    saved = _bits.AUTO_MAX_INPUTS, _bits.AUTO_MAX_SPAN
+    _bits.AUTO_MAX_INPUTS, _bits.AUTO_MAX_SPAN = 0, 0
+    try:
+        got = trackjac.jacobian_sparsity(f, *args, representation="auto")
+    finally:
+        _bits.AUTO_MAX_INPUTS, _bits.AUTO_MAX_SPAN = saved
+    for name, e, g in zip("xrc", expected, got):
+        assert torch.equal(g.to_dense(), e), f"auto (no threshold) differs for {name} in {steps} + {choice}"
+
+
+def test_dense_intermediate_becomes_bits():
+    x = torch.rand(200, dtype=torch.float64)
+    saved = _bits.AUTO_MAX_INPUTS, _bits.AUTO_MAX_SPAN
+    _bits.AUTO_MAX_INPUTS, _bits.AUTO_MAX_SPAN = 0, 0
+    try:
+        t = trackjac.Tracked(x)
+        s = torch.softmax(t, 0)       # every element depends on all 200 inputs
+        y = s * t.roll(1)             # mixes with a sparse CSR operand
+    finally:
+        _bits.AUTO_MAX_INPUTS, _bits.AUTO_MAX_SPAN = saved
+    assert isinstance(t._store.prov, Prov)
+    assert isinstance(s._store.prov, BitProv) and isinstance(y._store.prov, BitProv)
+    assert y.depends_on(t, layout=torch.strided).all()
+
+
 def test_representation_is_used():
     x = torch.rand(4, 5, dtype=torch.float64)
     for rep, cls in (("bits", BitProv), ("sets", Prov)):

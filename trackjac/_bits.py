@@ -25,7 +25,7 @@ _I64 = torch.int64
 
 #: ``representation="auto"`` uses bitmasks when a computation tracks at most this many
 #: input elements (measured on this project's benchmarks: see docs/performance.md).
-AUTO_MAX_INPUTS = 2048
+AUTO_MAX_INPUTS = 1024
 #: Mixed operations stay in bitmasks while the ids involved span at most this many bits.
 AUTO_MAX_SPAN = AUTO_MAX_INPUTS + 128
 
@@ -46,12 +46,32 @@ def choose(n_inputs: int) -> str:
     return rep
 
 
-def keep_bits(span: int) -> bool:
-    """Whether provenances whose ids span ``span`` bits are combined as bitmasks."""
+def smaller_as_bits(numel: int, span: int, nnz: int) -> bool:
+    """Whether ``numel`` rows of ``span`` bits take at most half the memory of ``nnz`` CSR ids."""
+    return numel * span <= 32 * nnz
+
+
+def keep_bits(span: int, numel: int = 0, nnz: int = 0) -> bool:
+    """Whether provenances of ``numel`` rows whose ids span ``span`` bits (``nnz`` ids in
+    all, as sets) are combined as bitmasks."""
     rep = _mode()
     if rep == "auto":
-        return span <= AUTO_MAX_SPAN
+        return span <= AUTO_MAX_SPAN or smaller_as_bits(numel, span, nnz)
     return rep == "bits"
+
+
+def densify(p):
+    """In ``"auto"`` mode, a CSR provenance whose rows are so full that bitmasks over its
+    id range are smaller becomes bitmasks (dense intermediates: softmax, attention, dense
+    layers); anything else is returned as it is."""
+    if not isinstance(p, Prov) or p.numel == 0 or p.nnz < 64 * p.numel or _mode() != "auto":
+        return p
+    ids = p._t if p._col is None else p._col
+    mn, mx = (int(v) for v in torch.stack(torch.aminmax(ids)).tolist())
+    lo, hi = mn - mn % 64, mx + 1 + (-(mx + 1)) % 64
+    if not smaller_as_bits(p.numel, hi - lo, p.nnz):
+        return p
+    return to_bits(p, lo, hi)
 
 
 # -- bit tricks ---------------------------------------------------------------------------

@@ -242,11 +242,15 @@ class Prov:
         src = _ar(total, device) + torch.repeat_interleave(starts - optr[:-1], lens, output_size=total)
         return Prov(optr, torch.index_select(self.col, 0, src))
 
-    def scatter(self, out_rows: torch.Tensor, numel: int, in_rows: Optional[torch.Tensor] = None) -> "Prov":
+    def scatter(self, out_rows: torch.Tensor, numel: int, in_rows: Optional[torch.Tensor] = None):
         """Union-push: row ``in_rows[k]`` of self is merged into result row ``out_rows[k]``.
 
         ``in_rows`` defaults to ``arange(self.numel)``.  Negative targets are dropped.
         """
+        from ._bits import densify
+        return densify(self._scatter(out_rows, numel, in_rows))
+
+    def _scatter(self, out_rows: torch.Tensor, numel: int, in_rows: Optional[torch.Tensor] = None) -> "Prov":
         out_rows = out_rows.reshape(-1)
         src = self if in_rows is None else self.gather(in_rows)
         device = self.device
@@ -423,10 +427,18 @@ def _union_columns(blocks: Sequence[torch.Tensor], n: int, padded: bool) -> Prov
     for b, ct in enumerate(blocks[1:], 1):
         earlier = blocks[:b]
         for v in ct.unbind(0):
-            dup = None
+            dup, tmp = None, None
             for e in earlier:
-                d = (e[0] == v) if e.shape[0] == 1 else (e == v).any(0)
-                dup = d if dup is None else dup.logical_or_(d)
+                if e.shape[0] > 16:
+                    d = (e == v).any(0)
+                    dup = d if dup is None else dup.logical_or_(d)
+                    continue
+                for u in e.unbind(0):
+                    if dup is None:
+                        dup = torch.eq(v, u)
+                    else:
+                        tmp = torch.eq(v, u, out=tmp)
+                        dup.logical_or_(tmp)
             k = int(dup.sum())
             if k == n:        # repeated in every row: drop the column
                 continue
@@ -460,16 +472,29 @@ def common(provs: Sequence) -> List:
     if not sets and all(b.lo == lo and b.hi == hi for b in bits):
         return [p if isinstance(p, BitProv) else to_bits(p, lo, hi) for p in provs]
     for s in sets:
-        mn, mx = (int(v) for v in torch.stack(torch.aminmax(s.col)).tolist())
+        mn, mx = (int(v) for v in torch.stack(torch.aminmax(s._t if s._col is None else s._col)).tolist())
         lo, hi = min(lo, mn - mn % 64), max(hi, mx + 1 + (-(mx + 1)) % 64)
     from ._bits import keep_bits
-    if keep_bits(hi - lo):
+    nnz = 0
+    if hi - lo > _bits_auto_span():  # only then does the size of the sets matter
+        nnz = sum(p.nnz for p in provs)
+    if keep_bits(hi - lo, provs[0].numel, nnz):
         return [to_bits(p, lo, hi) for p in provs]
     return [p.csr() for p in provs]
 
 
+def _bits_auto_span() -> int:
+    from ._bits import AUTO_MAX_SPAN
+    return AUTO_MAX_SPAN
+
+
 def union(provs: Sequence, numel: Optional[int] = None):
     """Element-wise union of provenances of equal length."""
+    from ._bits import densify
+    return densify(_union(provs, numel))
+
+
+def _union(provs: Sequence, numel: Optional[int] = None):
     provs = [p for p in provs if p is not None]
     if not provs:
         raise ValueError("union of nothing")
@@ -545,9 +570,10 @@ def all_ids(prov) -> torch.Tensor:
     return torch.unique(prov.col)
 
 
-def broadcast_row(ids: torch.Tensor, numel: int) -> Prov:
+def broadcast_row(ids: torch.Tensor, numel: int):
     """Every one of ``numel`` rows holds the same id set ``ids``."""
-    return Prov.uniform(ids.reshape(1, -1).expand(numel, ids.numel()).contiguous())
+    from ._bits import densify
+    return densify(Prov.uniform(ids.reshape(1, -1).expand(numel, ids.numel()).contiguous()))
 
 
 def identity(numel: int, first_id: int, device, representation: str = "sets"):
