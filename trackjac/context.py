@@ -36,6 +36,7 @@ class Config:
     threads: int = 1  # intra-op threads for provenance bookkeeping (0: leave torch's setting)
     representation: str = "auto"  # provenance of new sources: "auto", "sets" (CSR) or "bits"
     n_inputs: Optional[int] = None  # tracked input elements of the computation, if known
+    constant_zeros: str = "keep"  # "drop": a product with an exact zero that has no provenance drops
 
 
 _state = threading.local()
@@ -59,7 +60,7 @@ class _FactoryMode(TorchFunctionMode):
 
 @contextlib.contextmanager
 def tracking(*, local: bool = False, strict: bool = False,
-             representation: Optional[str] = None) -> Iterator[Config]:
+             representation: Optional[str] = None, constant_zeros: str = "keep") -> Iterator[Config]:
     """Context in which factory-made tensors are trackable.
 
     Args:
@@ -73,12 +74,22 @@ def tracking(*, local: bool = False, strict: bool = False,
             bits, fastest for few inputs) or ``"auto"`` (bitmasks up to
             ``trackjac._bits.AUTO_MAX_INPUTS`` inputs).  ``None`` keeps the current
             setting (``"auto"`` by default).  Results are identical.
+        constant_zeros: ``"keep"`` (participation, default): ``x * 0`` still depends on ``x``.
+            ``"drop"`` (value-aware): in products (``mul``, ``mm``, ``bmm``, ``matmul`` ...) an
+            operand entry that is exactly zero and depends on nothing (a constant, a masked
+            entry, ``softmax`` of ``-inf``) removes the other operand's contribution through it:
+            ``x * 0``, ``eye`` masks and causal attention lose those entries.  Such zeros are read
+            at this point, so for zeros computed non-differentiably from tracked values
+            (``floor``, comparisons) the pattern holds at this point only.
     """
+    if constant_zeros not in ("keep", "drop"):
+        raise ValueError(f"tracking: constant_zeros must be 'keep' or 'drop', got {constant_zeros!r}")
     if representation not in (None, "auto", "sets", "bits"):
         raise ValueError(f"tracking: representation must be 'auto', 'sets' or 'bits', got {representation!r}")
     cfg = config()
-    saved = (cfg.local, cfg.strict, cfg.path_dependent, cfg.warned_control_flow, cfg.representation)
-    cfg.local, cfg.strict = local, strict
+    saved = (cfg.local, cfg.strict, cfg.path_dependent, cfg.warned_control_flow, cfg.representation,
+             cfg.constant_zeros)
+    cfg.local, cfg.strict, cfg.constant_zeros = local, strict, constant_zeros
     if representation is not None:
         cfg.representation = representation
     cfg.path_dependent = cfg.warned_control_flow = False
@@ -88,4 +99,5 @@ def tracking(*, local: bool = False, strict: bool = False,
             yield cfg
     finally:
         cfg.depth -= 1
-        cfg.local, cfg.strict, cfg.path_dependent, cfg.warned_control_flow, cfg.representation = saved
+        (cfg.local, cfg.strict, cfg.path_dependent, cfg.warned_control_flow, cfg.representation,
+         cfg.constant_zeros) = saved

@@ -52,7 +52,8 @@ def pattern_of(y: torch.Tensor, x: Tracked, layout=torch.sparse_coo) -> torch.Te
 
 
 def jacobian_sparsity(f: Callable, *args, local: bool = False, strict: bool = False,
-                      layout=torch.sparse_coo, representation: Optional[str] = None):
+                      layout=torch.sparse_coo, representation: Optional[str] = None,
+                      constant_zeros: str = "keep"):
     """Structural sparsity pattern of the Jacobian of ``f`` at ``args``.
 
     Every floating tensor argument is tracked; other arguments are passed as they are.
@@ -61,6 +62,9 @@ def jacobian_sparsity(f: Callable, *args, local: bool = False, strict: bool = Fa
     multiplied by zero still participates).  In global mode (default) the pattern holds
     at every point that takes the same Python control-flow path; ``local=True`` resolves
     value-dependent choices (``where``, ``max``, ``relu`` ...) at this point only.
+    ``constant_zeros="drop"`` makes products value-aware: an exact zero that depends on
+    nothing (``x * 0``, an ``eye`` mask, causal attention's masked weights) no longer
+    connects the other factor (see :func:`~trackjac.tracking`).
 
     Returns:
         A coalesced sparse COO boolean matrix ``(out.numel(), arg.numel())`` (dense with
@@ -74,7 +78,8 @@ def jacobian_sparsity(f: Callable, *args, local: bool = False, strict: bool = Fa
     intermediate).  ``"auto"`` (the default, see :func:`~trackjac.tracking`) picks bitmasks
     up to ``trackjac._bits.AUTO_MAX_INPUTS`` tracked input elements.  The pattern is the same.
     """
-    with tracking(local=local, strict=strict, representation=representation) as cfg:
+    with tracking(local=local, strict=strict, representation=representation,
+                  constant_zeros=constant_zeros) as cfg:
         saved, cfg.n_inputs = cfg.n_inputs, sum(
             a.numel() for a in args if isinstance(a, torch.Tensor) and a.dtype in FLOATING)
         try:

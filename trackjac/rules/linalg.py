@@ -12,6 +12,7 @@ from typing import Callable, Dict, Optional
 import torch
 
 from .._prov import Prov, union
+from ..context import config
 from ..tracked import DIFFERENTIABLE
 from ._util import bcast, codes, reduce, slice_union, union_opt
 
@@ -31,6 +32,44 @@ def _scaled_out(call):
     return call.bound.get("beta", 1) == 0, call.bound.get("alpha", 1) == 0
 
 
+def _live(call, a) -> torch.Tensor:
+    """Entries that connect the other factor: nonzero, or carrying provenance."""
+    live = call.value(a) != 0
+    p = call.prov(a)
+    if p is not None:
+        live |= (p.lengths() > 0).reshape(live.shape)
+    return live
+
+
+def _value_aware_product(call, a, b, o):
+    """``(A @ B)[i, j]`` depends on ``B[k, j]`` only where ``A[i, k]`` is live, and vice versa.
+
+    Work is one pair per live entry of a factor times the other dimension (``nnz(A) * n``).
+    """
+    A3 = (a.shape[:-1] if a.dim() > 1 else (1,)) + (a.shape[-1],)
+    A3 = (1,) * (3 - len(A3)) + tuple(A3)
+    B3 = (b.shape[-2], b.shape[-1]) if b.dim() > 1 else (b.shape[0], 1)
+    B3 = (A3[0],) + tuple(B3) if b.dim() < 3 else tuple(b.shape)
+    bt, m, k = A3
+    n = B3[2]
+    dev = o.device
+    parts = []
+    la, lb = _live(call, a).reshape(A3), _live(call, b).reshape(B3)
+    pb, pa = call.prov(b), call.prov(a)
+    ar_n, ar_m = torch.arange(n, device=dev), torch.arange(m, device=dev)
+    if pb is not None:
+        t, i, kk = la.nonzero(as_tuple=True)
+        out_rows = ((t * m + i) * n)[:, None] + ar_n
+        in_rows = ((t * k + kk) * n)[:, None] + ar_n
+        parts.append(pb.scatter(out_rows.reshape(-1), o.numel(), in_rows.reshape(-1)))
+    if pa is not None:
+        t, kk, j = lb.nonzero(as_tuple=True)
+        out_rows = (t * m * n + j)[:, None] + ar_m * n
+        in_rows = (t * m * k + kk)[:, None] + ar_m * k
+        parts.append(pa.scatter(out_rows.reshape(-1), o.numel(), in_rows.reshape(-1)))
+    return parts
+
+
 def _product(call, a_name, b_name, add_name=None):
     a, b = call.bound[a_name], call.bound[b_name]
     o = call.outs[0]
@@ -42,7 +81,9 @@ def _product(call, a_name, b_name, add_name=None):
         if isinstance(c, torch.Tensor) and not no_self:
             parts.append(bcast(call.prov(c), c.shape, out))
         return [union_opt(parts, o.numel(), o.device)] + [None] * (len(call.outs) - 1)
-    if a.dim() == 1 and b.dim() == 1:                       # dot
+    if config().constant_zeros == "drop" and not (_live(call, a).all() and _live(call, b).all()):
+        parts = _value_aware_product(call, a, b, o)
+    elif a.dim() == 1 and b.dim() == 1:                       # dot
         parts = [_contract(call.prov(a), a.shape, [0], (), out),
                  _contract(call.prov(b), b.shape, [0], (), out)]
     elif b.dim() == 1:                                       # mv

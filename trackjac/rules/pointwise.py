@@ -12,6 +12,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
+from ..context import config
 from ..tracked import DIFFERENTIABLE
 from ._util import bcast, union_opt
 
@@ -154,7 +155,27 @@ def _dropout_backward(call):
     return _select(call, {"grad_output": call.value(mask)})
 
 
+def _mul(call):
+    """``x * y``; with ``constant_zeros="drop"`` an exact zero without provenance cuts the other factor."""
+    if config().constant_zeros != "drop":
+        return generic(call)
+    o = _out(call)
+    live = {}
+    for name, other in (("self", "other"), ("other", "self")):
+        v = call.bound.get(other)
+        if isinstance(v, torch.Tensor):
+            m = call.value(v) != 0
+            p = call.prov(v)
+            if p is not None:
+                m = m | (p.lengths() > 0).reshape(m.shape)
+            live[name] = m
+        else:
+            live[name] = torch.tensor(v != 0, device=o.device)
+    return _select(call, live)
+
+
 TABLE: Dict[object, Callable] = {
+    aten.mul: _mul,
     # derivative zero everywhere
     **{op: zero_derivative for op in (
         aten.floor, aten.ceil, aten.round, aten.trunc, aten.fix, aten.sign,
