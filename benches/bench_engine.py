@@ -15,7 +15,7 @@ Run with pytest-benchmark (not part of the default test run):
 
 or as a script, which prints every number of one run as a markdown table:
 
-    python benches/bench_engine.py [--quick] [--compile]
+    python benches/bench_engine.py [--quick] [--compile] [--threads N]
 """
 from __future__ import annotations
 
@@ -169,6 +169,8 @@ def _fmt(s: float) -> str:
 def main(argv: List[str]) -> None:
     quick = "--quick" in argv
     compile_too = COMPILE or "--compile" in argv
+    if "--threads" in argv:  # on a busy machine one intra-op thread is often much faster
+        torch.set_num_threads(int(argv[argv.index("--threads") + 1]))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
     print("| problem | size | method | wall (best) | CPU (best) |")
     print("|---|---|---|---|---|")

@@ -502,3 +502,29 @@ def test_cuda_plan():
         torch.testing.assert_close(a.to_dense().cpu(), b)
     with pytest.raises(ValueError, match="cuda"):
         plan(*(a.cpu() for a in ba.args))
+
+
+def test_local_pattern_drops_only_zeros_here():
+    x = torch.tensor([1.0, -2.0, 3.0, -0.5], dtype=torch.float64)
+
+    def f(x):
+        return torch.relu(x) * torch.roll(x, 1)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        J_local = jacobian(f, x, local=True)
+        J_global = jacobian(f, x)
+    assert J_local._nnz() <= J_global._nnz()
+    assert_matches(J_local, dense_jacobian(f, x))
+    assert_matches(J_global, dense_jacobian(f, x))
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("TRACKJAC_TEST_COMPILE"),
+                    reason="compiling takes 5-30 s on CPU; set TRACKJAC_TEST_COMPILE=1")
+def test_compiled_plan_matches_eager():
+    x = brusselator_point(6)
+    plan = jacobian_plan(brusselator, x, compile=True)
+    for seed in (0, 1):
+        y = brusselator_point(6, seed=seed)
+        assert_matches(plan(y), dense_jacobian(brusselator, y))
+    assert plan._compiled is not None

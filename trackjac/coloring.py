@@ -332,7 +332,7 @@ def _speculative_greedy(g: _Graph, order: Tensor) -> Tensor:
     """Greedy coloring in ``order``, a chunk at a time; clashing vertices go first next time."""
     st = _State(g)
     n = g.n
-    chunk = max(_MIN_CHUNK, -(-n // _CHUNKS))
+    chunk = full = max(_MIN_CHUNK, -(-n // _CHUNKS))
     pending = order[:0]
     rank = torch.empty(n, dtype=torch.long)
     p = 0
@@ -343,8 +343,12 @@ def _speculative_greedy(g: _Graph, order: Tensor) -> Tensor:
         rank.index_copy_(0, S, torch.arange(S.numel()))  # earlier in the chunk wins
         lost = _commit_unclashed(st, [(Sb, tab, st.propose(tab)) for Sb, tab in g.split(S)], rank)
         pending = lost[torch.argsort(rank.index_select(0, lost))]
-        if pending.numel() > S.numel() // 2:  # orders with long chains (natural): smaller chunks
+        # adapt to the clash rate: chains of neighbors in the order (natural, BFS) or
+        # high-degree vertices clash often and need smaller chunks, others can grow back
+        if pending.numel() > S.numel() // 2:
             chunk = max(chunk // 2, 8)
+        elif pending.numel() < S.numel() // 8:
+            chunk = min(chunk * 2, full)
     return st.colors
 
 
