@@ -305,18 +305,32 @@ class BitProv:
                 for s, e in _chunks(numel, w1 - w0):
                     dense[s:e, a - lo:b - lo] = _unpack(self.words[s:e, w0:w1])[:, a - off:b - off]
             return dense
-        z = torch.zeros(0, dtype=_I64, device=device)
-        r, c = z, z
+        indices = torch.zeros(2, 0, dtype=_I64, device=device)
         if a < b:
             w0, w1 = (a - self.lo) // 64, -(-(b - self.lo) // 64)
-            r, c = set_bits(self.words[:, w0:w1])
-            c = c + (self.lo + 64 * w0 - lo)
-            if a > self.lo + 64 * w0 or b < self.lo + 64 * w1:  # range ends inside a word
-                keep = torch.nonzero((c >= a - lo) & (c < b - lo)).squeeze(1)
-                r, c = r[keep], c[keep]
-        vals = torch.ones(r.numel(), dtype=torch.bool, device=device)
-        t = torch.sparse_coo_tensor(torch.stack([r, c]), vals, (numel, n),
-                                    is_coalesced=True, check_invariants=False)
+            off = self.lo + 64 * w0         # id of bit 0 of word w0
+            sub = self.words[:, w0:w1]
+            if 4 * int(torch.count_nonzero(sub)) >= sub.numel():
+                # mostly nonzero words (dense rows): unpack all, one 2-D nonzero per chunk
+                parts = []
+                for s, e in _chunks(numel, w1 - w0):
+                    nz = torch.nonzero(_unpack(sub[s:e])[:, a - off:b - off])
+                    if s:
+                        nz[:, 0] += s
+                    parts.append(nz)
+                nz = torch.cat(parts) if len(parts) > 1 else parts[0]
+                if a != lo:
+                    nz[:, 1] += a - lo
+                indices = nz.t()
+            else:
+                r, c = set_bits(sub)
+                c += off - lo
+                if a > off or b < self.lo + 64 * w1:  # the range ends inside a word
+                    keep = torch.nonzero((c >= a - lo) & (c < b - lo)).squeeze(1)
+                    r, c = r[keep], c[keep]
+                indices = torch.stack([r, c])
+        vals = torch.ones(indices.shape[1], dtype=torch.bool, device=device)
+        t = torch.sparse_coo_tensor(indices, vals, (numel, n), is_coalesced=True, check_invariants=False)
         return t if layout == torch.sparse_coo else t.to_sparse(layout=layout)
 
     def __repr__(self) -> str:
