@@ -11,7 +11,7 @@ depend on sparsity detection.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Tuple
+from typing import Tuple
 
 import torch
 from torch import Tensor
