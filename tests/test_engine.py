@@ -528,3 +528,20 @@ def test_compiled_plan_matches_eager():
         y = brusselator_point(6, seed=seed)
         assert_matches(plan(y), dense_jacobian(brusselator, y))
     assert plan._compiled is not None
+
+
+def test_constant_zeros_drop_is_exact():
+    x = torch.randn(5, dtype=torch.float64)
+    mask = torch.eye(5, dtype=torch.float64)
+
+    def f(x):
+        return mask @ torch.sin(x)  # an eye mask: participation keeps 25 entries, value-aware 5
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        keep = jacobian(f, x)
+        drop = jacobian(f, x, constant_zeros="drop")
+        plan = jacobian_plan(f, x, constant_zeros="drop")
+    assert drop._nnz() <= keep._nnz()
+    for J in (keep, drop, plan(x)):
+        assert_matches(J, dense_jacobian(f, x))

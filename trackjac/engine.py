@@ -107,13 +107,14 @@ def _grid(patterns: Any, out_specs: List[Spec], in_specs: List[Spec], out_tuple:
     ]
 
 
-def _structure(f: Callable, args: Sequence[Any], pattern: Any, strict: bool, local: bool) -> Structure:
+def _structure(f: Callable, args: Sequence[Any], pattern: Any, strict: bool, local: bool,
+               constant_zeros: str = "keep") -> Structure:
     pos = _diff_positions(args)
     out_specs, out_tuple = _outputs(f, args)
     if pattern is None:
         from .sparsity import jacobian_sparsity  # imported late: detection is its own subsystem
 
-        pattern = jacobian_sparsity(f, *args, local=local, strict=strict)
+        pattern = jacobian_sparsity(f, *args, local=local, strict=strict, constant_zeros=constant_zeros)
     arg_specs = [Spec.of(a) if isinstance(a, Tensor) else None for a in args]
     in_specs = [arg_specs[p] for p in pos]
     blocks = _grid(pattern, out_specs, in_specs, out_tuple)  # type: ignore[arg-type]
@@ -182,6 +183,7 @@ def jacobian_plan(
     coloring: str = "best",
     verify: bool = False,
     seed: int = 0,
+    constant_zeros: str = "keep",
 ) -> Plan:
     """Detect the pattern of ``f`` at ``args`` and color it once; returns a :class:`Plan`.
 
@@ -201,6 +203,9 @@ def jacobian_plan(
         compile: wrap the compressed evaluation in ``torch.compile`` (falls back
             to eager with a warning if compiling fails).
         strict: passed to ``jacobian_sparsity`` (errors instead of warnings).
+        constant_zeros: passed to ``jacobian_sparsity``: "keep" (participation:
+            ``x * 0`` keeps its entries) or "drop" (value-aware: zeros that
+            depend on nothing are left out; still valid at every point).
         pattern: skip detection and use this pattern (nested like the Jacobian).
         coloring: "best" (several orders, refinement, local search) or "fast".
         verify: compare random rows/columns with autograd at ``args``.
@@ -210,7 +215,7 @@ def jacobian_plan(
         raise ValueError(f"layout must be torch.sparse_coo, torch.sparse_csr or torch.sparse_bsr; got {layout}")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
-    structure = _structure(f, args, pattern, strict, local=False)
+    structure = _structure(f, args, pattern, strict, local=False, constant_zeros=constant_zeros)
     chosen, col = _choose(structure, mode, coloring, seed)
     plan = Plan(f, structure, chosen, col, layout=layout, blocksize=blocksize, chunk_size=chunk_size,
                 compile=compile)
@@ -232,6 +237,7 @@ def jacobian(
     coloring: str = "fast",
     verify: bool = False,
     seed: int = 0,
+    constant_zeros: str = "keep",
 ):
     """The Jacobian of ``f`` at ``args`` as sparse matrices ``(out.numel(), arg.numel())``.
 
@@ -250,7 +256,7 @@ def jacobian(
         raise ValueError(f"layout must be torch.sparse_coo, torch.sparse_csr or torch.sparse_bsr; got {layout}")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
-    structure = _structure(f, args, pattern, strict, local)
+    structure = _structure(f, args, pattern, strict, local, constant_zeros)
     chosen, col = _choose(structure, mode, coloring, seed)
     plan = Plan(f, structure, chosen, col, layout=layout, blocksize=blocksize, chunk_size=chunk_size)
     jac = plan(*args)
