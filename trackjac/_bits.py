@@ -310,7 +310,9 @@ class BitProv:
             w0, w1 = (a - self.lo) // 64, -(-(b - self.lo) // 64)
             off = self.lo + 64 * w0         # id of bit 0 of word w0
             sub = self.words[:, w0:w1]
-            if 4 * int(torch.count_nonzero(sub)) >= sub.numel():
+            if sub.numel() == 0:
+                pass  # no elements: the empty indices above
+            elif 4 * int(torch.count_nonzero(sub)) >= sub.numel():
                 # mostly nonzero words (dense rows): unpack all, one 2-D nonzero per chunk
                 parts = []
                 for s, e in _chunks(numel, w1 - w0):
