@@ -15,6 +15,7 @@ from .errors import (ControlFlowWarning, StrictModeError, TrackingError, TrackJa
 from .sparsity import jacobian_sparsity
 from .spy import SpyPlot, spy
 from .tracked import Tracked, depends_on, untrack
+from .rules import autograd_function as _autograd_function  # noqa: F401  (hooks Function.apply)
 
 __all__ = [
     "Tracked", "depends_on", "untrack", "tracking", "jacobian_sparsity",

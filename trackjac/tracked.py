@@ -81,6 +81,9 @@ class Tracked(torch.Tensor):
             raise TypeError(
                 f"Tracked(x) needs a real floating tensor (float16, bfloat16, float32, float64), "
                 f"got {x.dtype}: integer, boolean and complex tensors have no real Jacobian")
+        if x.layout != torch.strided:
+            raise TypeError(f"Tracked(x) needs a strided (dense) tensor, got layout {x.layout}: "
+                            "trackjac does not track sparse tensors; pass x.to_dense()")
         with torch._C.DisableTorchFunction():  # internal tensors must not become Tracked
             value = x.detach().contiguous()
             if value.numel() and _storage_numel(value) != value.numel():

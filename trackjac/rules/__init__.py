@@ -4,7 +4,11 @@ A rule takes a :class:`~trackjac.dispatch.Call` and returns one provenance (or
 ``None``: no dependencies) per tensor output of the op, in row-major order.
 In-place variants (``add_``) use the rule of their functional op (``add``);
 ``out=`` overloads share their packet's rule.  Packets tagged
-``torch.Tag.pointwise`` without an entry get the broadcasting union rule.
+``torch.Tag.pointwise`` without an entry get the broadcasting union rule; other ops
+without an entry run PyTorch's decomposition on the tracked inputs (:mod:`.decomp`),
+``torch.library`` custom ops their registered backward or Python body
+(:mod:`.autograd_function`, which also hooks ``torch.autograd.Function.apply``), and
+only then fall back to the conservative pattern.
 
 Adding an op is one line in the table of its kind::
 
@@ -16,8 +20,8 @@ from typing import Callable, Dict, Optional
 
 import torch
 
-from . import (conv, decomp, factorizations, foreach, indexing, linalg, movement, nn, pointwise,
-               reductions, spectral)
+from . import (autograd_function, conv, decomp, factorizations, foreach, indexing, linalg, movement,
+               nn, pointwise, reductions, spectral)
 
 aten = torch.ops.aten
 
@@ -41,29 +45,37 @@ def _is_pointwise(packet) -> bool:
 
 
 def lookup(func) -> Optional[Callable]:
-    """The rule for an ATen overload, or ``None`` if there is none."""
-    packet = func.overloadpacket
-    for p in (packet, _functional(packet)):
-        if p is None:
-            continue
+    """The rule for an ATen overload, or ``None`` if there is none.
+
+    In order: the op's table entry, its functional op's (``clamp_min_`` -> ``clamp_min``: the
+    table beats the pointwise tag, which the in-place op carries too), the pointwise tag,
+    PyTorch's decomposition run on the tracked inputs (:mod:`.decomp`).
+    """
+    packets = [p for p in (func.overloadpacket, _functional(func.overloadpacket)) if p is not None]
+    for p in packets:
         rule = RULES.get(p)
         if rule is not None:
             return rule
-        if _is_pointwise(p):
-            return pointwise.generic
+    if any(_is_pointwise(p) for p in packets):
+        return pointwise.generic
+    if func.namespace != "aten":
+        rule = autograd_function.custom_op_rule(func)
+        if rule is not None:
+            return rule
     return decomp.find(func)
 
 
 def rule_kind(func) -> Optional[str]:
-    """How :func:`lookup` finds the rule of ``func``: ``table:<module>``, ``pointwise tag`` or ``None``."""
-    packet = func.overloadpacket
-    for p in (packet, _functional(packet)):
-        if p is None:
-            continue
+    """Where :func:`lookup` finds the rule of ``func``: ``table:<module>``, ``pointwise tag``,
+    ``decomposition`` or ``None`` (conservative)."""
+    packets = [p for p in (func.overloadpacket, _functional(func.overloadpacket)) if p is not None]
+    for p in packets:
         if p in RULES:
             return KIND.get(p, "table")
-        if _is_pointwise(p):
-            return "pointwise tag"
+    if any(_is_pointwise(p) for p in packets):
+        return "pointwise tag"
+    if func.namespace != "aten" and autograd_function.custom_op_rule(func) is not None:
+        return "custom op"
     if decomp.find(func) is not None:
         return "decomposition"
     return None

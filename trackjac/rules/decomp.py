@@ -14,10 +14,13 @@ to the conservative pattern, with the usual warning.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import threading
 from typing import Callable, Optional
 
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
 aten = torch.ops.aten
@@ -55,10 +58,36 @@ def find(func) -> Optional[Callable]:
         return None
     d = decomposition_table.get(f)
     if d is None and torch._C._dispatch_has_kernel_for_dispatch_key(f.name(), "CompositeImplicitAutograd"):
-        d = f.decompose   # reached directly from inside another decomposition
+        # reached directly from inside another decomposition: the C++ composite kernel (its Python
+        # variant may call the op's torch.* function, which would land here again)
+        d = functools.partial(_composite, f)
     if d is None:
         return None
     return lambda call: run(call, f, d)
+
+
+def _composite(f, *args, **kwargs):
+    with torch._C.DisableTorchFunction():
+        return f._op_dk(torch._C.DispatchKey.CompositeImplicitAutograd, *args, **kwargs)
+
+
+class _TrackAll(TorchFunctionMode):
+    """Every plain tensor a torch function returns becomes a trackable constant, so that code
+    which writes tracked values into tensors it made (``(~mask).to(dtype).mul_(grad)``) works."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        from ..tracked import Tracked
+        out = func(*args, **(kwargs or {}))
+        return tree_map(lambda t: Tracked._constant(t) if type(t) is torch.Tensor else t, out)
+
+
+@contextlib.contextmanager
+def python_body():
+    """Run Python code (a decomposition, a custom op's body or backward) from inside a rule:
+    torch functions on again, and the tensors the code makes are trackable (as in
+    ``tracking()``, and beyond factories: any plain result)."""
+    with torch._C._EnableTorchFunction(), _TrackAll():
+        yield
 
 
 def _snapshot(call, a):
@@ -91,7 +120,9 @@ def run(call, f, decomposition):
     if f not in active:
         active.add(f)
         try:
-            outs = [t for t in tree_flatten(decomposition(*args, **kwargs))[0] if isinstance(t, torch.Tensor)]
+            with python_body():
+                outs = [t for t in tree_flatten(decomposition(*args, **kwargs))[0]
+                        if isinstance(t, torch.Tensor)]
         except Exception:
             outs = None
         finally:

@@ -163,6 +163,14 @@ def random_sample(call) -> List[Optional[Prov]]:
     return [None] * len(call.outs)
 
 
+def sparse_result(call) -> List[Optional[Prov]]:
+    """Sparse layouts carry no provenance: a clear error instead of a wrong pattern."""
+    from ..errors import TrackingError
+    raise TrackingError(
+        f"{call.func}: the result is a sparse tensor ({call.outs[0].layout}); trackjac tracks strided "
+        "(dense) tensors only. Keep tracked values dense (to_dense(), or mask with torch.where).")
+
+
 TABLE: Dict[object, Callable] = {
     **{op: moved for op in (
         aten.cat, aten.stack, aten.hstack, aten.vstack, aten.flip, aten.roll, aten.rot90,
@@ -182,6 +190,13 @@ TABLE: Dict[object, Callable] = {
     **{op: identity for op in (aten._to_copy, aten.clone, aten.lift_fresh_copy, aten.contiguous,
                                aten.to, aten.type_as, aten.positive)},
     aten.copy: copy,
+    **{op: sparse_result for op in (
+        aten._to_sparse, aten._to_sparse_csr, aten._to_sparse_csc, aten._to_sparse_bsr,
+        aten._to_sparse_bsc, aten.to_sparse, aten.to_sparse_csr, aten.to_sparse_csc,
+        aten.to_sparse_bsr, aten.to_sparse_bsc, aten._to_sparse_semi_structured,
+        aten.sparse_sampled_addmm, aten._sparse_coo_tensor_with_dims_and_tensors,
+        aten.sparse_coo_tensor, aten._sparse_csr_tensor_unsafe, aten.sparse_compressed_tensor,
+        aten.sparse_mask, aten._sparse_mask_projection)},
     aten.fill: fill,
     **{op: overwrite for op in (
         aten.zero, aten.new_zeros, aten.new_ones, aten.new_empty, aten.new_full,

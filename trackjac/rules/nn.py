@@ -164,6 +164,36 @@ def attention(call):
     return [res] + [None] * (len(call.outs) - 1)
 
 
+def ctc_loss(call):
+    """``_ctc_loss``: the loss of sequence ``n`` depends on ``log_probs[t, n, :]`` for ``t`` within its
+    input length: the labels of its target through the alignments, and every class through
+    autograd's formula (``exp(log_probs) - ...``, which assumes normalized log-probabilities).
+    ``log_alpha`` (saved for the backward) has no derivative.  ``zero_infinity`` in local mode:
+    an infinite loss is the constant 0."""
+    lp = call.bound["log_probs"]
+    p = call.prov(lp)
+    loss = call.outs[0]
+    if p is None:
+        return [None] * len(call.outs)
+    x = lp if lp.dim() == 3 else lp.unsqueeze(1)
+    steps, n_seq, n_cls = x.shape
+    il = _as_list(call.value(call.bound["input_lengths"]), n_seq)
+    mask = torch.zeros(steps, n_seq, n_cls, dtype=torch.bool, device=lp.device)
+    for n in range(n_seq):
+        mask[:il[n], n, :] = True
+    if call.local and call.bound.get("zero_infinity"):
+        mask &= ~torch.isinf(loss.reshape(-1)).view(1, -1, 1)
+    red = reduce(p, x.shape, [0, 2], mask)
+    return [red if loss.numel() == n_seq else None] + [None] * (len(call.outs) - 1)
+
+
+def _as_list(v, n):
+    if isinstance(v, torch.Tensor):
+        v = v.reshape(-1).tolist()
+    v = list(v)
+    return v if len(v) == n else v * n
+
+
 TABLE: Dict[object, Callable] = {
     aten._softmax: softmax,
     aten._log_softmax: lambda c: softmax(c, log=True),
@@ -178,6 +208,7 @@ TABLE: Dict[object, Callable] = {
     aten._batch_norm_no_update: lambda c: batch_norm(_no_training(c)),
     aten.native_group_norm: group_norm,
     aten._weight_norm_interface: weight_norm,
+    aten._ctc_loss: ctc_loss,
     **{op: attention for op in (
         aten._scaled_dot_product_flash_attention_for_cpu, aten._scaled_dot_product_flash_attention,
         aten._scaled_dot_product_efficient_attention, aten._scaled_dot_product_cudnn_attention,

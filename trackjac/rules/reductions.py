@@ -35,13 +35,48 @@ def vector_norm(call):
     ord_ = 2 if ord_ is None else ord_
     if ord_ == 0:
         return [None] * len(call.outs)
-    if not (call.local and abs(ord_) == float("inf")):
+    if not call.local:
         return reduction(call)
+    if abs(ord_) != float("inf"):
+        x, dims = _dims(call)
+        return _infinite_entries(call, x, dims, "any")
     x, dims = _dims(call)
     o = call.outs[0]
     mag = call.value(x).abs()
     mask = mag == o.reshape(keep_shape(x.shape, dims)).to(mag.dtype)
     return [reduce(call.prov(x), x.shape, dims, mask.expand(x.shape))]
+
+
+def _infinite_entries(call, x, dims, what):
+    """Local mode: a slice holding an infinite entry (``+inf`` for logsumexp, ``+-inf`` for norms)
+    has an infinite result; the finite entries' derivative is 0 around this point."""
+    xv = call.value(x)
+    big = torch.isposinf(xv) if what == "pos" else torch.isinf(xv)
+    ks = keep_shape(x.shape, dims)
+    anyb = big.reshape(x.shape).amax(dim=dims, keepdim=True) if x.dim() else big
+    keep = torch.where(anyb.expand(x.shape), big, torch.ones_like(big))
+    if what == "pos":   # exp(-inf) = 0: -inf entries feed nothing (unless the whole slice is -inf)
+        dead = torch.isneginf(xv)
+        alldead = dead.reshape(x.shape).amin(dim=dims, keepdim=True) if x.dim() else dead
+        keep &= ~dead | alldead.expand(x.shape)
+    return [reduce(call.prov(x), x.shape, dims, keep)] + [None] * (len(call.outs) - 1) if bool(
+        (~keep).any()) else reduction(call)
+
+
+def logsumexp(call):
+    if not call.local:
+        return reduction(call)
+    x, dims = _dims(call)
+    return _infinite_entries(call, x, dims, "pos")
+
+
+def nan_reduction(call):
+    """``nansum``/``nanmean``: nan entries are skipped; in local mode the ones that are nan here."""
+    if not call.local:
+        return reduction(call)
+    x, dims = _dims(call)
+    keep = ~torch.isnan(call.value(x))
+    return [reduce(call.prov(x), x.shape, dims, keep)] + [None] * (len(call.outs) - 1)
 
 
 def variance(call):
@@ -159,8 +194,10 @@ def _by_overload(call, binary):
 
 TABLE: Dict[object, Callable] = {
     **{op: reduction for op in (
-        aten.sum, aten.mean, aten.nansum, aten.nanmean, aten.prod, aten.logsumexp,
-        aten.special_logsumexp, aten.linalg_matrix_norm)},
+        aten.sum, aten.mean, aten.prod,
+        aten.linalg_matrix_norm)},
+    **{op: logsumexp for op in (aten.logsumexp, aten.special_logsumexp)},
+    **{op: nan_reduction for op in (aten.nansum, aten.nanmean)},
     **{op: vector_norm for op in (aten.norm, aten.linalg_vector_norm)},
     **{op: variance for op in (aten.var, aten.std, aten.var_mean, aten.std_mean)},
     **{op: _with_indices for op in (aten.kthvalue, aten.mode)},
