@@ -108,7 +108,6 @@ def render(T, results, variants, seconds: float) -> str:
         f"{len(vraise)} raise a clear error, {len(T.KNOWN_UNSOUND)} known limit (see below)",
         "* where the rules come from (ops reaching each kind): "
         + ", ".join(f"{k}: {v}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])),
-        f"* sweep time: {seconds:.0f} s",
         "",
         "## Not tight",
         "",
@@ -210,6 +209,7 @@ def main(argv=None) -> int:
     text = render(T, ops, var, seconds)
     head = text.split("## Not tight")[0].split("## Totals")[1]
     print(head.strip())
+    print(f"sweep time: {seconds:.0f} s")
     if args.ops:
         for r in results:
             print(r.name, r.variant, status(T, r), r.kind)
