@@ -19,7 +19,8 @@ def softmax(call, log: bool = False):
 
     An entry that is ``-inf`` contributes ``exp(-inf) = 0``: it feeds no other element.  That
     holds everywhere for a constant ``-inf`` (a mask filled in), and at this point for a computed
-    one (local mode).  Softmax outputs at such entries are the constant 0, and a slice with a
+    one, or one whose probability underflows to exactly 0 (local mode: the float Jacobian at
+    this point is exactly 0 there).  Softmax outputs at such entries are the constant 0, and a slice with a
     single live entry normalizes to the constant 1; ``log_softmax`` outputs ``x_i - lse(live)``
     everywhere (``-inf`` entries still move with the live ones).
     """
@@ -33,6 +34,9 @@ def softmax(call, log: bool = False):
     dead = torch.isneginf(call.value(x))
     if not call.local:
         dead &= (p.lengths() == 0).reshape(x.shape)
+    else:   # also entries whose probability underflows to exactly 0 here: their derivatives are 0
+        prob = torch.exp(call.outs[0]) if log else call.outs[0]
+        dead |= prob == 0
     if not dead.any():
         return [slice_union(p, x.shape, [dim])]
     live = ~dead

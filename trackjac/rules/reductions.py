@@ -5,6 +5,7 @@ global mode and only the chosen element (all tied elements, without indices) in 
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Dict
 
 import torch
@@ -64,9 +65,18 @@ def _infinite_entries(call, x, dims, what):
 
 
 def logsumexp(call):
+    """Local mode: an entry whose weight ``exp(x - lse)`` is exactly 0 here (float underflow, or
+    ``-inf``) has derivative 0 at this point, as autograd computes it; ``+inf`` entries see
+    :func:`_infinite_entries`."""
     if not call.local:
         return reduction(call)
     x, dims = _dims(call)
+    xv, out = call.value(x), call.outs[0]
+    if x.dim() and xv.numel():
+        ov = out.reshape(keep_shape(x.shape, dims))
+        under = (torch.exp(xv - ov) == 0) & torch.isfinite(ov).expand(x.shape)
+        if bool(under.any()) and not bool(torch.isposinf(xv).any()):
+            return [reduce(call.prov(x), x.shape, dims, ~under)] + [None] * (len(call.outs) - 1)
     return _infinite_entries(call, x, dims, "pos")
 
 
@@ -159,8 +169,16 @@ def scan(call):
     pos = codes(x.shape, p.device).reshape(x.shape if x.dim() else (1,)).movedim(dim, -1)
     n = pos.shape[-1]
     tri = torch.tril(torch.ones(n, n, dtype=torch.bool, device=p.device))
-    out_rows = pos.unsqueeze(-1).expand(*pos.shape, n)[..., tri]
-    in_rows = pos.unsqueeze(-2).expand(*pos.shape[:-1], n, n)[..., tri]
+    pairs = tri.expand(*pos.shape[:-1], n, n)
+    if call.local and call.func.overloadpacket is aten.logcumsumexp and x.dim():
+        # d out[k] / d x[j] = exp(x[j] - out[k]): exactly 0 here where that underflows (with a
+        # margin, as autograd's formula may round differently near the threshold)
+        xv = call.value(x).movedim(dim, -1)
+        ov = call.outs[0].movedim(dim, -1)
+        floor = math.log(torch.finfo(xv.dtype).smallest_normal) - 60
+        pairs = pairs & ~((xv.unsqueeze(-2) - ov.unsqueeze(-1)) < floor)
+    out_rows = pos.unsqueeze(-1).expand(*pos.shape, n)[pairs]
+    in_rows = pos.unsqueeze(-2).expand(*pos.shape[:-1], n, n)[pairs]
     res = p.scatter(out_rows.reshape(-1), p.numel, in_rows.reshape(-1))
     return [res if o.dtype in DIFFERENTIABLE else None for o in call.outs]
 
