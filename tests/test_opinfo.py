@@ -77,7 +77,6 @@ FD_REFERENCE: Dict[str, str] = {
 
 # -- ops whose local pattern is larger than the union of the dense Jacobians, and why --------
 _BY_DESIGN = "by design: multiplication by a constant zero keeps the dependency (issue 2: data flows, nan * 0 = nan); "
-_UNDERFLOW = "float64 underflow: the sample's large values make exp of their differences exactly 0"
 _DFT = ("arithmetic zeros of the DFT matrix: the real input feeds only the real part of the "
         "complex spectrum and cos(2 pi k n / N) = 0 for some (k, n); trackjac tracks a complex "
         "element (both parts) as one")
@@ -96,10 +95,8 @@ NOT_TIGHT: Dict[str, str] = {
                                           "loss is (margin - x) + x",
     "gradient": "arithmetic: the second-order edge/interior coefficient of the centre point "
                 "(hl^2 - hr^2) is 0 for uniform spacing given as coordinates",
-    "logsumexp": _UNDERFLOW,
-    "logcumsumexp": _UNDERFLOW,
-    "nn.functional.multi_head_attention_forward": "float64 underflow: the sample's attention logits "
-                                                  "are large, so the softmax weights are exactly 0 or 1",
+    "nn.functional.multi_head_attention_forward": _BY_DESIGN + "a sample trains with dropout_p=0.5: "
+                                                  "the attention weights are multiplied by the dropout noise",
     "fft.irfft2": _DFT, "fft.irfftn": _DFT, "fft.hfft2": _DFT, "fft.hfftn": _DFT,
     "stft": "return_complex=False: the imaginary parts of the DC and Nyquist bins of a real "
             "signal's spectrum are identically 0, but trackjac tracks a complex element as one",
