@@ -9,9 +9,13 @@ nonzeros per row) and a bundle-adjustment residual, at growing sizes. Methods:
 - ``torch.func.jacrev``, ``torch.func.jacfwd``, ``torch.autograd.functional.jacobian``
   with ``vectorize=True`` and as a Python loop, where the dense Jacobian fits.
 
-Run with pytest-benchmark (not part of the default test run):
+Run with pytest-benchmark (not part of the default test run, ``testpaths = tests``);
+``TRACKJAC_BENCH_COMPILE=1`` adds the compiled plans, ``extra_info`` records problem,
+numeric size (n, or observations), Jacobian shape, method and, for plan builds, colors:
 
-    python -m pytest benches/bench_engine.py --benchmark-only
+    TRACKJAC_BENCH_COMPILE=1 python -m pytest benches/bench_engine.py --benchmark-only \
+        --benchmark-json=benches/results/engine.json
+    python benches/report.py benches/results/*.json --update docs/performance.md --plots docs/img
 
 or as a script, which prints every number of one run as a markdown table:
 
@@ -23,15 +27,15 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from problems import brusselator, brusselator_pattern, brusselator_point, bundle_adjustment  # noqa: E402
+from problems import brusselator, brusselator_pattern, brusselator_point, bundle_adjustment, cpu_name  # noqa: E402
 
 from trackjac.coloring import color_rows  # noqa: E402
 from trackjac.engine import jacobian, jacobian_plan  # noqa: E402
@@ -52,6 +56,7 @@ class Case:
     run: Callable[[], object]
     rounds: int  # timing rounds (slow dense methods get few)
     setup: Optional[Callable[[], None]] = None  # untimed, before the first round
+    info: Dict[str, object] = field(default_factory=dict)  # extra_info of the pytest-benchmark JSON
 
 
 def _quiet(fn: Callable) -> Callable:
@@ -101,21 +106,23 @@ def cases(quick: bool = False, compile_too: bool = COMPILE) -> List[Case]:
         x = brusselator_point(N)
         n = x.numel()
         size = f"N={N} (n={n})"
+        info = dict(problem="brusselator", size=n, N=N, rows=n, cols=n)
         for name, run, rounds, setup in _sparse_methods(brusselator, (x,), compile_too):
-            out.append(Case("brusselator", size, name, _quiet(run), rounds, setup))
+            out.append(Case("brusselator", size, name, _quiet(run), rounds, setup, info))
         if N <= BRUSSELATOR_DENSE_N:
             for name, run, rounds in _dense_methods(brusselator, (x,), n):
-                out.append(Case("brusselator", size, name, run, rounds))
+                out.append(Case("brusselator", size, name, run, rounds, None, info))
     for k, (C, P) in enumerate(BA_SIZES[:2] if quick else BA_SIZES):
         ba = bundle_adjustment(C, P)
         rows = 2 * ba.cam_idx.numel()
         cols = ba.cams.numel() + ba.pts.numel()
         size = f"{C} cams, {P} pts ({rows} x {cols})"
+        info = dict(problem="bundle_adjustment", size=ba.cam_idx.numel(), cameras=C, points=P, rows=rows, cols=cols)
         for name, run, rounds, setup in _sparse_methods(ba.residual, ba.args, compile_too):
-            out.append(Case("bundle adjustment", size, name, _quiet(run), rounds, setup))
+            out.append(Case("bundle adjustment", size, name, _quiet(run), rounds, setup, info))
         if k < BA_DENSE:
             for name, run, rounds in _dense_methods(ba.residual, ba.args, rows):
-                out.append(Case("bundle adjustment", size, name, run, rounds))
+                out.append(Case("bundle adjustment", size, name, run, rounds, None, info))
     P = brusselator_pattern(512)
     out.append(Case("coloring", "Brusselator rows, n=524288", "trackjac.color_rows",
                     lambda: color_rows(P), 3))
@@ -132,7 +139,8 @@ except ImportError:  # script use without pytest
     pytest = None
 
 if pytest is not None:
-    _CASES = cases()
+    # coloring at every size is benches/bench_coloring.py's; the script below still times the largest
+    _CASES = [c for c in cases() if c.problem != "coloring"]
 
     @pytest.mark.parametrize("case", _CASES, ids=[f"{c.problem}|{c.size}|{c.method}" for c in _CASES])
     def test_bench(benchmark, case):
@@ -140,7 +148,12 @@ if pytest is not None:
         if case.setup is not None:
             case.setup()
         case.run()  # warm-up: one-time costs (imports, functorch batching rules) are not timed
-        benchmark.pedantic(case.run, rounds=case.rounds, iterations=1)
+        result = benchmark.pedantic(case.run, rounds=case.rounds, iterations=1)
+        if hasattr(result, "num_colors"):  # a plan: record its coloring
+            benchmark.extra_info.update(colors=result.num_colors, mode=result.mode)
+        benchmark.extra_info.update(
+            suite="evaluation", method=case.method, compiled=COMPILE, threads=torch.get_num_threads(),
+            torch=torch.__version__, device="cpu", device_name=cpu_name(), **case.info)
 
 
 # ----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ depend on sparsity detection.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Tuple
 
@@ -22,6 +23,7 @@ __all__ = [
     "brusselator_pattern",
     "BundleAdjustment",
     "bundle_adjustment",
+    "cpu_name",
 ]
 
 ALPHA = 10.0  # diffusion coefficient; any nonzero value gives the same pattern
@@ -159,3 +161,15 @@ def bundle_adjustment(
     return BundleAdjustment(
         cams.to(device), pts.to(device), cam_idx.to(device), pt_idx.to(device), observed.to(device)
     )
+
+
+def cpu_name() -> str:
+    """The CPU's model name and core count, for the benchmarks' records."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return f"cpu ({os.cpu_count()} cores)"
