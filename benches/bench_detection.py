@@ -13,8 +13,8 @@ above the RSS just before detection; on CUDA the peak of the caching allocator).
 
 Run (not part of the default test run, ``testpaths = tests``)::
 
-    python -m pytest benches/bench_detection.py --benchmark-only --benchmark-json=detection.json
-    python benches/report_detection.py detection.json --update docs/performance.md
+    python -m pytest benches/bench_detection.py --benchmark-only --benchmark-json=benches/results/detection.json
+    python benches/report.py benches/results/*.json --update docs/performance.md --plots docs/img
 
 ``TRACKJAC_BENCH_QUICK=1`` keeps the small sizes only.  One case's memory by hand, and
 the table behind the automatic bitmask threshold (sets vs bits on sparse and dense problems)::
@@ -188,23 +188,12 @@ if pytest is not None:
         t_f = time_plain(f, args, device)
         st = benchmark.stats.stats
         benchmark.extra_info.update(
-            problem=problem, size=size, representation=rep, device=device, n_inputs=n_inputs,
+            suite="detection", problem=problem, size=size, representation=rep, device=device, n_inputs=n_inputs,
             n_outputs=f(*args).numel(),
             nnz=_nnz(pats), f_seconds=t_f, ratio_min=st.min / t_f, ratio_median=st.median / t_f,
             threads=torch.get_num_threads(), torch=torch.__version__,
-            device_name=torch.cuda.get_device_name() if device == "cuda" else _cpu_name())
+            device_name=torch.cuda.get_device_name() if device == "cuda" else problems.cpu_name())
         benchmark.extra_info.update(peak_memory(problem, size, rep, device))
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return f"cpu ({os.cpu_count()} cores)"
 
 
 # -- the automatic bitmask threshold ------------------------------------------------------

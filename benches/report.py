@@ -1,0 +1,422 @@
+"""Turn the benchmarks' pytest-benchmark JSON into the docs' tables and plots.
+
+The whole workflow, from the repository root (each suite takes a few minutes on
+2 cores; the JSON files are committed under ``benches/results/``)::
+
+    python -m pytest benches/bench_detection.py --benchmark-only --benchmark-json=benches/results/detection.json
+    python -m pytest benches/bench_coloring.py --benchmark-only --benchmark-json=benches/results/coloring.json
+    python -m pytest benches/bench_engine.py --benchmark-only --benchmark-json=benches/results/engine.json
+    TRACKJAC_BENCH_COMPILE=1 OMP_NUM_THREADS=1 python -m pytest benches/bench_engine.py --benchmark-only \\
+        -k warm --benchmark-json=benches/results/engine_compiled.json
+    python benches/report.py benches/results/*.json --update docs/performance.md --plots docs/img
+
+The fourth run times the warm plans, eager and compiled, with one thread: compiled
+CPU kernels and torch's eager thread pool slow each other down on a busy machine
+(docs/engine.md); the tables and plots label a series by its thread count where it
+differs from the rest of its suite.
+
+Without ``--update`` the tables are printed. With ``--update FILE`` the text between
+``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` in FILE is replaced, for NAME in
+
+- ``detection-results``: detection per problem, size and representation (one block
+  per device), from ``bench_detection.py``;
+- ``detection-asdex``: the Brusselator next to asdex's reference figures (``ASDEX``);
+- ``coloring-results``: colors and time per pattern, from ``bench_coloring.py``;
+- ``evaluation-results``: every method per problem and size, from ``bench_engine.py``;
+
+a block whose suite is absent from the JSON files is left as it is, and a block whose
+markers are missing is appended at the end of FILE. ``--threshold FILE2`` also puts the
+table printed by ``python benches/bench_detection.py --threshold`` into the
+``detection-threshold`` block.
+
+``--plots DIR`` writes ``detection.png`` (time vs size, log-log, per problem and
+representation, with asdex and the plain ``f(x)`` as references), ``coloring.png``
+(time and colors vs vertices colored) and ``evaluation.png`` (time vs size per method),
+each only when its suite is present. Plots need matplotlib (``pip install
+'trackjac[plot]'``); the tables do not.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+#: asdex detection on the same Brusselator (docs anchors, CPU): n -> seconds
+ASDEX = {2048: 0.08, 4608: 0.17, 8192: 0.34, 32768: 1.19}
+
+PROBLEMS = {"brusselator": "2-D Brusselator", "bundle_adjustment": "Bundle adjustment"}
+
+#: bench_engine.py's methods, in the tables' and legends' order, with their short labels
+METHODS = {
+    "trackjac.jacobian (from scratch)": "`jacobian` from scratch",
+    "trackjac.jacobian_plan (build)": "`jacobian_plan` build",
+    "trackjac plan(x) (warm, eager)": "warm `plan(x)`",
+    "trackjac plan(x) (warm, compiled)": "warm `plan(x)` compiled",
+    "torch.func.jacrev": "`jacrev`",
+    "torch.func.jacfwd": "`jacfwd`",
+    "autograd.functional.jacobian(vectorize=True)": "`functional.jacobian(vectorize=True)`",
+    "autograd.functional.jacobian (loop)": "`functional.jacobian` loop",
+}
+
+Record = Tuple[dict, dict, str]  # (stats, extra_info, datetime of its run)
+
+
+# -- reading -----------------------------------------------------------------------------
+
+def load(paths: Iterable[str]) -> dict:
+    """Several pytest-benchmark JSON files as one: their benchmarks, each with its run's date."""
+    merged: dict = {"datetime": "", "benchmarks": []}
+    for path in paths:
+        with open(path) as fh:
+            merged = merge(merged, json.load(fh))
+    return merged
+
+
+def merge(a: dict, b: dict) -> dict:
+    def dated(data):
+        return [dict(x, datetime=x.get("datetime", data.get("datetime", ""))) for x in data["benchmarks"]]
+    return {"datetime": max(a.get("datetime", ""), b.get("datetime", "")),
+            "benchmarks": dated(a) + dated(b)}
+
+
+def suite_of(bench: dict) -> Optional[str]:
+    e = bench.get("extra_info", {})
+    if "suite" in e:
+        return e["suite"]
+    return "detection" if "representation" in e else None   # detection JSON from before "suite"
+
+
+def records(data: dict, suite: str) -> List[Record]:
+    return [(b["stats"], b["extra_info"], b.get("datetime", data.get("datetime", "")))
+            for b in data["benchmarks"] if suite_of(b) == suite]
+
+
+def _machine(recs: Sequence[Record]) -> str:
+    """``device: name, torch version, date`` of a group of records (the latest date)."""
+    e = recs[0][1]
+    when = max(r[2] for r in recs)[:10]
+    return f"{e.get('device', 'cpu')}: {e.get('device_name', '?')}, torch {e.get('torch', '?')}, {when}"
+
+
+# -- formatting --------------------------------------------------------------------------
+
+def _fmt_s(x: float) -> str:
+    """Seconds with 3 significant digits (at least one decimal in ms): 0.92 ms, 1.21 ms, 28.8 ms, 288 ms, 2.47 s."""
+    ms = x * 1000
+    if ms >= 1000:
+        return f"{x:.2f} s"
+    return f"{ms:.0f} ms" if ms >= 100 else f"{ms:.1f} ms" if ms >= 10 else f"{ms:.2f} ms"
+
+
+def _mib(x) -> str:
+    if x is None:
+        return "-"
+    return f"{x / 1024:.2f} GiB" if x >= 1024 else f"{x:.0f} MiB"
+
+
+# -- tables ------------------------------------------------------------------------------
+
+def detection_tables(data: dict) -> str:
+    rows: Dict[tuple, List[Record]] = defaultdict(list)
+    for rec in records(data, "detection"):
+        e = rec[1]
+        rows[(e["device"], e["problem"])].append(rec)
+    out = []
+    for (device, problem), items in sorted(rows.items()):
+        items.sort(key=lambda r: (r[1]["size"], r[1]["representation"]))
+        size_col = "n (unknowns)" if problem == "brusselator" else "observations"
+        out.append(f"**{PROBLEMS.get(problem, problem)}**, {_machine(items)}\n")
+        out.append(f"| {size_col} | inputs | representation | detection (best / median) | plain f(x) | "
+                   f"detection / f(x) | pattern nnz | peak RSS | detection peak |")
+        out.append("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+        for st, e, _ in items:
+            peak = e.get("cuda_peak_mib") if device == "cuda" else e.get("detection_peak_mib")
+            out.append(
+                f"| {e['size']:,} | {e['n_inputs']:,} | {e['representation']} | "
+                f"{_fmt_s(st['min'])} / {_fmt_s(st['median'])} | {_fmt_s(e['f_seconds'])} | "
+                f"{e['ratio_min']:,.0f}x | {e['nnz']:,} | {_mib(e.get('peak_rss_mib'))} | {_mib(peak)} |")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _best_brusselator(data: dict) -> Dict[int, float]:
+    """Best detection time on the CPU per Brusselator size, over the representations."""
+    best: Dict[int, float] = {}
+    for st, e, _ in records(data, "detection"):
+        if e.get("problem") == "brusselator" and e.get("device") == "cpu":
+            best[e["size"]] = min(best.get(e["size"], float("inf")), st["min"])
+    return best
+
+
+def asdex_table(data: dict) -> str:
+    best = _best_brusselator(data)
+    rows = ["| n | asdex | trackjac (best representation) | speed-up |", "|---:|---:|---:|---:|"]
+    for n, t in sorted(ASDEX.items()):
+        if n in best:
+            rows.append(f"| {n:,} | {_fmt_s(t)} | {_fmt_s(best[n])} | {t / best[n]:.0f}x |")
+    return "\n".join(rows) + "\n"
+
+
+def _vertices(e: dict) -> int:
+    """The vertices a coloring colors: rows or columns of the pattern."""
+    return e["rows"] if e["axis"] == "rows" else e["cols"]
+
+
+def coloring_table(data: dict) -> str:
+    recs = sorted(records(data, "coloring"), key=lambda r: (r[1]["problem"], r[1]["axis"], _vertices(r[1])))
+    if not recs:
+        return ""
+    out = [f"{_machine(recs)}\n",
+           "| pattern | colored | rows x columns | nonzeros | colors | lower bound | time (best / median) |",
+           "|---|---|---:|---:|---:|---:|---:|"]
+    for st, e, _ in recs:
+        out.append(f"| {PROBLEMS.get(e['problem'], e['problem'])} | {e['axis']} | {e['rows']:,} x {e['cols']:,} | "
+                   f"{e['nnz']:,} | {e['colors']} | {e['lower_bound']} | "
+                   f"{_fmt_s(st['min'])} / {_fmt_s(st['median'])} |")
+    return "\n".join(out) + "\n"
+
+
+def series(recs: Sequence[Record]) -> Dict[Tuple[str, int], str]:
+    """Label of each (method, threads) of the evaluation records, in ``METHODS`` order.
+
+    The thread count is named only where it differs from the most common one."""
+    common = Counter(e.get("threads") for _, e, _ in recs).most_common(1)[0][0] if recs else None
+    keys = {(e["method"], e.get("threads")) for _, e, _ in recs}
+    order = list(METHODS)
+
+    def rank(k):
+        return (order.index(k[0]) if k[0] in order else len(order), k[0], k[1] != common, k[1] or 0)
+
+    out = {}
+    for method, threads in sorted(keys, key=rank):
+        label = METHODS.get(method, method)
+        if threads != common:
+            label += f" ({threads} thread{'s' if threads != 1 else ''})"
+        out[(method, threads)] = label
+    return out
+
+
+def _size_label(e: dict) -> str:
+    if e["problem"] == "brusselator":
+        return f"{e['size']:,} (N = {e['N']})" if "N" in e else f"{e['size']:,}"
+    return f"{e['size']:,} ({e['rows']:,} x {e['cols']:,})"
+
+
+def evaluation_tables(data: dict) -> str:
+    recs = records(data, "evaluation")
+    if not recs:
+        return ""
+    by_problem: Dict[str, List[Record]] = defaultdict(list)
+    for rec in recs:
+        by_problem[rec[1]["problem"]].append(rec)
+    out = []
+    for problem, items in sorted(by_problem.items()):
+        labels = series(items)
+        cells: Dict[int, Dict[str, str]] = defaultdict(dict)
+        size_of, colors = {}, {}
+        for st, e, _ in items:
+            cells[e["size"]][labels[(e["method"], e.get("threads"))]] = _fmt_s(st["min"])
+            size_of[e["size"]] = _size_label(e)
+            if "colors" in e:
+                colors[e["size"]] = f"{e['colors']} ({e.get('mode', '?')})"
+        size_col = "n (N)" if problem == "brusselator" else "observations (residuals x parameters)"
+        cols = list(dict.fromkeys(labels.values()))
+        out.append(f"**{PROBLEMS.get(problem, problem)}**, {_machine(items)}; best of the rounds\n")
+        out.append("| " + " | ".join([size_col, *cols] + (["plan colors (mode)"] if colors else [])) + " |")
+        out.append("|---|" + "---:|" * (len(cols) + bool(colors)))
+        for size in sorted(cells):
+            row = [size_of[size]] + [cells[size].get(c, "-") for c in cols]
+            if colors:
+                row.append(colors.get(size, "-"))
+            out.append("| " + " | ".join(row) + " |")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def blocks(data: dict) -> Dict[str, str]:
+    """The marked blocks of the docs that ``data`` has results for: name -> markdown."""
+    out = {}
+    if records(data, "detection"):
+        out["detection-results"] = detection_tables(data)
+        out["detection-asdex"] = asdex_table(data)
+    if records(data, "coloring"):
+        out["coloring-results"] = coloring_table(data)
+    if records(data, "evaluation"):
+        out["evaluation-results"] = evaluation_tables(data)
+    return out
+
+
+def replace_block(doc: str, name: str, text: str) -> str:
+    """``doc`` with the text between ``<!-- name:start -->`` and ``<!-- name:end -->`` replaced."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{text}{end}"
+    if start in doc and end in doc:
+        return re.sub(re.escape(start) + r".*?" + re.escape(end), lambda m: block, doc, flags=re.S)
+    return doc.rstrip() + "\n\n" + block + "\n"
+
+
+def update(doc: str, data: dict, threshold: Optional[str] = None) -> str:
+    for name, text in blocks(data).items():
+        doc = replace_block(doc, name, text)
+    if threshold is not None:
+        doc = replace_block(doc, "detection-threshold", threshold.strip() + "\n")
+    return doc
+
+
+# -- plots -------------------------------------------------------------------------------
+
+def _figure(ncols: int):
+    """A matplotlib Figure on the Agg canvas (no pyplot, no global backend switch)."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ImportError("the plots need matplotlib: pip install matplotlib (or 'trackjac[plot]'); "
+                          "the tables do not") from exc
+    fig = Figure(figsize=(5.2 * ncols, 4.2), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(1, ncols, squeeze=False)[0]
+
+
+def _save(fig, path: Path, recs: Sequence[Record]) -> None:
+    fig.suptitle(f"{_machine(recs)}; best of the rounds", fontsize=9)
+    fig.savefig(path, metadata={"Software": None})
+
+
+def _labels(ax) -> List[str]:
+    return [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")]
+
+
+def _finish(ax, title: str, xlabel: str, ylabel: str, legend_size: int = 8) -> List[str]:
+    """Titles, grid, no labels on minor ticks (they overlap), the legend; returns its labels."""
+    from matplotlib.ticker import NullFormatter
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    if _labels(ax):
+        ax.legend(fontsize=legend_size)
+    return _labels(ax)
+
+
+def plot_detection(data: dict, path: Path) -> List[str]:
+    """Detection time vs size, log-log, per problem, representation and device. Returns the legend."""
+    recs = records(data, "detection")
+    fig, axes = _figure(2)
+    legend = []
+    for ax, problem in zip(axes, PROBLEMS):
+        mine = [r for r in recs if r[1]["problem"] == problem]
+        curves: Dict[tuple, List[Tuple[int, float]]] = defaultdict(list)
+        plain: Dict[int, float] = {}
+        for st, e, _ in mine:
+            curves[(e["representation"], e["device"])].append((e["size"], st["min"]))
+            plain[e["size"]] = min(plain.get(e["size"], float("inf")), e["f_seconds"])
+        for (rep, device), pts in sorted(curves.items()):
+            xs, ys = zip(*sorted(pts))
+            ax.loglog(xs, ys, "o-", label=f"trackjac, {rep}" + (f" ({device})" if device != "cpu" else ""))
+        if plain:
+            xs, ys = zip(*sorted(plain.items()))
+            ax.loglog(xs, ys, ":", color="grey", label="plain f(x)")
+        if problem == "brusselator" and mine:
+            xs, ys = zip(*sorted(ASDEX.items()))
+            ax.loglog(xs, ys, "x--", color="black", label="asdex (JAX), reference")
+        legend += _finish(ax, PROBLEMS[problem], "n (unknowns)" if problem == "brusselator" else "observations",
+                          "detection time (s)")
+    _save(fig, path, recs)
+    return legend
+
+
+def plot_coloring(data: dict, path: Path) -> List[str]:
+    """Coloring time (log-log) and colors vs vertices colored, per pattern. Returns the legend."""
+    recs = records(data, "coloring")
+    fig, (ax_t, ax_c) = _figure(2)
+    groups: Dict[tuple, List[Record]] = defaultdict(list)
+    for rec in recs:
+        groups[(rec[1]["problem"], rec[1]["axis"])].append(rec)
+    for k, ((problem, axis), items) in enumerate(sorted(groups.items())):
+        items.sort(key=lambda r: _vertices(r[1]))
+        xs = [_vertices(e) for _, e, _ in items]
+        label = f"{PROBLEMS.get(problem, problem)}, {axis}"
+        color = f"C{k}"
+        ax_t.loglog(xs, [st["min"] for st, _, _ in items], "o-", color=color, label=label)
+        ax_c.semilogx(xs, [e["colors"] for _, e, _ in items], "o-", color=color, label=f"{label}: colors")
+        ax_c.semilogx(xs, [e["lower_bound"] for _, e, _ in items], "--", color=color,
+                      label=f"{label}: lower bound")
+    ax_c.set_ylim(bottom=0)
+    legend = _finish(ax_t, "Time", "vertices colored (rows or columns)", "coloring time (s)")
+    legend += _finish(ax_c, "Colors", "vertices colored (rows or columns)", "colors")
+    _save(fig, path, recs)
+    return legend
+
+
+def plot_evaluation(data: dict, path: Path) -> List[str]:
+    """Time vs size per method, log-log, for each problem. Returns the legend."""
+    recs = records(data, "evaluation")
+    labels = series(recs)   # one color per series across both panels
+    color = {label: f"C{k % 10}" for k, label in enumerate(dict.fromkeys(labels.values()))}
+    fig, axes = _figure(2)
+    legend = []
+    for ax, problem in zip(axes, PROBLEMS):
+        curves: Dict[str, List[Tuple[int, float]]] = defaultdict(list)
+        for st, e, _ in recs:
+            if e["problem"] == problem:
+                curves[labels[(e["method"], e.get("threads"))]].append((e["size"], st["min"]))
+        for label in color:
+            if curves[label]:
+                xs, ys = zip(*sorted(curves[label]))
+                style = "o-" if label.startswith(("`jacobian", "warm")) else "s--"
+                ax.loglog(xs, ys, style, color=color[label], label=label.replace("`", ""))
+        legend += _finish(ax, PROBLEMS[problem], "n (unknowns)" if problem == "brusselator" else "observations",
+                          "time (s)", legend_size=7)
+    _save(fig, path, recs)
+    return legend
+
+
+PLOTS = {"detection": plot_detection, "coloring": plot_coloring, "evaluation": plot_evaluation}
+
+
+def plots(data: dict, outdir) -> List[Path]:
+    """Write ``<suite>.png`` into ``outdir`` for each suite present in ``data``; the paths."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for suite, plot in PLOTS.items():
+        if records(data, suite):
+            plot(data, outdir / f"{suite}.png")
+            written.append(outdir / f"{suite}.png")
+    return written
+
+
+# -- command line ------------------------------------------------------------------------
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("json", nargs="+", help="pytest-benchmark JSON files (--benchmark-json output)")
+    ap.add_argument("--update", help="markdown file whose marked blocks are replaced")
+    ap.add_argument("--threshold", help="output of `bench_detection.py --threshold` to put in the file")
+    ap.add_argument("--plots", metavar="DIR", help="directory for the PNG plots")
+    args = ap.parse_args(argv)
+    data = load(args.json)
+    if args.update:
+        with open(args.update) as fh:
+            doc = fh.read()
+        threshold = None
+        if args.threshold:
+            with open(args.threshold) as fh:
+                threshold = fh.read()
+        with open(args.update, "w") as fh:
+            fh.write(update(doc, data, threshold))
+        print(f"updated {args.update}")
+    else:
+        print("\n".join(blocks(data).values()))
+    if args.plots:
+        for path in plots(data, args.plots):
+            print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
