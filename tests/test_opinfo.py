@@ -76,27 +76,16 @@ FD_REFERENCE: Dict[str, str] = {
 }
 
 # -- ops whose local pattern is larger than the union of the dense Jacobians, and why --------
-_BY_DESIGN = "by design: multiplication by a constant zero keeps the dependency (issue 2: data flows, nan * 0 = nan); "
 _DFT = ("arithmetic zeros of the DFT matrix: the real input feeds only the real part of the "
         "complex spectrum and cos(2 pi k n / N) = 0 for some (k, n); trackjac tracks a complex "
         "element (both parts) as one")
 NOT_TIGHT: Dict[str, str] = {
-    "_foreach_lerp": _BY_DESIGN + "lerp with the scalar weight 1 computes end - (end - self) * 0",
-    "native_dropout_backward": _BY_DESIGN + "the sample's scale is 0",
-    "nn.functional.dropout2d": _BY_DESIGN + "the dropout noise (bernoulli_ / (1 - p)) is 0 for dropped channels",
-    "nn.functional.dropout3d": _BY_DESIGN + "the dropout noise (bernoulli_ / (1 - p)) is 0 for dropped channels",
-    "nn.functional.feature_alpha_dropout.with_train": _BY_DESIGN + "the noise is 0 for dropped channels",
-    "nn.functional.prelu": _BY_DESIGN + "the sample's weight is 0 (negative inputs times 0)",
     "corrcoef": "arithmetic: the correlation of a single variable with itself is c / sqrt(c * c) = 1",
     "nn.functional.cosine_similarity": "arithmetic: for 0-d inputs x1 * x2 / (|x1| |x2|) = +-1",
     "nn.functional.normalize": "arithmetic: normalizing over a dimension of size 1 gives x / |x| = +-1",
     "masked.normalize": "arithmetic: x / max|x| is +-1 at the maximum, and x / |x| for 0-d input",
     "nn.functional.hinge_embedding_loss": "arithmetic: with a target that is neither 1 nor -1 the "
                                           "loss is (margin - x) + x",
-    "gradient": "arithmetic: the second-order edge/interior coefficient of the centre point "
-                "(hl^2 - hr^2) is 0 for uniform spacing given as coordinates",
-    "nn.functional.multi_head_attention_forward": _BY_DESIGN + "a sample trains with dropout_p=0.5: "
-                                                  "the attention weights are multiplied by the dropout noise",
     "fft.irfft2": _DFT, "fft.irfftn": _DFT, "fft.hfft2": _DFT, "fft.hfftn": _DFT,
     "stft": "return_complex=False: the imaginary parts of the DC and Nyquist bins of a real "
             "signal's spectrum are identically 0, but trackjac tracks a complex element as one",

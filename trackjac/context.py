@@ -36,7 +36,8 @@ class Config:
     threads: int = 1  # intra-op threads for provenance bookkeeping (0: leave torch's setting)
     representation: str = "auto"  # provenance of new sources: "auto", "sets" (CSR) or "bits"
     n_inputs: Optional[int] = None  # tracked input elements of the computation, if known
-    constant_zeros: str = "keep"  # "drop": a product with an exact zero that has no provenance drops
+    constant_zeros: Optional[str] = None  # "drop": a product with an exact zero that has no provenance
+    # drops; "keep": it connects; None: "drop" in local mode only (Call.drops_zeros)
 
 
 _state = threading.local()
@@ -60,7 +61,7 @@ class _FactoryMode(TorchFunctionMode):
 
 @contextlib.contextmanager
 def tracking(*, local: bool = False, strict: bool = False,
-             representation: Optional[str] = None, constant_zeros: str = "keep") -> Iterator[Config]:
+             representation: Optional[str] = None, constant_zeros: Optional[str] = None) -> Iterator[Config]:
     """Context in which factory-made tensors are trackable.
 
     Args:
@@ -74,16 +75,19 @@ def tracking(*, local: bool = False, strict: bool = False,
             bits, fastest for few inputs) or ``"auto"`` (bitmasks up to
             ``trackjac._bits.AUTO_MAX_INPUTS`` inputs).  ``None`` keeps the current
             setting (``"auto"`` by default).  Results are identical.
-        constant_zeros: ``"keep"`` (participation, default): ``x * 0`` still depends on ``x``.
+        constant_zeros: ``"keep"`` (participation, the default in global mode): ``x * 0`` still
+            depends on ``x``.
             ``"drop"`` (value-aware): in products (``mul``, ``mm``, ``bmm``, ``matmul`` ...) an
             operand entry that is exactly zero and depends on nothing (a constant, a masked
             entry, ``softmax`` of ``-inf``) removes the other operand's contribution through it:
             ``x * 0``, ``eye`` masks and causal attention lose those entries.  Such zeros are read
             at this point, so for zeros computed non-differentiably from tracked values
-            (``floor``, comparisons) the pattern holds at this point only.
+            (``floor``, comparisons) the pattern holds at this point only.  ``None`` (default):
+            ``"drop"`` with ``local=True`` (the pattern of the Jacobian at this point, as
+            SparseConnectivityTracer's local tracers), ``"keep"`` otherwise.
     """
-    if constant_zeros not in ("keep", "drop"):
-        raise ValueError(f"tracking: constant_zeros must be 'keep' or 'drop', got {constant_zeros!r}")
+    if constant_zeros not in (None, "keep", "drop"):
+        raise ValueError(f"tracking: constant_zeros must be 'keep', 'drop' or None, got {constant_zeros!r}")
     if representation not in (None, "auto", "sets", "bits"):
         raise ValueError(f"tracking: representation must be 'auto', 'sets' or 'bits', got {representation!r}")
     cfg = config()

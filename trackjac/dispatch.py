@@ -54,6 +54,12 @@ class Call:
             return a._prov()
         return None
 
+    @property
+    def drops_zeros(self) -> bool:
+        """Value-aware products: ``constant_zeros="drop"``, or unset (``None``) in local mode."""
+        cz = config().constant_zeros
+        return cz == "drop" or (cz is None and self.local)
+
     def is_derived(self, a: Any) -> bool:
         """Whether ``a``'s values were computed from tracked values (choices made by it are not constant)."""
         return isinstance(a, _t.Tracked) and a._store.derived

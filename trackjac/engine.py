@@ -108,7 +108,7 @@ def _grid(patterns: Any, out_specs: List[Spec], in_specs: List[Spec], out_tuple:
 
 
 def _structure(f: Callable, args: Sequence[Any], pattern: Any, strict: bool, local: bool,
-               constant_zeros: str = "keep") -> Structure:
+               constant_zeros: Optional[str] = "keep") -> Structure:
     pos = _diff_positions(args)
     out_specs, out_tuple = _outputs(f, args)
     if pattern is None:
@@ -237,7 +237,7 @@ def jacobian(
     coloring: str = "fast",
     verify: bool = False,
     seed: int = 0,
-    constant_zeros: str = "keep",
+    constant_zeros: Optional[str] = None,
 ):
     """The Jacobian of ``f`` at ``args`` as sparse matrices ``(out.numel(), arg.numel())``.
 
@@ -248,7 +248,8 @@ def jacobian(
     (``"fwd"``) per color of the detected pattern, never densely.
 
     ``local=True`` uses the pattern at this point only (value-dependent
-    branches resolved), which can only drop entries that are zero here.
+    branches resolved, constant zeros of products dropped unless
+    ``constant_zeros="keep"``), which can only drop entries that are zero here.
     Other arguments are as in :func:`jacobian_plan`; the coloring defaults to
     "fast" since it is used once.
     """

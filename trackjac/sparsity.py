@@ -53,7 +53,7 @@ def pattern_of(y: torch.Tensor, x: Tracked, layout=torch.sparse_coo) -> torch.Te
 
 def jacobian_sparsity(f: Callable, *args, local: bool = False, strict: bool = False,
                       layout=torch.sparse_coo, representation: Optional[str] = None,
-                      constant_zeros: str = "keep"):
+                      constant_zeros: Optional[str] = None):
     """Structural sparsity pattern of the Jacobian of ``f`` at ``args``.
 
     Every floating tensor argument is tracked; other arguments are passed as they are.
@@ -61,10 +61,12 @@ def jacobian_sparsity(f: Callable, *args, local: bool = False, strict: bool = Fa
     ``out.flatten()[i]`` through differentiable ops, whatever the values (an input
     multiplied by zero still participates).  In global mode (default) the pattern holds
     at every point that takes the same Python control-flow path; ``local=True`` resolves
-    value-dependent choices (``where``, ``max``, ``relu`` ...) at this point only.
-    ``constant_zeros="drop"`` makes products value-aware: an exact zero that depends on
-    nothing (``x * 0``, an ``eye`` mask, causal attention's masked weights) no longer
-    connects the other factor (see :func:`~trackjac.tracking`).
+    value-dependent choices (``where``, ``max``, ``relu`` ...) at this point only and,
+    unless ``constant_zeros="keep"``, makes products value-aware.
+    ``constant_zeros="drop"`` (the default with ``local=True``) makes products value-aware:
+    an exact zero that depends on nothing (``x * 0``, an ``eye`` mask, causal attention's
+    masked weights, a dropped dropout channel) no longer connects the other factor (see
+    :func:`~trackjac.tracking`).
 
     Returns:
         A coalesced sparse COO boolean matrix ``(out.numel(), arg.numel())`` (dense with

@@ -12,7 +12,6 @@ from typing import Callable, Dict, Optional
 import torch
 
 from .._prov import Prov, union
-from ..context import config
 from ..tracked import DIFFERENTIABLE
 from ._util import bcast, codes, reduce, slice_union, union_opt
 
@@ -81,7 +80,7 @@ def _product(call, a_name, b_name, add_name=None):
         if isinstance(c, torch.Tensor) and not no_self:
             parts.append(bcast(call.prov(c), c.shape, out))
         return [union_opt(parts, o.numel(), o.device)] + [None] * (len(call.outs) - 1)
-    if config().constant_zeros == "drop" and not (_live(call, a).all() and _live(call, b).all()):
+    if call.drops_zeros and not (_live(call, a).all() and _live(call, b).all()):
         parts = _value_aware_product(call, a, b, o)
     elif a.dim() == 1 and b.dim() == 1:                       # dot
         parts = [_contract(call.prov(a), a.shape, [0], (), out),

@@ -12,7 +12,6 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from ..context import config
 from ..tracked import DIFFERENTIABLE
 from ._util import bcast, union_opt
 
@@ -148,34 +147,48 @@ def _logit_masks(call):
 
 
 def _dropout_backward(call):
-    """``grad * mask * scale``: the mask is a constant choice (the dropout's random draw)."""
+    """``grad * mask * scale``: the mask is a constant choice (the dropout's random draw);
+    with ``constant_zeros="drop"`` a zero ``scale`` cuts everything."""
     mask = call.bound["mask"]
     if call.is_derived(mask) and not call.local:
         return generic(call)
-    return _select(call, {"grad_output": call.value(mask)})
+    live = call.value(mask)
+    if call.drops_zeros and call.bound["scale"] == 0:
+        live = torch.zeros_like(live)
+    return _select(call, {"grad_output": live})
+
+
+def _nonzero_factor(call, name: str, factor=lambda v: v) -> torch.Tensor:
+    """Where ``factor(value of name)`` is not an exact zero, or ``name`` carries provenance."""
+    v = call.bound.get(name)
+    if not isinstance(v, torch.Tensor):
+        return torch.tensor(factor(v) != 0, device=_out(call).device)
+    m = factor(call.value(v)) != 0
+    p = call.prov(v)
+    if p is not None:
+        m = m | (p.lengths() > 0).reshape(m.shape)
+    return m
 
 
 def _mul(call):
     """``x * y``; with ``constant_zeros="drop"`` an exact zero without provenance cuts the other factor."""
-    if config().constant_zeros != "drop":
+    if not call.drops_zeros:
         return generic(call)
-    o = _out(call)
-    live = {}
-    for name, other in (("self", "other"), ("other", "self")):
-        v = call.bound.get(other)
-        if isinstance(v, torch.Tensor):
-            m = call.value(v) != 0
-            p = call.prov(v)
-            if p is not None:
-                m = m | (p.lengths() > 0).reshape(m.shape)
-            live[name] = m
-        else:
-            live[name] = torch.tensor(v != 0, device=o.device)
-    return _select(call, live)
+    return _select(call, {"self": _nonzero_factor(call, "other"), "other": _nonzero_factor(call, "self")})
+
+
+def _lerp(call):
+    """``self + weight * (end - self)``: ``d/dself = 1 - weight``, ``d/dend = weight``; with
+    ``constant_zeros="drop"`` a constant weight of exactly 1 (0) cuts ``self`` (``end``)."""
+    if not call.drops_zeros:
+        return generic(call)
+    return _select(call, {"self": _nonzero_factor(call, "weight", lambda w: 1 - w),
+                          "end": _nonzero_factor(call, "weight")})
 
 
 TABLE: Dict[object, Callable] = {
     aten.mul: _mul,
+    aten.lerp: _lerp,
     # derivative zero everywhere
     **{op: zero_derivative for op in (
         aten.floor, aten.ceil, aten.round, aten.trunc, aten.fix, aten.sign,
