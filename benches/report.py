@@ -268,7 +268,7 @@ def update(doc: str, data: dict, threshold: Optional[str] = None) -> str:
 
 # -- plots -------------------------------------------------------------------------------
 
-def _figure(ncols: int):
+def _figure(ncols: int, height: float = 4.2):
     """A matplotlib Figure on the Agg canvas (no pyplot, no global backend switch)."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -276,7 +276,7 @@ def _figure(ncols: int):
     except ImportError as exc:
         raise ImportError("the plots need matplotlib: pip install matplotlib (or 'trackjac[plot]'); "
                           "the tables do not") from exc
-    fig = Figure(figsize=(5.2 * ncols, 4.2), dpi=100, layout="constrained")
+    fig = Figure(figsize=(5.2 * ncols, height), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     return fig, fig.subplots(1, ncols, squeeze=False)[0]
 
@@ -290,7 +290,7 @@ def _labels(ax) -> List[str]:
     return [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")]
 
 
-def _finish(ax, title: str, xlabel: str, ylabel: str, legend_size: int = 8) -> List[str]:
+def _finish(ax, title: str, xlabel: str, ylabel: str, legend: bool = True) -> List[str]:
     """Titles, grid, no labels on minor ticks (they overlap), the legend; returns its labels."""
     from matplotlib.ticker import NullFormatter
     ax.set_title(title, fontsize=10)
@@ -298,8 +298,8 @@ def _finish(ax, title: str, xlabel: str, ylabel: str, legend_size: int = 8) -> L
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
     ax.xaxis.set_minor_formatter(NullFormatter())
-    if _labels(ax):
-        ax.legend(fontsize=legend_size)
+    if legend and _labels(ax):
+        ax.legend(fontsize=8)
     return _labels(ax)
 
 
@@ -358,7 +358,7 @@ def plot_evaluation(data: dict, path: Path) -> List[str]:
     recs = records(data, "evaluation")
     labels = series(recs)   # one color per series across both panels
     color = {label: f"C{k % 10}" for k, label in enumerate(dict.fromkeys(labels.values()))}
-    fig, axes = _figure(2)
+    fig, axes = _figure(2, height=5.2)
     legend = []
     for ax, problem in zip(axes, PROBLEMS):
         curves: Dict[str, List[Tuple[int, float]]] = defaultdict(list)
@@ -371,7 +371,10 @@ def plot_evaluation(data: dict, path: Path) -> List[str]:
                 style = "o-" if label.startswith(("`jacobian", "warm")) else "s--"
                 ax.loglog(xs, ys, style, color=color[label], label=label.replace("`", ""))
         legend += _finish(ax, PROBLEMS[problem], "n (unknowns)" if problem == "brusselator" else "observations",
-                          "time (s)", legend_size=7)
+                          "time (s)", legend=False)
+    handles = {line.get_label(): line for ax in axes for line in ax.get_lines()}   # one legend for both panels
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=3, fontsize=8)
     _save(fig, path, recs)
     return legend
 
