@@ -136,10 +136,11 @@ class Tracked(torch.Tensor):
         cached = getattr(self, "_view_prov", None)  # a view read by several ops (u * u + u.roll(1))
         if cached is not None and cached[0] is st.prov and cached[1] == geometry:
             return cached[2]
-        pos = positions(v, st.numel)
-        if pos is None:
-            return st.prov
-        prov = st.prov.gather(pos)
+        with torch._C.DisableTorchFunction():  # also called inside tracking(): no factory wrapping
+            pos = positions(v, st.numel)
+            if pos is None:
+                return st.prov
+            prov = st.prov.gather(pos)
         self._view_prov = (st.prov, geometry, prov)
         return prov
 

@@ -155,7 +155,8 @@ def _finish(name, out, inputs, pre, ctx, run_backward, cfg):
             f"{name}: its backward could not be traced on tracked values ({reason}); using a "
             "conservative pattern (every output element depends on every tracked element of its "
             "inputs)", UnsupportedOpWarning, cfg.strict)
-        provs = _conservative([flat[i] for i in slots], inputs, pre)
+        with torch._C.DisableTorchFunction():
+            provs = _conservative([flat[i] for i in slots], inputs, pre)
     local = cfg.local or any(t._store.local for t in _tracked(inputs))
     dirty = {id(t) for t in ctx.dirty_tensors}
     res = list(flat)
@@ -164,7 +165,11 @@ def _finish(name, out, inputs, pre, ctx, run_backward, cfg):
             continue
         p = provs[slots.index(i)] if i in slots else None
         if i in slots and _is_diff(o) and o._store.prov is not None:
-            p = o._prov() if p is None else union([p, o._prov()], o.numel())   # forward's own
+            if p is None:
+                p = o._prov()
+            else:
+                with torch._C.DisableTorchFunction():
+                    p = union([p, o._prov()], o.numel())   # forward's own
         if isinstance(o, Tracked) and id(o) in dirty:
             o._write(p, True)                      # the input modified in place is the output
             continue
@@ -185,6 +190,13 @@ def _from_backward(outs, inputs, pre, run_backward) -> List[Optional[Prov]]:
         grads = run_backward(*seeds)
     if not isinstance(grads, (tuple, list)):
         grads = (grads,)
+    with torch._C.DisableTorchFunction():   # bookkeeping on plain tensors: no factory wrapping
+        return _read_backward(outs, inputs, pre, seeds, grads)
+
+
+def _read_backward(outs, inputs, pre, seeds, grads) -> List[Optional[Prov]]:
+    from ..tracked import Tracked
+
     acc: List[List[Prov]] = [[] for _ in outs]
     for a, g in zip(inputs, grads):
         if id(a) not in pre or g is None:
