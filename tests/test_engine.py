@@ -7,6 +7,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
+import trackjac
 from trackjac.engine import JacobianCheckError, check_jacobian, jacobian, jacobian_plan
 from trackjac.plan import Plan
 
@@ -438,6 +439,35 @@ def test_functions_torch_func_cannot_transform_fall_back_to_a_loop():
     check_jacobian(_OldStyle.apply, x, jac=J)
 
 
+def _old_style_wide(x):
+    """9 outputs from 3 inputs (of 4): mode="auto" prefers forward mode (1 color vs 3)."""
+    return _OldStyle.apply(x[:3]).repeat(3)
+
+
+def test_detected_pattern_of_a_function_through_views_is_plain():
+    x = torch.randn(4, dtype=torch.float64)
+    P = trackjac.jacobian_sparsity(_old_style_wide, x)   # the view x[:3] is gathered inside tracking()
+    assert type(P) is torch.Tensor and P.layout == torch.sparse_coo
+    assert torch.equal(P.to_dense(), torch.eye(3, 4, dtype=torch.bool).repeat(3, 1))
+
+
+def test_auto_mode_switches_to_rev_when_f_has_no_forward_derivative():
+    x = torch.randn(4, dtype=torch.float64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plan = jacobian_plan(_old_style_wide, x)
+        J = plan(x)
+    assert plan.mode == "rev" and plan.num_colors == 3
+    assert any("switches this plan to reverse mode" in str(w.message) for w in caught)
+    torch.testing.assert_close(J.to_dense(), dense_jacobian(_old_style_wide, x))
+    torch.testing.assert_close(plan(2 * x).to_dense(), dense_jacobian(_old_style_wide, 2 * x))
+    with pytest.warns(RuntimeWarning):
+        torch.testing.assert_close(jacobian(_old_style_wide, x).to_dense(), dense_jacobian(_old_style_wide, x))
+    with pytest.raises(RuntimeError, match="mode='rev'"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        jacobian(_old_style_wide, x, mode="fwd")
+
+
 # ----------------------------------------------------------------------------
 # Errors
 # ----------------------------------------------------------------------------
@@ -545,3 +575,18 @@ def test_constant_zeros_drop_is_exact():
     assert drop._nnz() <= keep._nnz()
     for J in (keep, drop, plan(x)):
         assert_matches(J, dense_jacobian(f, x))
+
+
+def test_memory_budget_sets_the_chunk():
+    x = brusselator_point(6)                      # n = 72 outputs and inputs, float64
+    per_color = (72 + 72) * 8
+    plan = jacobian_plan(brusselator, x, memory_budget=3 * per_color + 5)
+    assert plan.chunk_size == 3 and plan.num_colors > 3
+    J = dense_jacobian(brusselator, x)
+    torch.testing.assert_close(plan(x).to_dense(), J)
+    assert jacobian_plan(brusselator, x, memory_budget=1).chunk_size == 1
+    torch.testing.assert_close(jacobian(brusselator, x, memory_budget=2 * per_color, mode="fwd").to_dense(), J)
+    with pytest.raises(ValueError, match="not both"):
+        jacobian_plan(brusselator, x, memory_budget=10**6, chunk_size=2)
+    with pytest.raises(ValueError, match="memory_budget"):
+        jacobian_plan(brusselator, x, memory_budget=0)

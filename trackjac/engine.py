@@ -165,6 +165,14 @@ def _choose(structure: Structure, mode: str, effort: str, seed: int) -> Tuple[st
     return ("fwd", fwd) if fwd.num_colors < rev.num_colors else ("rev", rev)
 
 
+def _plan(f: Callable, structure: Structure, mode: str, effort: str, seed: int, **kwargs) -> Plan:
+    chosen, col = _choose(structure, mode, effort, seed)
+    plan = Plan(f, structure, chosen, col, **kwargs)
+    if mode == "auto" and chosen == "fwd":   # if f turns out to have no forward-mode derivative
+        plan._rev_coloring = lambda: color_rows(structure.global_coo(), **EFFORT[effort], seed=seed)
+    return plan
+
+
 # ----------------------------------------------------------------------------
 # Public API
 # ----------------------------------------------------------------------------
@@ -177,6 +185,7 @@ def jacobian_plan(
     layout=torch.sparse_coo,
     blocksize: Optional[Tuple[int, int]] = None,
     chunk_size: Optional[int] = None,
+    memory_budget: Optional[int] = None,
     compile: bool = False,
     strict: bool = False,
     pattern: Any = None,
@@ -200,6 +209,10 @@ def jacobian_plan(
             ``blocksize=(r, c)``; blocks holding any structural nonzero are stored).
         chunk_size: colors per batched vjp/jvp (default: all at once); bounds
             the compressed memory to ``chunk_size x (outputs + inputs)`` values.
+        memory_budget: bytes for the seeds and compressed products at a time
+            (instead of ``chunk_size``): ``chunk_size = budget // ((outputs +
+            inputs) x itemsize)``, at least 1. The batched intermediates of
+            ``f`` scale with the chunk too.
         compile: wrap the compressed evaluation in ``torch.compile`` (falls back
             to eager with a warning if compiling fails).
         strict: passed to ``jacobian_sparsity`` (errors instead of warnings).
@@ -216,9 +229,8 @@ def jacobian_plan(
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
     structure = _structure(f, args, pattern, strict, local=False, constant_zeros=constant_zeros)
-    chosen, col = _choose(structure, mode, coloring, seed)
-    plan = Plan(f, structure, chosen, col, layout=layout, blocksize=blocksize, chunk_size=chunk_size,
-                compile=compile)
+    plan = _plan(f, structure, mode, coloring, seed, layout=layout, blocksize=blocksize,
+                 chunk_size=chunk_size, memory_budget=memory_budget, compile=compile)
     if verify:
         plan.check(*args)
     return plan
@@ -231,6 +243,7 @@ def jacobian(
     blocksize: Optional[Tuple[int, int]] = None,
     mode: str = "auto",
     chunk_size: Optional[int] = None,
+    memory_budget: Optional[int] = None,
     strict: bool = False,
     local: bool = False,
     pattern: Any = None,
@@ -258,8 +271,8 @@ def jacobian(
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
     structure = _structure(f, args, pattern, strict, local, constant_zeros)
-    chosen, col = _choose(structure, mode, coloring, seed)
-    plan = Plan(f, structure, chosen, col, layout=layout, blocksize=blocksize, chunk_size=chunk_size)
+    plan = _plan(f, structure, mode, coloring, seed, layout=layout, blocksize=blocksize,
+                 chunk_size=chunk_size, memory_budget=memory_budget)
     jac = plan(*args)
     if verify:
         check_jacobian(f, *args, jac=jac, seed=seed)

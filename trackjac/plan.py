@@ -164,6 +164,7 @@ class Plan:
         blocksize: Optional[Tuple[int, int]] = None,
         chunk_size: Optional[int] = None,
         compile: bool = False,
+        memory_budget: Optional[int] = None,
     ):
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be torch.sparse_coo, torch.sparse_csr or torch.sparse_bsr; got {layout}")
@@ -171,6 +172,12 @@ class Plan:
             raise ValueError(f"mode must be 'rev' or 'fwd' here; got {mode!r}")
         if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
             raise ValueError(f"chunk_size must be a positive int or None; got {chunk_size!r}")
+        if memory_budget is not None:
+            if not isinstance(memory_budget, int) or memory_budget < 1:
+                raise ValueError(f"memory_budget must be a positive number of bytes or None; got {memory_budget!r}")
+            if chunk_size is not None:
+                raise ValueError("give chunk_size or memory_budget, not both")
+            chunk_size = max(1, memory_budget // _bytes_per_color(structure))
         st = structure
         devices = {s.device for s in st.in_specs}
         if len(devices) != 1:
@@ -180,19 +187,26 @@ class Plan:
             blocksize = _check_blocksize(blocksize, st)
         elif blocksize is not None:
             raise ValueError("blocksize only applies to layout=torch.sparse_bsr")
-        self.f, self.structure, self.mode, self.coloring = f, st, mode, coloring
+        self.f, self.structure = f, st
         self.layout, self.blocksize = layout, blocksize
-        self.num_colors = coloring.num_colors
-        k = self.num_colors
-        self.chunk_size = max(k, 1) if chunk_size is None else min(chunk_size, max(k, 1))
-        self._build(st)
+        self._chunk_arg = chunk_size
+        self._set_coloring(mode, coloring)
         self._fallback = False  # set when torch.func cannot transform f: loop over colors
+        # mode="auto" picked fwd: how to get a row coloring if f has no forward-mode derivative
+        self._rev_coloring: Optional[Callable[[], Coloring]] = None
         self._compiled: Optional[Callable] = None
         self.compile = compile
         if compile:
             self._compiled = _try_compile(self._pure_compressed)
 
     # -- construction -------------------------------------------------------------
+
+    def _set_coloring(self, mode: str, coloring: Coloring) -> None:
+        self.mode, self.coloring = mode, coloring
+        self.num_colors = k = coloring.num_colors
+        cs = self._chunk_arg
+        self.chunk_size = max(k, 1) if cs is None else min(cs, max(k, 1))
+        self._build(self.structure)
 
     def _build(self, st: Structure) -> None:
         ro, co = st.offsets()
@@ -209,14 +223,14 @@ class Plan:
         used[grows if rev else gcols] = True
         bounds = list(range(0, k, self.chunk_size)) + [k]
         self._chunks = list(zip(bounds[:-1], bounds[1:]))
-        self._seeds: List[Tuple[Tensor, ...]] = []
-        for c0, c1 in self._chunks:
-            seeds = []
-            for s, o in zip(specs, offs):
-                cv = colors[o : o + s.shape.numel()]
-                onehot = (cv.unsqueeze(0) == torch.arange(c0, c1).unsqueeze(1)) & used[o : o + cv.numel()]
-                seeds.append(onehot.to(device=dev, dtype=s.dtype).view(c1 - c0, *s.shape))
-            self._seeds.append(tuple(seeds))
+        # per seeded argument: each vertex's color, -1 where its row/column is empty
+        self._seed_colors = [
+            (torch.where(used[o : o + s.shape.numel()], colors[o : o + s.shape.numel()], -1).to(dev), s)
+            for s, o in zip(specs, offs)
+        ]
+        # one chunk: seeds built once; several: built per chunk when used, so that at most
+        # chunk_size x (outputs or inputs) seed values exist at a time
+        self._seed_cache = [self._seed_chunk(c0, c1) for c0, c1 in self._chunks] if len(self._chunks) <= 1 else None
         # decompression: value of (r, c) in block (j, i) = compressed[color, other index]
         self._blocks: List[List[_Block]] = []
         self._gather: List[List[List[Tuple[Optional[Tensor], Tensor]]]] = []
@@ -239,6 +253,20 @@ class Plan:
             self._blocks.append(brow)
             self._gather.append(grow)
         self.nnz = sum(b.nnz for row in self._blocks for b in row)
+
+    def _seed_chunk(self, c0: int, c1: int) -> Tuple[Tensor, ...]:
+        """One-hot seeds of colors ``c0 .. c1 - 1``, one tensor ``(c1 - c0, *shape)`` per argument."""
+        out = []
+        for cv, s in self._seed_colors:
+            ids = torch.arange(c0, c1, device=cv.device).unsqueeze(1)
+            out.append((cv.unsqueeze(0) == ids).to(s.dtype).view(c1 - c0, *s.shape))
+        return tuple(out)
+
+    @property
+    def _seeds(self):
+        if self._seed_cache is not None:
+            return self._seed_cache
+        return (self._seed_chunk(c0, c1) for c0, c1 in self._chunks)
 
     # -- evaluation ---------------------------------------------------------------
 
@@ -270,7 +298,13 @@ class Plan:
                 res = _loop(g, dargs, self.mode, self._seeds, check)
             except _ControlFlowChanged:
                 raise
-            except Exception:
+            except Exception as loop_err:
+                if self.mode == "fwd" and self._rev_coloring is not None:
+                    return self._switch_to_rev(g, dargs, loop_err)
+                if self.mode == "fwd":
+                    raise RuntimeError(
+                        f"trackjac: forward mode cannot differentiate f ({type(loop_err).__name__}: "
+                        f"{str(loop_err).splitlines()[0][:200]}); use mode='rev'") from err
                 raise err
             warnings.warn(
                 f"trackjac: torch.func could not transform f ({type(err).__name__}: {err}); "
@@ -280,6 +314,17 @@ class Plan:
             )
             self._fallback = True
             return res
+
+    def _switch_to_rev(self, g: Callable, dargs: Tuple[Tensor, ...], err: Exception):
+        """mode="auto" chose fwd, but f has no forward-mode derivative (a custom Function
+        without ``jvp``): color rows and use reverse mode from now on."""
+        warnings.warn(
+            f"trackjac: forward mode cannot differentiate f ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:120]}); mode='auto' switches this plan to reverse mode",
+            RuntimeWarning, stacklevel=5)
+        coloring, self._rev_coloring = self._rev_coloring(), None
+        self._set_coloring("rev", coloring)
+        return self._compressed(g, dargs)
 
     def _pure_compressed(self, *args):
         """The batched vjp/jvp alone, without fallbacks: what ``compile=True`` compiles.
@@ -470,6 +515,12 @@ def _loop(g: Callable, dargs: Tuple[Tensor, ...], mode: str, seeds: List[Tuple[T
             outs = g(*dargs)
         check(outs)
     return outs, comps
+
+
+def _bytes_per_color(st: Structure) -> int:
+    """Seed and compressed product of one color: ``outputs + inputs`` values."""
+    specs = list(st.out_specs) + list(st.in_specs)
+    return sum(s.shape.numel() * torch.empty((), dtype=s.dtype).element_size() for s in specs)
 
 
 def _merge(parts: List[Tuple[Optional[Tensor], Tensor]], nnz: int, dtype: torch.dtype, device) -> Tensor:
