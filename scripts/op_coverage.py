@@ -105,7 +105,8 @@ def render(T, results, variants, seconds: float) -> str:
         f"* tight: **{len(tight)} of {n} ({pct:.1f}%)**; not tight: {len(not_tight)}, "
         f"unsupported: {len(unsupported)}",
         f"* in-place and `out=` variants: {len(variants)} swept, {len(vsound)} sound, {len(vtight)} tight, "
-        f"{len(vraise)} raise a clear error, {len(T.KNOWN_UNSOUND)} known limit (see below)",
+        f"{len(vraise)} raise a clear error"
+        + (f", {len(T.KNOWN_UNSOUND)} known limit" if T.KNOWN_UNSOUND else "") + " (see below)",
         "* where the rules come from (ops reaching each kind): "
         + ", ".join(f"{k}: {v}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])),
         "",
@@ -140,6 +141,12 @@ def render(T, results, variants, seconds: float) -> str:
         "and the `test_function_*` tests.",
         "",
         "## Known limits",
+        "",
+        "`torch._foreach_add_(xs, t)` (and the other in-place `_foreach_*` ops) with a 0-d "
+        "tracked `t`: PyTorch's argument parser reads `t` as a number (`t.item()`, the Scalar "
+        "overload).  Inside `tracking()` (so in `jacobian_sparsity`, `jacobian` and plans) trackjac "
+        "passes `[t] * len(xs)` instead, which keeps the dependency; a `Tracked` used outside "
+        "`tracking()` gets a `ControlFlowWarning` in global mode (`strict=True` raises).",
         "",
         "| use | why |",
         "|---|---|",

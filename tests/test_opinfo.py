@@ -92,13 +92,8 @@ NOT_TIGHT: Dict[str, str] = {
 }
 
 # -- known unsound uses, listed so the test fails when they change: "op[variant]" -> why -------
-KNOWN_UNSOUND: Dict[str, str] = {
-    "_foreach_add[inplace]": "torch._foreach_add_(xs, t) with a 0-d tensor t that does not require "
-                             "grad: PyTorch's argument parser reads t as a Python number (t.item(), "
-                             "the Scalar overload), so the dependency on t is invisible to "
-                             "__torch_dispatch__ (global mode warns with ControlFlowWarning, "
-                             "strict=True raises); the functional _foreach_add keeps t a tensor",
-}
+KNOWN_UNSOUND: Dict[str, str] = {}   # torch._foreach_add_(xs, t) with a 0-d tracked t: see
+# context._foreach_scalar_tensor (PyTorch's parser would read t as a number) and its test
 
 # -- variants that raise a clear error: "op[variant]" -> (the error, a regular expression; why) --
 _PLAIN_BUFFER = ("plain tensor", "the out= overload of this composite op writes the result's "

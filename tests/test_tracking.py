@@ -358,3 +358,21 @@ def test_random_ops_have_no_dependency():
 
     p = dense(trackjac.jacobian_sparsity(f, torch.rand(3)))
     assert torch.equal(p, torch.eye(3, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("local", [False, True])
+@pytest.mark.parametrize("op", ["_foreach_add_", "_foreach_mul_", "_foreach_div_"])
+def test_foreach_with_a_0d_tracked_tensor_keeps_its_dependency(op, local):
+    # PyTorch's argument parser reads a 0-d tensor that does not require grad as a Scalar
+    # (t.item()) for the in-place overloads; inside tracking() it must stay a dependency
+    def f(x):
+        xs = [x[:3].clone(), x[3:5].clone()]
+        out = getattr(torch, op)(xs, x[5])
+        return torch.cat(xs if out is None else list(out))
+
+    x = torch.rand(6, dtype=torch.float64) + 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # no ControlFlowWarning: nothing read as a number
+        P = trackjac.jacobian_sparsity(f, x, local=local, layout=torch.strided)
+    J = torch.autograd.functional.jacobian(f, x) != 0
+    assert torch.equal(P, J)

@@ -50,8 +50,25 @@ def config() -> Config:
     return cfg
 
 
+def _foreach_scalar_tensor(func, args):
+    """``torch._foreach_add_(xs, t)`` with a 0-d tracked ``t``: PyTorch's argument parser would
+    read ``t`` as a Python number (``t.item()``, the Scalar overload) and lose its dependency;
+    ``[t] * len(xs)`` (the List overload, broadcast per tensor) computes the same and keeps it."""
+    name = getattr(func, "__name__", "")
+    if not (name.startswith("_foreach_") and len(args) >= 2 and isinstance(args[0], (list, tuple))):
+        return args
+    t = args[1]
+    from .tracked import Tracked
+    if not (isinstance(t, Tracked) and t.dim() == 0 and t._store.prov is not None):
+        return args
+    if not hasattr(getattr(torch.ops.aten, name, None), "List"):
+        return args
+    return (args[0], [t] * len(args[0])) + tuple(args[2:])
+
+
 class _FactoryMode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        args = _foreach_scalar_tensor(func, args)
         out = func(*args, **(kwargs or {}))
         if func in _FACTORIES and type(out) is torch.Tensor:
             from .tracked import Tracked
