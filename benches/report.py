@@ -8,15 +8,17 @@ The whole workflow, from the repository root (each suite takes a few minutes on
     python -m pytest benches/bench_engine.py --benchmark-only --benchmark-json=benches/results/engine.json
     TRACKJAC_BENCH_COMPILE=1 OMP_NUM_THREADS=1 python -m pytest benches/bench_engine.py --benchmark-only \\
         -k warm --benchmark-json=benches/results/engine_compiled.json
-    python benches/report.py benches/results/*.json --update docs/performance.md --plots docs/img
+    python benches/report.py benches/results/*.json --update docs/performance.md --readme README.md \\
+        --plots docs/img
 
 The fourth run times the warm plans, eager and compiled, with one thread: compiled
 CPU kernels and torch's eager thread pool slow each other down on a busy machine
 (docs/engine.md); the tables and plots label a series by its thread count where it
 differs from the rest of its suite.
 
-Without ``--update`` the tables are printed. With ``--update FILE`` the text between
-``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` in FILE is replaced, for NAME in
+Without ``--update`` or ``--readme`` the tables are printed. With ``--update FILE``
+the text between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` in FILE is
+replaced, for NAME in
 
 - ``detection-results``: detection per problem, size and representation (one block
   per device), from ``bench_detection.py``;
@@ -28,6 +30,17 @@ a block whose suite is absent from the JSON files is left as it is, and a block 
 markers are missing is appended at the end of FILE. ``--threshold FILE2`` also puts the
 table printed by ``python benches/bench_detection.py --threshold`` into the
 ``detection-threshold`` block.
+
+``--readme FILE`` replaces the ``readme-summary`` block of FILE (the README's
+Performance table; its markers must be there): one row per headline figure, from the
+same records -- Brusselator detection at n = 32,768 (time and detection peak, vs
+``ASDEX``) and 524,288 (vs the dense Jacobian's size), its row coloring at 524,288
+(colors, lower bound), ``jacobian`` from scratch and the warm plan vs ``jacrev`` at
+n = 4,608, the warm plan at 32,768 (eager and compiled, per thread count, vs
+``ASDEX_JIT``), and the largest bundle adjustment detected and evaluated (warm plan,
+its colors and mode). ``SUMMARY_N`` holds the Brusselator sizes. A row whose records
+are not in the JSON files given is left out (pass all of them); without any, the
+block is left as it is.
 
 ``--plots DIR`` writes ``detection.png`` (time vs size, log-log, per problem and
 representation, with asdex and the plain ``f(x)`` as references), ``coloring.png``
@@ -236,6 +249,134 @@ def evaluation_tables(data: dict) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+# -- the README's summary ------------------------------------------------------------------
+
+#: asdex's jit-compiled Jacobian evaluation on the same Brusselator (its docs, CPU): n -> seconds
+ASDEX_JIT = {32768: 0.42e-3}
+
+#: the Brusselator sizes of the README's rows: detection, large detection and coloring, evaluation
+SUMMARY_N = dict(detection=32768, large=524288, evaluation=4608, warm=32768)
+
+MODES = {"fwd": "forward", "rev": "reverse"}
+
+#: the warm plans of bench_engine.py, in the order of the README's cell
+WARM = {"trackjac plan(x) (warm, eager)": "eager", "trackjac plan(x) (warm, compiled)": "`compile=True`"}
+
+
+def _bytes(x: float) -> str:
+    """A size in bytes, decimal units, 2 significant digits: 8.6 GB, 20 GB, 2.2 TB."""
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if x < 999.5 or unit == "PB":
+            break
+        x /= 1000
+    return f"{x:.0f} {unit}" if x >= 99.5 else f"{float(f'{x:.2g}'):g} {unit}"
+
+
+def _dense(rows: int, cols: int) -> str:
+    return _bytes(8 * rows * cols)   # float64
+
+
+def _cpu(recs: Sequence[Record]) -> List[Record]:
+    return [r for r in recs if r[1].get("device", "cpu") == "cpu"]
+
+
+def _fastest(recs: Sequence[Record], **match) -> Optional[Record]:
+    """The record with the best time among those whose extra_info has ``match``; None if none."""
+    hits = [r for r in recs if all(r[1].get(k) == v for k, v in match.items())]
+    return min(hits, key=lambda r: r[0]["min"]) if hits else None
+
+
+def _threads(n) -> str:
+    return f"{n} thread{'s' if n != 1 else ''}"
+
+
+def summary_rows(data: dict) -> List[Tuple[str, str, str, str]]:
+    """The README's rows (problem, step, trackjac, for comparison), each only where its records are."""
+    det = _cpu(records(data, "detection"))
+    col = _cpu(records(data, "coloring"))
+    ev = _cpu(records(data, "evaluation"))
+    common = Counter(e.get("threads") for _, e, _ in ev).most_common(1)[0][0] if ev else None
+    B = "brusselator"
+    rows = []
+
+    def brus(n):
+        return f"Brusselator, n = {n:,}"
+
+    def detection(rec):
+        st, e, _ = rec
+        return f"{_fmt_s(st['min'])}, {_mib(e.get('detection_peak_mib'))}"
+
+    n = SUMMARY_N["detection"]
+    rec = _fastest(det, problem=B, size=n)
+    if rec:
+        asdex = f"asdex (JAX) {_fmt_s(ASDEX[n])}" if n in ASDEX else ""
+        rows.append((brus(n), "detection", detection(rec), asdex))
+    n = SUMMARY_N["large"]
+    rec = _fastest(det, problem=B, size=n)
+    if rec:
+        e = rec[1]
+        rows.append((brus(n), "detection", detection(rec),
+                     f"dense Jacobian: {_dense(e.get('n_outputs', n), e.get('n_inputs', n))}"))
+    rec = _fastest(col, problem=B, size=n, axis="rows")
+    if rec:
+        st, e, _ = rec
+        bound = f"; lower bound {e['lower_bound']}" if "lower_bound" in e else ""
+        rows.append((brus(n), "row coloring", f"{_fmt_s(st['min'])}, {e['colors']} colors",
+                     f"asdex 10-12 colors{bound}"))
+
+    n = SUMMARY_N["evaluation"]
+    jacrev = _fastest(ev, problem=B, size=n, method="torch.func.jacrev", threads=common)
+    for method, step, ref in (("trackjac.jacobian (from scratch)", "`jacobian` from scratch", "`torch.func.jacrev`"),
+                              ("trackjac plan(x) (warm, eager)", "warm `plan(x)`", "`jacrev`")):
+        rec = _fastest(ev, problem=B, size=n, method=method, threads=common)
+        if rec and jacrev:
+            rows.append((brus(n), step, _fmt_s(rec[0]["min"]), f"{ref} {_fmt_s(jacrev[0]['min'])}"))
+
+    n = SUMMARY_N["warm"]
+    best: Dict[tuple, float] = {}   # (threads, label) -> time
+    for st, e, _ in ev:
+        if e["problem"] == B and e["size"] == n and e["method"] in WARM:
+            key = (e.get("threads"), WARM[e["method"]])
+            best[key] = min(best.get(key, float("inf")), st["min"])
+    if (common, "eager") in best:
+        def cells(t):
+            return ", ".join(f"{_fmt_s(best[t, label])} {label}" for label in WARM.values() if (t, label) in best)
+        others = sorted({t for t, _ in best} - {common}, key=lambda t: (t is None, t or 0))
+        e = _fastest(ev, problem=B, size=n)[1]
+        asdex = f"asdex (jit) {_fmt_s(ASDEX_JIT[n])}; " if n in ASDEX_JIT else ""
+        timings = "; ".join([cells(common)] + [f"{_threads(t)}: {cells(t)}" for t in others])
+        rows.append((brus(n), "warm `plan(x)`", timings, f"{asdex}dense {_dense(e.get('rows', n), e.get('cols', n))}"))
+
+    ba = [r for r in det if r[1]["problem"] == "bundle_adjustment"]
+    if ba:
+        size = max(e["size"] for _, e, _ in ba)
+        rows.append((f"bundle adjustment, {size:,} observations", "detection",
+                     detection(_fastest(ba, size=size)), ""))
+    ba = [r for r in ev if r[1]["problem"] == "bundle_adjustment"]
+    size = max((e["size"] for _, e, _ in ba), default=None)
+    warm = _fastest(ba, size=size, method="trackjac plan(x) (warm, eager)", threads=common)
+    if warm:
+        st, e, _ = warm
+        plan = next((e2 for _, e2, _ in ba if e2["size"] == size and "colors" in e2), None)
+        how = ""
+        if plan:
+            mode = plan.get("mode")
+            how = f" ({plan['colors']} colors" + (f", {MODES.get(mode, mode)}" if mode else "") + ")"
+        rows.append((f"bundle adjustment, {size:,} observations ({e['rows']:,} x {e['cols']:,})",
+                     "warm `plan(x)`", _fmt_s(st["min"]) + how, f"dense Jacobian: {_dense(e['rows'], e['cols'])}"))
+    return rows
+
+
+def summary_table(data: dict) -> str:
+    """The README's table of headline figures (``readme-summary``); empty without any of its records."""
+    rows = summary_rows(data)
+    if not rows:
+        return ""
+    out = ["| problem | step | trackjac | for comparison |", "|---|---|---|---|"]
+    out += ["|" + "|".join(f" {cell} " if cell else " " for cell in row) + "|" for row in rows]
+    return "\n".join(out) + "\n"
+
+
 def blocks(data: dict) -> Dict[str, str]:
     """The marked blocks of the docs that ``data`` has results for: name -> markdown."""
     out = {}
@@ -263,6 +404,21 @@ def update(doc: str, data: dict, threshold: Optional[str] = None) -> str:
         doc = replace_block(doc, name, text)
     if threshold is not None:
         doc = replace_block(doc, "detection-threshold", threshold.strip() + "\n")
+    return doc
+
+
+def readme_blocks(data: dict) -> Dict[str, str]:
+    """The README's marked blocks that ``data`` has results for: ``readme-summary``."""
+    table = summary_table(data)
+    return {"readme-summary": table} if table else {}
+
+
+def update_readme(doc: str, data: dict) -> str:
+    """``doc`` (the README) with its ``readme-summary`` block regenerated; its markers must be there."""
+    for name, text in readme_blocks(data).items():
+        if f"<!-- {name}:start -->" not in doc or f"<!-- {name}:end -->" not in doc:
+            raise ValueError(f"no <!-- {name}:start --> / <!-- {name}:end --> markers to put the table between")
+        doc = replace_block(doc, name, text)
     return doc
 
 
@@ -401,6 +557,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     ap.add_argument("json", nargs="+", help="pytest-benchmark JSON files (--benchmark-json output)")
     ap.add_argument("--update", help="markdown file whose marked blocks are replaced")
     ap.add_argument("--threshold", help="output of `bench_detection.py --threshold` to put in the file")
+    ap.add_argument("--readme", metavar="FILE", help="README whose readme-summary block is replaced")
     ap.add_argument("--plots", metavar="DIR", help="directory for the PNG plots")
     args = ap.parse_args(argv)
     data = load(args.json)
@@ -414,8 +571,18 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         with open(args.update, "w") as fh:
             fh.write(update(doc, data, threshold))
         print(f"updated {args.update}")
-    else:
-        print("\n".join(blocks(data).values()))
+    if args.readme:
+        with open(args.readme) as fh:
+            doc = fh.read()
+        try:
+            doc = update_readme(doc, data)
+        except ValueError as exc:
+            ap.error(f"{args.readme}: {exc}")
+        with open(args.readme, "w") as fh:
+            fh.write(doc)
+        print(f"updated {args.readme}")
+    if not args.update and not args.readme:
+        print("\n".join([*blocks(data).values(), *readme_blocks(data).values()]))
     if args.plots:
         for path in plots(data, args.plots):
             print(f"wrote {path}")

@@ -197,3 +197,158 @@ def test_command_line(tmp_path, capsys):
     assert "| Bundle adjustment | columns | 2,000 x 840 |" in capsys.readouterr().out
     assert [p.name for p in (tmp_path / "img").iterdir()] == ["coloring.png"]
     check_png(tmp_path / "img" / "coloring.png")
+
+
+# -- the README's summary (readme-summary) ------------------------------------------------
+
+def summary_json():
+    """Detection, coloring, engine and compiled-engine results at the README's sizes, as separate runs."""
+    def det(problem, size, rep, best, peak, n_inputs=None, **kw):
+        n_outputs = 2 * size if problem == "bundle_adjustment" else size
+        return bench(f"test_detection[{size}-{rep}]", best, 1.1 * best, suite="detection", problem=problem,
+                     size=size, representation=rep, n_inputs=n_inputs or size, n_outputs=n_outputs,
+                     nnz=6 * size, f_seconds=1e-3, ratio_min=best / 1e-3, peak_rss_mib=300.0,
+                     detection_peak_mib=peak, **kw)
+
+    def col(problem, size, axis, colors, best, **kw):
+        return bench(f"test_coloring[{problem}-{size}]", best, best, suite="coloring", problem=problem, size=size,
+                     axis=axis, rows=size, cols=size, nnz=6 * size, colors=colors, order="largest_first",
+                     threads=2, **kw)
+
+    def ev(method, problem, size, best, threads=2, compiled=False, **kw):
+        if problem == "brusselator":
+            dims = dict(N=int((size // 2) ** 0.5), rows=size, cols=size)
+        else:   # 40,000 observations of 10,000 points by 128 cameras: 80,000 residuals x 31,152 parameters
+            dims = dict(rows=2 * size, cols={400: 372, 40000: 31152}[size])
+        return bench(f"test_bench[{problem}|{size}|{method}]", best, best, suite="evaluation", method=method,
+                     problem=problem, size=size, threads=threads, compiled=compiled, **dims, **kw)
+
+    B, BA = "brusselator", "bundle_adjustment"
+    detection = {"datetime": "2026-01-02T00:00:00", "benchmarks": [
+        det(B, 2048, "sets", 0.008, 0.9),
+        det(B, 32768, "sets", 0.0231, 14.9),
+        det(B, 32768, "bits", 0.0612, 96.0),         # slower: not the one shown
+        det(B, 32768, "sets", 0.0041, 3.0, device="cuda", cuda_peak_mib=3.0),   # GPU: left out
+        det(B, 524288, "sets", 0.291, 223.6),
+        det(BA, 1000, "sets", 0.061, 2.1, n_inputs=840),
+        det(BA, 100000, "sets", 0.766, 208.0, n_inputs=84000),
+    ]}
+    coloring = {"datetime": "2026-01-03T00:00:00", "benchmarks": [
+        col(B, 32768, "rows", 10, 0.45, lower_bound=6),
+        col(B, 524288, "rows", 10, 1.84, lower_bound=6),
+        col(BA, 100000, "columns", 12, 4.95, lower_bound=12),
+    ]}
+    engine = {"datetime": "2026-01-04T00:00:00", "benchmarks": [
+        ev("trackjac.jacobian (from scratch)", B, 4608, 0.0352),
+        ev("trackjac.jacobian_plan (build)", B, 4608, 0.261, colors=9, mode="rev"),
+        ev("trackjac plan(x) (warm, eager)", B, 4608, 0.00141),
+        ev("torch.func.jacrev", B, 4608, 2.05),
+        ev("torch.func.jacfwd", B, 4608, 1.95),
+        ev("trackjac plan(x) (warm, eager)", B, 32768, 0.00742),
+        ev("trackjac plan(x) (warm, eager)", BA, 400, 0.0058),
+        ev("trackjac.jacobian_plan (build)", BA, 40000, 1.12, colors=12, mode="fwd"),
+        ev("trackjac plan(x) (warm, eager)", BA, 40000, 0.137),
+    ]}
+    compiled = {"datetime": "2026-01-05T00:00:00", "benchmarks": [
+        ev("trackjac plan(x) (warm, eager)", B, 4608, 0.00206, threads=1, compiled=True),
+        ev("trackjac plan(x) (warm, compiled)", B, 4608, 0.00049, threads=1, compiled=True),
+        ev("trackjac plan(x) (warm, eager)", B, 32768, 0.00878, threads=1, compiled=True),
+        ev("trackjac plan(x) (warm, compiled)", B, 32768, 0.00121, threads=1, compiled=True),
+        ev("trackjac plan(x) (warm, eager)", BA, 40000, 0.0996, threads=1, compiled=True),  # other threads
+        ev("trackjac plan(x) (warm, compiled)", BA, 40000, 0.0642, threads=1, compiled=True),
+    ]}
+    return dict(detection=detection, coloring=coloring, engine=engine, engine_compiled=compiled)
+
+
+def merged(*parts):
+    data = {"datetime": "", "benchmarks": []}
+    for part in parts:
+        data = report.merge(data, part)
+    return data
+
+
+SUMMARY_ROWS = [
+    ("Brusselator, n = 32,768", "detection", "23.1 ms, 15 MiB", "asdex (JAX) 1.19 s"),
+    ("Brusselator, n = 524,288", "detection", "291 ms, 224 MiB", "dense Jacobian: 2.2 TB"),
+    ("Brusselator, n = 524,288", "row coloring", "1.84 s, 10 colors", "asdex 10-12 colors; lower bound 6"),
+    ("Brusselator, n = 4,608", "`jacobian` from scratch", "35.2 ms", "`torch.func.jacrev` 2.05 s"),
+    ("Brusselator, n = 4,608", "warm `plan(x)`", "1.41 ms", "`jacrev` 2.05 s"),
+    ("Brusselator, n = 32,768", "warm `plan(x)`", "7.42 ms eager; 1 thread: 8.78 ms eager, 1.21 ms `compile=True`",
+     "asdex (jit) 0.42 ms; dense 8.6 GB"),
+    ("bundle adjustment, 100,000 observations", "detection", "766 ms, 208 MiB", ""),
+    ("bundle adjustment, 40,000 observations (80,000 x 31,152)", "warm `plan(x)`", "137 ms (12 colors, forward)",
+     "dense Jacobian: 20 GB"),
+]
+
+
+def test_summary_rows_from_all_suites():
+    parts = summary_json()
+    assert report.summary_rows(merged(*parts.values())) == SUMMARY_ROWS
+    rows = table_rows(report.summary_table(merged(*parts.values())), "problem")
+    assert [tuple(r.values()) for r in rows] == SUMMARY_ROWS
+    assert list(rows[0]) == ["problem", "step", "trackjac", "for comparison"]
+
+
+def test_summary_drops_the_rows_of_a_missing_suite():
+    parts = summary_json()
+    steps = lambda data: [(p, s) for p, s, _, _ in report.summary_rows(data)]   # noqa: E731
+    # no coloring: its row only
+    assert steps(merged(parts["detection"], parts["engine"], parts["engine_compiled"])) == [
+        (p, s) for p, s, _, _ in SUMMARY_ROWS if s != "row coloring"]
+    # no engine suites: no evaluation rows
+    assert steps(merged(parts["detection"], parts["coloring"])) == [
+        (p, s) for p, s, _, _ in SUMMARY_ROWS[:3]] + [(SUMMARY_ROWS[6][0], "detection")]
+    # no compiled run: the warm plan at 32,768 is eager only
+    rows = report.summary_rows(merged(parts["engine"]))
+    assert [r[1] for r in rows] == ["`jacobian` from scratch", "warm `plan(x)`", "warm `plan(x)`", "warm `plan(x)`"]
+    assert rows[2][2] == "7.42 ms eager" and rows[3][2] == "137 ms (12 colors, forward)"
+    # no coloring lower bound recorded: the comparison has asdex only
+    for b in parts["coloring"]["benchmarks"]:
+        del b["extra_info"]["lower_bound"]
+    assert report.summary_rows(parts["coloring"]) == [
+        ("Brusselator, n = 524,288", "row coloring", "1.84 s, 10 colors", "asdex 10-12 colors")]
+    # none of its records (other sizes, no warm eager plan): no table, and the README's block is left as it is
+    assert report.summary_table(evaluation_json()) == ""
+    doc = "# R\n\n<!-- readme-summary:start -->\nold\n<!-- readme-summary:end -->\n"
+    assert report.update_readme(doc, evaluation_json()) == doc
+
+
+def test_bytes():
+    assert [report._bytes(x) for x in (524288 ** 2 * 8, 32768 ** 2 * 8, 80000 * 31152 * 8, 123e9, 999.6e9, 512)] == [
+        "2.2 TB", "8.6 GB", "20 GB", "123 GB", "1 TB", "512 B"]
+
+
+def test_update_readme_replaces_its_block_only():
+    doc = ("# trackjac\n\n## Performance\n\nprose\n\n<!-- readme-summary:start -->\n| problem | step |\n"
+           "| old | row |\n<!-- readme-summary:end -->\n\n## Examples\n")
+    data = merged(*summary_json().values())
+    new = report.update_readme(doc, data)
+    assert new.startswith("# trackjac\n\n## Performance\n\nprose\n\n<!-- readme-summary:start -->\n| problem |")
+    assert new.endswith("| dense Jacobian: 20 GB |\n<!-- readme-summary:end -->\n\n## Examples\n")
+    assert "| old | row |" not in new and report.update_readme(new, data) == new
+    assert "detection-results" not in new   # the docs' blocks stay out of the README
+    with pytest.raises(ValueError, match="readme-summary:start"):
+        report.update_readme("# no markers\n", data)
+
+
+def test_command_line_readme(tmp_path, capsys):
+    files = []
+    for name, part in summary_json().items():
+        files.append(tmp_path / f"{name}.json")
+        files[-1].write_text(json.dumps(part))
+    readme = tmp_path / "README.md"
+    readme.write_text("# R\n\n<!-- readme-summary:start -->\n<!-- readme-summary:end -->\n")
+    perf = tmp_path / "perf.md"
+    perf.write_text("# Perf\n")
+    report.main([str(f) for f in files] + ["--update", str(perf), "--readme", str(readme)])
+    assert [tuple(r.values()) for r in table_rows(readme.read_text(), "problem")] == SUMMARY_ROWS
+    assert "readme-summary" not in perf.read_text() and "detection-results:start" in perf.read_text()
+    # --readme alone leaves the docs alone; without either, the summary is printed with the rest
+    report.main([str(files[1]), "--readme", str(readme)])
+    assert [r["step"] for r in table_rows(readme.read_text(), "problem")] == ["row coloring"]
+    capsys.readouterr()
+    report.main([str(f) for f in files])
+    assert "| Brusselator, n = 4,608 | warm `plan(x)` | 1.41 ms | `jacrev` 2.05 s |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        report.main([str(files[0]), "--readme", str(perf)])   # no markers: an error, the file untouched
+    assert perf.read_text().count("readme-summary") == 0
