@@ -478,8 +478,8 @@ def _reduce(g: _Graph, colors: Tensor, lower: int, gen: torch.Generator, window:
     """Drop the smallest class while the local search can rehome its vertices (``rounds`` in all)."""
     k = _num(colors)
     budget = [rounds]
-    while k > lower:
-        X = int(torch.argmin(torch.bincount(colors, minlength=k)))
+    while k > lower and budget[0] >= 2 * window:   # an elimination takes several windows:
+        X = int(torch.argmin(torch.bincount(colors, minlength=k)))  # too little budget only costs time
         new = _eliminate(g, colors, X, k, gen, window, budget)
         if new is None:
             break
