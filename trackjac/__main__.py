@@ -421,7 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shape of one tensor argument (repeat for each argument, in order)")
     s.add_argument("--dtype", type=_dtype, default=torch.float64, help="input dtype (default float64)")
     s.add_argument("--local", action="store_true",
-                   help="local pattern at this random point (branches taken), not the global one")
+                   help="local pattern at this random point (branches taken, constant zeros "
+                        "dropped), not the global one")
     s.add_argument("--strict", action="store_true",
                    help="fail on ops without a rule and on Python control flow over tracked values")
     s.add_argument("--png", metavar="FILE", help="also write a PNG (needs matplotlib)")

@@ -62,7 +62,8 @@ class Tracked(torch.Tensor):
     Args:
         x: a floating tensor (float16, bfloat16, float32 or float64), any device.
         local: resolve value-dependent choices (``where``, ``max``, ``relu``,
-            sorting, max-pooling ...) at this point instead of keeping every candidate.
+            sorting, max-pooling ...) at this point instead of keeping every candidate,
+            and drop constant zeros of products (``constant_zeros`` of :func:`tracking`).
     """
 
     value: torch.Tensor
