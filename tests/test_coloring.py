@@ -147,3 +147,33 @@ def test_errors():
         color_columns(torch.ones(3, dtype=torch.bool))
     with pytest.raises(TypeError):
         color_columns([[1, 0], [0, 1]])
+
+
+@settings(max_examples=40, deadline=None)
+@given(patterns(), st.lists(st.integers(1, 9), min_size=1, max_size=40), st.integers(0, 3))
+def test_twin_columns_get_distinct_colors(base, reps, seed):
+    # columns (rows) with identical row sets, like the 9 parameters of one camera, propose
+    # the same colors; the greedy hands them out in rank order instead of letting them clash
+    if base.shape[1] == 0:
+        return
+    reps = torch.tensor((reps * base.shape[1])[: base.shape[1]])
+    dense = base.repeat_interleave(reps, dim=1)
+    for axis, color, P in (("columns", color_columns, dense), ("rows", color_rows, dense.T.contiguous())):
+        c = color(_sparse(P), seed=seed)
+        assert is_structurally_orthogonal(_sparse(P), c.colors, axis)
+
+
+def test_bundle_adjustment_like_blocks_reach_the_lower_bound():
+    # 200 points, each seen by 4 of 30 cameras: 2 rows per observation over 9 camera
+    # columns and 3 point columns; every row holds 12 columns, the lower bound
+    g = torch.Generator().manual_seed(0)
+    cams = torch.stack([torch.randperm(30, generator=g)[:4] for _ in range(200)]).reshape(-1)
+    pts = torch.arange(200).repeat_interleave(4)
+    obs_rows = torch.arange(800 * 2).view(800, 2)
+    rows = torch.cat([obs_rows.repeat_interleave(9, 1).reshape(-1), obs_rows.repeat_interleave(3, 1).reshape(-1)])
+    cam_cols = (cams.view(-1, 1) * 9 + torch.arange(9)).repeat_interleave(2, 0).reshape(-1)
+    pt_cols = 270 + (pts.view(-1, 1) * 3 + torch.arange(3)).repeat_interleave(2, 0).reshape(-1)
+    P = (rows, torch.cat([cam_cols, pt_cols]), (1600, 270 + 600))
+    c = color_columns(P)
+    assert c.num_colors == 12
+    assert is_structurally_orthogonal(P, c.colors, "columns")

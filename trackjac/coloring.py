@@ -186,6 +186,16 @@ class _Graph:
                 out.append((Sb, table.index_select(0, self.local.index_select(0, Sb))))
         return out
 
+    def twin_keys(self) -> Tensor:
+        """A hash of each vertex's row set: equal for twins (identical rows, such as the 9
+        parameters of one camera), which all need distinct colors.  Collisions only cost time."""
+        if not hasattr(self, "_twin"):
+            gen = torch.Generator().manual_seed(12345)
+            r = torch.randint(0, 2**40, (self.m + 1,), generator=gen)
+            self._twin = torch.zeros(self.n, dtype=torch.long).index_add_(0, self._cols, r[self._rows])
+            self.has_twins = torch.unique(self._twin).numel() < self.n
+        return self._twin
+
     def row_csr(self) -> Tuple[Tensor, Tensor]:
         """(row_ptr, vertices of each row): the other direction, built on first use."""
         if not hasattr(self, "_csr"):
@@ -248,9 +258,17 @@ class _State:
         flat = table.reshape(-1)
         return [w.index_select(0, flat).view(table.shape) for w in self.words]
 
-    def propose(self, table: Tensor) -> Tensor:
-        """Lowest free color for each vertex whose rows are ``table`` (k, d)."""
-        return _mex([_or_reduce(w) for w in self.gather(table)])
+    def propose(self, table: Tensor, skip: Optional[Tensor] = None) -> Tensor:
+        """Lowest free color for each vertex whose rows are ``table`` (k, d); with ``skip``
+        (k,), the ``skip``-th lowest instead (single-word colorings only)."""
+        forb = [_or_reduce(w) for w in self.gather(table)]
+        if skip is not None and len(forb) == 1:
+            f = forb[0]
+            for t in range(int(skip.max()) if skip.numel() else 0):
+                low = ~f & (f + 1)   # stop at color 62 (the next word): clashes sort out the rest
+                f = torch.where((skip > t) & (low < (1 << _BITS)), f | low, f)
+            forb = [f]
+        return _mex(forb)
 
     def _add(self, table: Tensor, c: Tensor, sign: int) -> None:
         # Within a valid coloring a row holds each color at most once, so adding
@@ -328,6 +346,21 @@ def _commit_unclashed(st: _State, props: List[Proposal], rank: Tensor) -> Tensor
 # ----------------------------------------------------------------------------
 
 
+def _twin_rank(g: _Graph, S: Tensor, rank: Tensor) -> Optional[Tensor]:
+    """Position of each vertex of ``S`` among its twins in ``S`` (by rank): twins have the same
+    free colors, so the j-th takes the j-th free one instead of all clashing on the first."""
+    key = g.twin_keys().index_select(0, S)
+    if not g.has_twins:
+        return None
+    by_rank = torch.argsort(rank.index_select(0, S))
+    perm = by_rank.index_select(0, torch.sort(key.index_select(0, by_rank), stable=True).indices)
+    _, counts = torch.unique_consecutive(key.index_select(0, perm), return_counts=True)
+    starts = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    j = torch.empty_like(perm)
+    j.index_copy_(0, perm, torch.arange(perm.numel()) - starts)
+    return j
+
+
 def _speculative_greedy(g: _Graph, order: Tensor) -> Tensor:
     """Greedy coloring in ``order``, a chunk at a time; clashing vertices go first next time."""
     st = _State(g)
@@ -341,7 +374,8 @@ def _speculative_greedy(g: _Graph, order: Tensor) -> Tensor:
         S = torch.cat([pending, order[p : p + take]])
         p += take
         rank.index_copy_(0, S, torch.arange(S.numel()))  # earlier in the chunk wins
-        lost = _commit_unclashed(st, [(Sb, tab, st.propose(tab)) for Sb, tab in g.split(S)], rank)
+        lost = _commit_unclashed(
+            st, [(Sb, tab, st.propose(tab, _twin_rank(g, Sb, rank))) for Sb, tab in g.split(S)], rank)
         pending = lost[torch.argsort(rank.index_select(0, lost))]
         # adapt to the clash rate: chains of neighbors in the order (natural, BFS) or
         # high-degree vertices clash often and need smaller chunks, others can grow back
