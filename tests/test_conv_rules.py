@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import trackjac
 
+import _dense
 from _dense import as_dense, assert_equal, assert_sound
 
 SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
@@ -46,11 +47,8 @@ def dense_nonzeros(f, args, reverse_too=False):
 
 
 def union_nonzeros(f, make_args, points=3, reverse_too=False):
-    acc = None
-    for s in range(points):
-        nz = dense_nonzeros(f, make_args(s), reverse_too)
-        acc = nz if acc is None else [a | b for a, b in zip(acc, nz)]
-    return acc
+    return _dense.union_nonzeros(f, make_args, points,
+                                 reference=lambda f, args: dense_nonzeros(f, args, reverse_too))
 
 
 def patterns(f, args, local):

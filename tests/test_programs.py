@@ -103,16 +103,21 @@ def test_program_pattern_equals_union_of_nonzeros(steps, shape):
         assert_equal(p, e, f" for {name} in {steps}")
 
 
+# value-dependent choices appended to a program ("none": the program alone)
+CHOICES = {
+    "relu": lambda h: torch.relu(h - 1),
+    "max": lambda h: h.max(1, keepdim=True).values * h,
+    "where": lambda h: torch.where(h > 1, h, h.roll(1, 0)),
+    "clamp": lambda h: h.clamp(0.8, 1.2),
+    "sort": lambda h: h.sort(1).values,
+    "none": lambda h: h,
+}
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(programs, shapes, st.sampled_from(["relu", "max", "where", "clamp", "sort"]))
 def test_program_with_choices_sound_in_both_modes(steps, shape, choice):
-    choose = {
-        "relu": lambda h: torch.relu(h - 1),
-        "max": lambda h: h.max(1, keepdim=True).values * h,
-        "where": lambda h: torch.where(h > 1, h, h.roll(1, 0)),
-        "clamp": lambda h: h.clamp(0.8, 1.2),
-        "sort": lambda h: h.sort(1).values,
-    }[choice]
+    choose = CHOICES[choice]
     f = lambda x, r, c: choose(run_program(steps, x, r, c))  # noqa: E731
     args = _args(shape, 1)
     glob = trackjac.jacobian_sparsity(f, *args)

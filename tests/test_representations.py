@@ -15,17 +15,9 @@ from trackjac import _bits
 from trackjac._bits import BitProv
 from trackjac._prov import Prov
 
-from test_programs import _args, programs, run_program  # noqa: I001  (tests/ is on sys.path)
+from test_programs import CHOICES, _args, programs, run_program  # noqa: I001  (tests/ is on sys.path)
 
 REPS = ("sets", "bits", "auto")
-CHOICES = {
-    "relu": lambda h: torch.relu(h - 1),
-    "max": lambda h: h.max(1, keepdim=True).values * h,
-    "where": lambda h: torch.where(h > 1, h, h.roll(1, 0)),
-    "clamp": lambda h: h.clamp(0.8, 1.2),
-    "sort": lambda h: h.sort(1).values,
-    "none": lambda h: h,
-}
 
 
 def _patterns(f, args, **kw):
