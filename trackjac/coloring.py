@@ -186,14 +186,15 @@ class _Graph:
                 out.append((Sb, table.index_select(0, self.local.index_select(0, Sb))))
         return out
 
-    def twin_keys(self) -> Tensor:
-        """A hash of each vertex's row set: equal for twins (identical rows, such as the 9
-        parameters of one camera), which all need distinct colors.  Collisions only cost time."""
+    def twin_keys(self) -> Optional[Tensor]:
+        """A hash of each vertex's row set, or None if all differ: equal for twins (identical
+        rows, such as the 9 parameters of one camera), which all need distinct colors.
+        Collisions only cost time."""
         if not hasattr(self, "_twin"):
             gen = torch.Generator().manual_seed(12345)
             r = torch.randint(0, 2**40, (self.m + 1,), generator=gen)
-            self._twin = torch.zeros(self.n, dtype=torch.long).index_add_(0, self._cols, r[self._rows])
-            self.has_twins = torch.unique(self._twin).numel() < self.n
+            key = torch.zeros(self.n, dtype=torch.long).index_add_(0, self._cols, r[self._rows])
+            self._twin = key if torch.unique(key).numel() < self.n else None
         return self._twin
 
     def row_csr(self) -> Tuple[Tensor, Tensor]:
@@ -349,9 +350,10 @@ def _commit_unclashed(st: _State, props: List[Proposal], rank: Tensor) -> Tensor
 def _twin_rank(g: _Graph, S: Tensor, rank: Tensor) -> Optional[Tensor]:
     """Position of each vertex of ``S`` among its twins in ``S`` (by rank): twins have the same
     free colors, so the j-th takes the j-th free one instead of all clashing on the first."""
-    key = g.twin_keys().index_select(0, S)
-    if not g.has_twins:
+    keys = g.twin_keys()
+    if keys is None:
         return None
+    key = keys.index_select(0, S)
     by_rank = torch.argsort(rank.index_select(0, S))
     perm = by_rank.index_select(0, torch.sort(key.index_select(0, by_rank), stable=True).indices)
     _, counts = torch.unique_consecutive(key.index_select(0, perm), return_counts=True)

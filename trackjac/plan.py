@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -450,7 +450,7 @@ class _ControlFlowChanged(ValueError):
     """The outputs no longer have the shapes the plan was built for."""
 
 
-def _vectorized(g: Callable, dargs: Tuple[Tensor, ...], mode: str, seeds: List[Tuple[Tensor, ...]],
+def _vectorized(g: Callable, dargs: Tuple[Tensor, ...], mode: str, seeds: Iterable[Tuple[Tensor, ...]],
                 check: Callable):
     """Batched vjp (rev) or jvp (fwd) over every chunk of seeds; ``check`` vets the outputs first."""
     if mode == "rev":
@@ -458,25 +458,24 @@ def _vectorized(g: Callable, dargs: Tuple[Tensor, ...], mode: str, seeds: List[T
         check(outs)
         comps = [torch.func.vmap(vjp_fn)(s) for s in seeds]
         return tuple(o.detach() for o in outs), comps
-    if not seeds:
-        with torch.no_grad():
-            outs = g(*dargs)
-        check(outs)
-        return outs, []
 
     def jv(*tangents):
         return torch.func.jvp(g, dargs, tangents)
 
     outs, comps = None, []
-    for s in seeds:
+    for s in seeds:   # a list, or a generator building each chunk's seeds when it is used
         o, t = torch.func.vmap(jv)(*s)
         outs = tuple(x[0] for x in o)  # the primal is not batched: vmap broadcast it
         check(outs)
         comps.append(t)
+    if outs is None:   # no colors: an empty pattern
+        with torch.no_grad():
+            outs = g(*dargs)
+        check(outs)
     return outs, comps
 
 
-def _loop(g: Callable, dargs: Tuple[Tensor, ...], mode: str, seeds: List[Tuple[Tensor, ...]],
+def _loop(g: Callable, dargs: Tuple[Tensor, ...], mode: str, seeds: Iterable[Tuple[Tensor, ...]],
           check: Callable):
     """One torch.autograd call per color: slower, but works wherever autograd does."""
     if mode == "rev":
@@ -520,7 +519,7 @@ def _loop(g: Callable, dargs: Tuple[Tensor, ...], mode: str, seeds: List[Tuple[T
 def _bytes_per_color(st: Structure) -> int:
     """Seed and compressed product of one color: ``outputs + inputs`` values."""
     specs = list(st.out_specs) + list(st.in_specs)
-    return sum(s.shape.numel() * torch.empty((), dtype=s.dtype).element_size() for s in specs)
+    return sum(s.shape.numel() * s.dtype.itemsize for s in specs)
 
 
 def _merge(parts: List[Tuple[Optional[Tensor], Tensor]], nnz: int, dtype: torch.dtype, device) -> Tensor:
