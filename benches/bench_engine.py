@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from problems import brusselator, brusselator_pattern, brusselator_point, bundle_adjustment, cpu_name  # noqa: E402
 
 from trackjac.coloring import color_rows  # noqa: E402
-from trackjac.engine import jacobian, jacobian_plan  # noqa: E402
+from trackjac import jacobian, jacobian_plan  # noqa: E402
 
 COMPILE = os.environ.get("TRACKJAC_BENCH_COMPILE") == "1"
 LOOP_MAX = 2048  # output rows beyond which the per-row autograd loop is skipped

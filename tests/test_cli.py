@@ -11,7 +11,8 @@ import torch
 
 import trackjac
 from trackjac import spy
-from trackjac.__main__ import _Progress, brusselator, load_function, main, seed_func
+from trackjac.__main__ import _Progress, load_function, main
+from trackjac.demo import brusselator, seed_func
 
 HAVE_MPL = importlib.util.find_spec("matplotlib") is not None
 HAVE_ENGINE = hasattr(trackjac, "jacobian") and hasattr(trackjac, "jacobian_plan")

@@ -8,8 +8,8 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import trackjac
-from trackjac.engine import JacobianCheckError, check_jacobian, jacobian, jacobian_plan
-from trackjac.plan import Plan
+from trackjac import JacobianCheckError, check_jacobian, jacobian, jacobian_plan
+from trackjac import Plan
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benches"))
 from problems import brusselator, brusselator_pattern, brusselator_point, bundle_adjustment  # noqa: E402

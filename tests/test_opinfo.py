@@ -44,7 +44,7 @@ import torch
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 import trackjac
-import trackjac.rules as _rules
+import trackjac.tracer.resolve as _rules
 from trackjac.errors import StrictModeError, UnsupportedOpWarning
 
 FLOAT = (torch.float16, torch.bfloat16, torch.float32, torch.float64)

@@ -10,9 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import trackjac
-from trackjac import _bits, _prov
-from trackjac._bits import BitProv, or_reduce, popcount, to_bits
-from trackjac._prov import Prov
+from trackjac import provenance as _prov
+from trackjac.provenance import policy as _bits
+from trackjac.provenance.bits import BitProv, or_reduce, popcount, to_bits
+from trackjac.provenance import SetProv as Prov
 
 KINDS = ["csr", "uniform", "bits", "bits_wide"]
 SETTINGS = dict(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -120,7 +121,7 @@ def test_scatter(ref, kind, data, with_in_rows):
         if i >= 0 and o >= 0:
             expected[o] |= ref[i]
     p = make(ref, kind)
-    res = p.scatter(torch.tensor(out_rows, dtype=torch.int64), numel,
+    res = _prov.scatter(p, torch.tensor(out_rows, dtype=torch.int64), numel,
                     None if in_rows is None else torch.tensor(in_rows, dtype=torch.int64))
     check(res, expected)
 
@@ -137,7 +138,7 @@ def test_scatter_regular_groups(ref, kind, group, shuffle):
     expected = [set() for _ in range(n // group)]
     for i, o in enumerate(out_rows):
         expected[o] |= ref[i]
-    res = make(ref, kind).scatter(torch.tensor(out_rows, dtype=torch.int64), n // group)
+    res = _prov.scatter(make(ref, kind), torch.tensor(out_rows, dtype=torch.int64), n // group)
     check(res, expected)
 
 
@@ -154,7 +155,7 @@ def test_replace_rows(ref, new_ref, kind, new_kind, data):
         expected[i] = set()
     for j, i in enumerate(idx):
         expected[i] |= new_ref[j]
-    res = make(ref, kind).replace_rows(torch.tensor(idx, dtype=torch.int64), make(new_ref, new_kind, 2))
+    res = _prov.replace_rows(make(ref, kind), torch.tensor(idx, dtype=torch.int64), make(new_ref, new_kind, 2))
     check(res, expected)
 
 

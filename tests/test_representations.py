@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import trackjac
-from trackjac import _bits
-from trackjac._bits import BitProv
-from trackjac._prov import Prov
+from trackjac.provenance import policy as _bits
+from trackjac.provenance import BitProv
+from trackjac.provenance import SetProv as Prov
 
 from test_programs import CHOICES, _args, programs, run_program  # noqa: I001  (tests/ is on sys.path)
 

@@ -8,14 +8,11 @@
   compares with plain autograd.
 * :func:`spy` draws a pattern (text, or a PNG with matplotlib).
 """
-from .context import tracking
-from .engine import JacobianCheckError, Plan, check_jacobian, jacobian, jacobian_plan
 from .errors import (ControlFlowWarning, StrictModeError, TrackingError, TrackJacWarning,
                      UnsupportedOpWarning)
-from .sparsity import jacobian_sparsity
+from .evaluate import JacobianCheckError, Plan, check_jacobian, jacobian, jacobian_plan
 from .spy import SpyPlot, spy
-from .tracked import Tracked, depends_on, untrack
-from .rules import autograd_function as _autograd_function  # noqa: F401  (hooks Function.apply)
+from .tracer import Tracked, depends_on, jacobian_sparsity, tracking, untrack
 
 __all__ = [
     "Tracked", "depends_on", "untrack", "tracking", "jacobian_sparsity",

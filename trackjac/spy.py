@@ -22,6 +22,8 @@ from typing import Any, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from ._sparse import structural_coo
+
 __all__ = ["spy", "SpyPlot"]
 
 _ASCII_LEVELS = " .:-=+*#%@"  # fraction of cells in a block holding a nonzero
@@ -37,24 +39,7 @@ def _coo(p: Tensor) -> Tuple[Tensor, Tensor, int, int]:
             f"spy: the pattern must be 2-D, got shape {tuple(p.shape)}. A pattern from "
             "y.depends_on(x) has shape y.shape + x.shape: reshape it to "
             "(y.numel(), x.numel()), or use trackjac.jacobian_sparsity, which returns 2-D patterns.")
-    m, n = p.shape
-    if p.layout == torch.strided:
-        rows, cols = torch.nonzero(p.detach().cpu(), as_tuple=True)
-        return rows, cols, m, n
-    q = p.detach().cpu()
-    if q.layout != torch.sparse_coo:
-        q = q.to_sparse_coo()
-    q = q.coalesce()
-    ind, vals = q.indices(), q.values()
-    if vals.dim() > 1:  # hybrid tensor: any nonzero in the dense part
-        vals = vals.reshape(vals.shape[0], -1).ne(0).any(1)
-    keep = vals != 0
-    if vals.dtype == torch.bool and bool(keep.all()):
-        return ind[0], ind[1], m, n
-    # values of a Jacobian: every stored entry is structural (a numerical zero still participates)
-    if vals.dtype != torch.bool:
-        return ind[0], ind[1], m, n
-    return ind[0][keep], ind[1][keep], m, n
+    return structural_coo(p)
 
 
 def _blocks(parts: Sequence[Sequence[Tuple[Tensor, Tensor, int, int]]]):

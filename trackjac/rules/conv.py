@@ -77,9 +77,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .._prov import Prov, union
-from ..tracked import FLOATING
-from ._util import bcast, codes, reduce
+from ..provenance import Provenance, SetProv, empty, scatter, union
+from ..dtypes import FLOATING
+from .shapes import bcast, codes, reduce
 from .movement import _derived_choice, all_candidates
 
 aten = torch.ops.aten
@@ -114,7 +114,7 @@ def _x(call):
     return x if x is not None else call.bound["input"]
 
 
-def _merge(parts: Sequence[Optional[Prov]], numel: int, device) -> Optional[Prov]:
+def _merge(parts: Sequence[Optional[Provenance]], numel: int, device) -> Optional[Provenance]:
     """Element-wise union; when the parts' ids lie in disjoint ranges (input, weight and
     bias are separate sources) rows are concatenated in id order without a sort."""
     parts = [p for p in parts if p is not None and p.nnz]
@@ -136,11 +136,11 @@ def _merge(parts: Sequence[Optional[Prov]], numel: int, device) -> Optional[Prov
     for k, p in enumerate(parts):
         shift = ptr[:-1] + before[k] - p.ptr[:-1]
         col[shift[p.rows()] + torch.arange(p.nnz, dtype=I64, device=device)] = p.col
-    return Prov(ptr, col)
+    return SetProv(ptr, col)
 
 
 # -- the separable window union ----------------------------------------------------------------
-def window(prov: Prov, shape: Sequence[int], dim: int, table: torch.Tensor) -> Tuple[Prov, tuple]:
+def window(prov: Provenance, shape: Sequence[int], dim: int, table: torch.Tensor) -> Tuple[Provenance, tuple]:
     """Union along one dimension: new row ``o`` at ``dim`` = union of rows ``table[..., o, k]``.
 
     ``table`` is ``(L_out, K)`` (the same window for every position of the other dims)
@@ -156,7 +156,7 @@ def window(prov: Prov, shape: Sequence[int], dim: int, table: torch.Tensor) -> T
     n_new = pre_n * l_out * post_n
     table = table.to(device=dev, dtype=I64)
     if n_new == 0 or prov.nnz == 0 or k == 0:
-        return Prov.empty(n_new, dev), new_shape
+        return empty(n_new, dev), new_shape
     if table.dim() == 2:
         if k == 1 and l_out == l_in and bool((table[:, 0] == torch.arange(l_in, device=dev)).all()):
             return prov, new_shape
@@ -177,10 +177,10 @@ def window(prov: Prov, shape: Sequence[int], dim: int, table: torch.Tensor) -> T
         q = torch.arange(post_n, dtype=I64, device=dev).view(1, -1)
         src = (pp * l_in + i).view(-1, 1) * post_n + q
         dst = (pp * l_out + o).view(-1, 1) * post_n + q
-    return prov.scatter(dst.reshape(-1), n_new, src.reshape(-1)), new_shape
+    return scatter(prov, dst.reshape(-1), n_new, src.reshape(-1)), new_shape
 
 
-def windows(prov: Optional[Prov], shape, first: int, tables: Sequence[torch.Tensor]):
+def windows(prov: Optional[Provenance], shape, first: int, tables: Sequence[torch.Tensor]):
     """Apply :func:`window` to dims ``first, first + 1, ...`` in turn."""
     shape = tuple(shape)
     if prov is None:
@@ -288,7 +288,7 @@ def _conv_rule(transposed_default=False):
     return rule
 
 
-def _permuted(prov: Optional[Prov], shape, perm) -> Optional[Prov]:
+def _permuted(prov: Optional[Provenance], shape, perm) -> Optional[Provenance]:
     """Provenance of ``x.permute(perm)`` (row-major)."""
     if prov is None:
         return None
@@ -315,14 +315,14 @@ def _spatial(x, d):
     return tuple(x.shape[:-d]), tuple(x.shape[-d:])
 
 
-def _pool(call, d: int, tables) -> Optional[Prov]:
+def _pool(call, d: int, tables) -> Optional[Provenance]:
     x = _x(call)
     lead, _ = _spatial(x, d)
     p, _ = windows(call.prov(x), x.shape, len(lead), tables)
     return p
 
 
-def _at_index(call, x, indices: torch.Tensor, d: int) -> Optional[Prov]:
+def _at_index(call, x, indices: torch.Tensor, d: int) -> Optional[Provenance]:
     """Element at each returned index (indices are flat within each plane)."""
     p = call.prov(x)
     if p is None:
@@ -419,7 +419,7 @@ def _fractional(d: int):
         src = src.expand(tuple(o.shape) + tuple(src.shape[-d:])).reshape(outn, -1)
         dst = torch.arange(outn, dtype=I64, device=dev).view(-1, 1).expand_as(src)
         keep = src >= 0
-        return [p.scatter(dst[keep], outn, src[keep]), None]
+        return [scatter(p, dst[keep], outn, src[keep]), None]
     return rule
 
 
@@ -605,7 +605,7 @@ def grid_sampler(call, interp_default=None, pad_default=None, ac_default=None):
             src = torch.where(sp.reshape(n, 1, -1, ntap) >= 0, src, torch.full_like(src, -1))
             dst = codes((n, c, _prod(s_out)), dev).unsqueeze(-1).expand_as(src)
             keep = src >= 0
-            parts.append(px.scatter(dst[keep], numel, src[keep]))
+            parts.append(scatter(px, dst[keep], numel, src[keep]))
     if pg is not None and interp != _NEAREST:
         # grid (N, *s_out, d): output (n, c, p) depends on grid (n, p, j)
         cols = []
@@ -624,7 +624,7 @@ def grid_sampler(call, interp_default=None, pad_default=None, ac_default=None):
             src = torch.stack(cols, -1)
             dst = torch.arange(numel, dtype=I64, device=dev).view(-1, 1).expand_as(src)
             keep = src >= 0
-            parts.append(pg.scatter(dst[keep], numel, src[keep]))
+            parts.append(scatter(pg, dst[keep], numel, src[keep]))
     return [_merge(parts, numel, dev)]
 
 
@@ -668,10 +668,10 @@ def embedding_bag(call):
             src = torch.where((size > 0).view(-1, 1), mi * dim + dd, torch.full_like(mi, -1))
             parts.append(pw.gather(src.reshape(-1)))
         else:
-            parts.append(pw.scatter((bv * dim + dd).reshape(-1), numel, (iv * dim + dd).reshape(-1)))
+            parts.append(scatter(pw, (bv * dim + dd).reshape(-1), numel, (iv * dim + dd).reshape(-1)))
     if pp is not None:
         jv = torch.arange(idx.numel(), dtype=I64, device=dev)[valid].view(-1, 1)
-        parts.append(pp.scatter((bv * dim + dd).reshape(-1), numel, jv.expand(-1, dim).reshape(-1)))
+        parts.append(scatter(pp, (bv * dim + dd).reshape(-1), numel, jv.expand(-1, dim).reshape(-1)))
     return [_merge(parts, numel, dev)] + [None] * (len(call.outs) - 1)
 
 

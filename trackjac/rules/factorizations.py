@@ -35,9 +35,8 @@ from typing import Callable, Dict, Optional
 
 import torch
 
-from .._prov import Prov
-from ..tracked import DIFFERENTIABLE
-from ._util import codes, union_opt
+from ..provenance import Provenance, scatter
+from .shapes import bcast, codes, reduce, union_opt
 from .linalg import batch_dense
 
 aten = torch.ops.aten
@@ -54,7 +53,7 @@ def _grid(mo, no, mi, ni, device):
 
 
 def by_index(call, t, o, cond: Callable, row_map: Optional[torch.Tensor] = None,
-             shape=None) -> Optional[Prov]:
+             shape=None) -> Optional[Provenance]:
     """Output ``o[..., i, j]`` depends on input ``t[..., a, c]`` where ``cond(i, j, a, c)``.
 
     ``cond`` gets broadcastable index grids and returns a boolean mask broadcastable to
@@ -90,13 +89,12 @@ def by_index(call, t, o, cond: Callable, row_map: Optional[torch.Tensor] = None,
         ia = row_map.reshape(-1, mi).expand(nb, mi)[bi, ia]
     out_rows = bi * (mo * no) + oi * no + oj
     in_rows = in_batch[bi] * (mi * ni) + ia * ni + ic
-    return p.scatter(out_rows, o.numel(), in_rows)
+    return scatter(p, out_rows, o.numel(), in_rows)
 
 
-def dense(call, t, o, t_core: int = 2, o_core: int = 2, shape=None) -> Optional[Prov]:
+def dense(call, t, o, t_core: int = 2, o_core: int = 2, shape=None) -> Optional[Provenance]:
     """Every element of ``o``'s matrix (last ``o_core`` dims) depends on every element of the
     matching matrix of ``t`` (last ``t_core`` dims); batch dims broadcast."""
-    from ._util import bcast, reduce
     p = call.prov(t) if isinstance(t, torch.Tensor) else None
     if p is None or o.numel() == 0:
         return None
@@ -183,7 +181,6 @@ def triangular_solve(call):
 
 
 def _bcast_to(p, t, o):
-    from ._util import bcast
     return bcast(p, t.shape, o.shape)
 
 

@@ -12,6 +12,8 @@ from typing import Callable, Dict, Optional, Sequence
 
 import torch
 
+from .registry import find
+
 aten = torch.ops.aten
 
 # per-tensor overload and the names its rule reads, in the foreach op's argument order
@@ -49,19 +51,16 @@ def _length(values: Sequence) -> int:
 
 
 def foreach(call) -> list:
-    from ..dispatch import Call
-    from . import lookup
-
     name = call.func._schema.name.split("::")[1][len("_foreach_"):].rstrip("_")
     base, names = _base(name)
-    rule = lookup(base)
+    rule = find(base)
     values = [call.bound[a.name] for a in call.func._schema.arguments
               if a.name in call.bound and not (a.kwarg_only and a.alias_info is not None
                                                  and a.alias_info.is_write)]
     n = _length(values)
     if name == "pow" and not isinstance(values[0], (list, tuple)):   # pow(Scalar, Tensor[])
         base, names = aten.pow.Scalar, ("self", "exponent")
-        rule = lookup(base)
+        rule = find(base)
     res: list = []
     derived = False
     for i in range(n):
@@ -72,7 +71,7 @@ def foreach(call) -> list:
             elif isinstance(v, torch.Tensor) and v.dim() == 1 and v.numel() == n and nm == "value":
                 v = v[i]   # ``scalars`` given as one tensor of per-position values
             bound[nm] = v
-        sub = Call(base, (), {}, bound, [call.outs[i]], call.local, call.derived, call._pre)
+        sub = call.sub(base, bound, [call.outs[i]])
         out: Optional[object] = rule(sub)[0] if rule is not None else None
         derived = derived or sub.derived
         res.append(out)

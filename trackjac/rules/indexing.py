@@ -13,9 +13,8 @@ from typing import Callable, Dict, Optional
 
 import torch
 
-from .._prov import union
-from ..tracked import DIFFERENTIABLE
-from ._util import bcast, codes, reduce
+from ..provenance import scatter, union
+from .shapes import bcast, codes, reduce
 from .movement import _derived_choice, all_candidates, moved
 
 aten = torch.ops.aten
@@ -62,7 +61,7 @@ def _into(call, self_name: str, src_name: Optional[str], dest: torch.Tensor,
             sv = call.value(src).reshape(-1)
             sv = sv if sp is None else sv[sp]
             d = torch.where(sv == out_flat[dest], dest, -1)
-        parts.append(pv.scatter(d, n, sp))
+        parts.append(scatter(pv, d, n, sp))
     return [union(parts, n) if parts else None] + [None] * (len(call.outs) - 1)
 
 
@@ -101,7 +100,7 @@ def scatter_add(call):
     return _into(call, "self", "src", dest, sp)
 
 
-def scatter(call):
+def scatter_op(call):
     """``scatter`` writes ``src`` (or a constant ``value``); with ``reduce`` it accumulates."""
     dest, sp = _scatter_dest(call)
     if call.bound.get("reduce") is None:
@@ -141,7 +140,7 @@ def max_unpool(nd: int):
         lead = codes(o.shape, o.device).flatten(-nd)
         lead = lead.reshape(-1, lead.shape[-1])
         dest = lead.gather(1, idx.reshape(lead.shape[0], -1))
-        return [p.scatter(dest.reshape(-1), o.numel())]
+        return [scatter(p, dest.reshape(-1), o.numel())]
     return rule
 
 
@@ -182,7 +181,7 @@ def col2im(call):
     img = (codes(o.shape, o.device) + 1).to(torch.float64)
     dest = aten.im2col(img, call.bound["kernel_size"], call.bound["dilation"],
                        call.bound["padding"], call.bound["stride"]).to(torch.int64) - 1
-    return [p.scatter(dest.reshape(-1), o.numel())]
+    return [scatter(p, dest.reshape(-1), o.numel())]
 
 
 TABLE: Dict[object, Callable] = {
@@ -199,7 +198,7 @@ TABLE: Dict[object, Callable] = {
     aten.index_add: index_add,
     aten.index_reduce: index_reduce,
     aten.scatter_add: scatter_add,
-    aten.scatter: scatter,
+    aten.scatter: scatter_op,
     aten.scatter_reduce: scatter_reduce,
     aten.put: put,
     aten.max_unpool2d: max_unpool(2),

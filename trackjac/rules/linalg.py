@@ -11,14 +11,14 @@ from typing import Callable, Dict, Optional
 
 import torch
 
-from .._prov import Prov, union
-from ..tracked import DIFFERENTIABLE
-from ._util import bcast, codes, reduce, slice_union, union_opt
+from ..provenance import Provenance, scatter, union
+from ..dtypes import DIFFERENTIABLE
+from .shapes import bcast, codes, reduce, union_opt
 
 aten = torch.ops.aten
 
 
-def _contract(prov: Optional[Prov], shape, dims, as_shape, out_shape) -> Optional[Prov]:
+def _contract(prov: Optional[Provenance], shape, dims, as_shape, out_shape) -> Optional[Provenance]:
     """Reduce ``dims`` of an operand, view the result as ``as_shape``, broadcast to ``out_shape``."""
     if prov is None:
         return None
@@ -60,12 +60,12 @@ def _value_aware_product(call, a, b, o):
         t, i, kk = la.nonzero(as_tuple=True)
         out_rows = ((t * m + i) * n)[:, None] + ar_n
         in_rows = ((t * k + kk) * n)[:, None] + ar_n
-        parts.append(pb.scatter(out_rows.reshape(-1), o.numel(), in_rows.reshape(-1)))
+        parts.append(scatter(pb, out_rows.reshape(-1), o.numel(), in_rows.reshape(-1)))
     if pa is not None:
         t, kk, j = lb.nonzero(as_tuple=True)
         out_rows = (t * m * n + j)[:, None] + ar_m * n
         in_rows = (t * m * k + kk)[:, None] + ar_m * k
-        parts.append(pa.scatter(out_rows.reshape(-1), o.numel(), in_rows.reshape(-1)))
+        parts.append(scatter(pa, out_rows.reshape(-1), o.numel(), in_rows.reshape(-1)))
     return parts
 
 
@@ -159,7 +159,7 @@ def trace(call):
     if p is None:
         return [None]
     diag = codes(x.shape, p.device).diagonal().reshape(-1)
-    return [p.scatter(torch.zeros_like(diag), 1, diag)]
+    return [scatter(p, torch.zeros_like(diag), 1, diag)]
 
 
 def cross(call):
@@ -201,7 +201,7 @@ def cdist(call):
             if pt is not None:
                 shape = batch + tuple(t.shape[-2:])
                 src = codes(shape, o.device).unsqueeze(ax).expand(full)[m]
-                parts.append(bcast(pt, t.shape, shape).scatter(oc, o.numel(), src))
+                parts.append(scatter(bcast(pt, t.shape, shape), oc, o.numel(), src))
         return [union_opt(parts, o.numel(), o.device)]
     parts = [_contract(call.prov(x1), x1.shape, [x1.dim() - 1], tuple(x1.shape[:-1]) + (1,), o.shape),
              _contract(call.prov(x2), x2.shape, [x2.dim() - 1], tuple(x2.shape[:-2]) + (1, R), o.shape)]
@@ -223,8 +223,8 @@ def pdist(call):
         mask = (v[i] - v[j]).abs() == o.unsqueeze(-1)                      # (pairs, m)
         rows = torch.arange(o.numel(), device=o.device).unsqueeze(-1).expand(-1, m)[mask]
         ci = codes((n, m), o.device)
-        return [union([px.scatter(rows, o.numel(), ci[i][mask]),
-                       px.scatter(rows, o.numel(), ci[j][mask])], o.numel())]
+        return [union([scatter(px, rows, o.numel(), ci[i][mask]),
+                       scatter(px, rows, o.numel(), ci[j][mask])], o.numel())]
     r = reduce(px, x.shape, [1])
     return [union([r.gather(i), r.gather(j)], o.numel())]
 

@@ -14,23 +14,25 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from .._prov import Prov, broadcast_row
-from ..tracked import DIFFERENTIABLE
-from ._util import bcast, codes
+from ..errors import TrackingError
+from ..provenance import Provenance, SetProv, broadcast_row
+from ..dtypes import DIFFERENTIABLE
+from .api import Carrier
+from .shapes import bcast, codes
 
 aten = torch.ops.aten
 
 _VALUE_ARGS = ("value", "fill_value")
 
 
-def _cat_provs(provs: List[Prov]) -> Prov:
+def _cat_provs(provs: List[Provenance]) -> Provenance:
     ptrs, base = [], 0
     for p in provs:
         ptrs.append(p.ptr[:-1] + base)
         base += p.nnz
     device = provs[0].device
     ptrs.append(torch.tensor([base], dtype=torch.int64, device=device))
-    return Prov(torch.cat(ptrs), torch.cat([p.col for p in provs]))
+    return SetProv(torch.cat(ptrs), torch.cat([p.col for p in provs]))
 
 
 def _derived_choice(call) -> bool:
@@ -40,7 +42,7 @@ def _derived_choice(call) -> bool:
     return any(call.is_derived(a) and a.dtype not in DIFFERENTIABLE for a in call.tensor_args())
 
 
-def all_candidates(call) -> List[Optional[Prov]]:
+def all_candidates(call) -> List[Optional[Provenance]]:
     """Every float output element may come from any tracked input element."""
     cols = [p.col for p in (call.prov(a) for a in call.tensor_args()) if p is not None]
     if not cols:
@@ -49,11 +51,11 @@ def all_candidates(call) -> List[Optional[Prov]]:
     return [broadcast_row(ids, o.numel()) if o.dtype in DIFFERENTIABLE else None for o in call.outs]
 
 
-def moved(call) -> List[Optional[Prov]]:
+def moved(call) -> List[Optional[Provenance]]:
     """Trace a data-movement op by running it on index codes."""
     if _derived_choice(call):
         return all_candidates(call)
-    provs: List[Prov] = []
+    provs: List[Provenance] = []
     sizes = [0]
 
     def encode(dtype):
@@ -121,24 +123,24 @@ def moved(call) -> List[Optional[Prov]]:
 
 
 def _plain(a):
-    return a.value if hasattr(a, "_store") else a
+    return a.value if isinstance(a, Carrier) else a
 
 
-def identity(call) -> List[Optional[Prov]]:
+def identity(call) -> List[Optional[Provenance]]:
     """Copies and dtype conversions: element ``i`` depends on input element ``i``."""
     x = call.bound["self"]
     o = call.outs[0]
     return [bcast(call.prov(x), x.shape, o.shape) if o.dtype in DIFFERENTIABLE else None]
 
 
-def copy(call) -> List[Optional[Prov]]:
+def copy(call) -> List[Optional[Provenance]]:
     """``self.copy_(src)``: ``src`` broadcast into ``self``'s shape."""
     src = call.bound["src"]
     o = call.outs[0]
     return [bcast(call.prov(src), src.shape, o.shape) if o.dtype in DIFFERENTIABLE else None]
 
 
-def fill(call) -> List[Optional[Prov]]:
+def fill(call) -> List[Optional[Provenance]]:
     v = call.bound.get("value")
     o = call.outs[0]
     if isinstance(v, torch.Tensor):
@@ -147,13 +149,13 @@ def fill(call) -> List[Optional[Prov]]:
     return [None]
 
 
-def overwrite(call) -> List[Optional[Prov]]:
+def overwrite(call) -> List[Optional[Provenance]]:
     """Ops that overwrite their input with constants (``zero_``, ``new_zeros``)."""
     call.derived = False
     return [None] * len(call.outs)
 
 
-def random_sample(call) -> List[Optional[Prov]]:
+def random_sample(call) -> List[Optional[Provenance]]:
     """Random numbers: autograd gives them no derivative, not even for tensor parameters
     (``normal(mean, std)`` is not reparameterized).  The values derive from tracked values only
     through such parameters (``self`` only gives the shape or is overwritten)."""
@@ -163,9 +165,8 @@ def random_sample(call) -> List[Optional[Prov]]:
     return [None] * len(call.outs)
 
 
-def sparse_result(call) -> List[Optional[Prov]]:
+def sparse_result(call) -> List[Optional[Provenance]]:
     """Sparse layouts carry no provenance: a clear error instead of a wrong pattern."""
-    from ..errors import TrackingError
     raise TrackingError(
         f"{call.func}: the result is a sparse tensor ({call.outs[0].layout}); trackjac tracks strided "
         "(dense) tensors only. Keep tracked values dense (to_dense(), or mask with torch.where).")

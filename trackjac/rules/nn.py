@@ -8,8 +8,9 @@ from typing import Callable, Dict
 
 import torch
 
-from ..tracked import DIFFERENTIABLE
-from ._util import bcast, codes, keep_shape, reduce, slice_union, union_opt
+from ..dtypes import DIFFERENTIABLE
+from ..provenance import scatter
+from .shapes import bcast, codes, keep_shape, reduce, slice_union, union_opt
 
 aten = torch.ops.aten
 
@@ -151,7 +152,7 @@ def attention(call):
         kr = bcast(kr, tuple(t.shape[:-1]), tuple(batch) + (S,))
         src = codes(tuple(batch) + (S,), out.device).unsqueeze(-2).expand(full)
         sel = allowed & keep
-        parts.append(kr.scatter(rows.unsqueeze(-1).expand(full)[sel], rows.numel(), src[sel]))
+        parts.append(scatter(kr, rows.unsqueeze(-1).expand(full)[sel], rows.numel(), src[sel]))
 
     per_key(v, torch.ones_like(allowed))
     per_key(k, ~single)
@@ -162,7 +163,7 @@ def attention(call):
         parts.append(qr)
     if isinstance(mask, torch.Tensor) and mask.dtype != torch.bool and call.prov(mask) is not None:
         pm = bcast(call.prov(mask), mask.shape, full)
-        parts.append(pm.scatter(pairs_out, rows.numel(), codes(full, out.device)[allowed]))
+        parts.append(scatter(pm, pairs_out, rows.numel(), codes(full, out.device)[allowed]))
     row = union_opt(parts, rows.numel(), out.device)
     res = None if row is None else bcast(row, tuple(batch) + (L, 1), tuple(out.shape))
     return [res] + [None] * (len(call.outs) - 1)

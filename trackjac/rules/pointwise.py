@@ -12,8 +12,8 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from ..tracked import DIFFERENTIABLE
-from ._util import bcast, union_opt
+from ..dtypes import DIFFERENTIABLE
+from .shapes import bcast, union_opt
 
 aten = torch.ops.aten
 

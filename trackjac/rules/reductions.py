@@ -10,9 +10,10 @@ from typing import Callable, Dict
 
 import torch
 
-from ..tracked import DIFFERENTIABLE
+from ..dtypes import DIFFERENTIABLE
 from . import pointwise
-from ._util import bcast, codes, keep_shape, norm_dims, reduce, take_along
+from ..provenance import scatter
+from .shapes import bcast, codes, keep_shape, norm_dims, reduce, take_along
 
 aten = torch.ops.aten
 
@@ -129,7 +130,7 @@ def segment_reduce(call):
     if call.local and call.bound["reduce"] in ("max", "min"):
         inside = inside & (call.value(x) == o.gather(axis, seg.clamp(max=n_seg - 1)))
     dest = torch.where(inside, dest, -1)
-    return [p.scatter(dest.reshape(-1), o.numel())]
+    return [scatter(p, dest.reshape(-1), o.numel())]
 
 
 def _with_indices(call):
@@ -179,7 +180,7 @@ def scan(call):
         pairs = pairs & ~((xv.unsqueeze(-2) - ov.unsqueeze(-1)) < floor)
     out_rows = pos.unsqueeze(-1).expand(*pos.shape, n)[pairs]
     in_rows = pos.unsqueeze(-2).expand(*pos.shape[:-1], n, n)[pairs]
-    res = p.scatter(out_rows.reshape(-1), p.numel, in_rows.reshape(-1))
+    res = scatter(p, out_rows.reshape(-1), p.numel, in_rows.reshape(-1))
     return [res if o.dtype in DIFFERENTIABLE else None for o in call.outs]
 
 

@@ -14,7 +14,7 @@ from typing import Callable, Dict
 import torch
 
 from . import pointwise
-from ._util import bcast, codes, keep_shape, norm_dims, reduce
+from .shapes import bcast, codes, keep_shape, norm_dims, reduce
 
 aten = torch.ops.aten
 

@@ -6,12 +6,10 @@ sources.
 """
 from __future__ import annotations
 
-import itertools
 import threading
 from dataclasses import dataclass
 
 _lock = threading.Lock()
-_next = itertools.count()
 _cursor = 0
 
 
@@ -20,7 +18,6 @@ class Source:
     first: int
     numel: int
     shape: tuple
-    serial: int
 
 
 def allocate(numel: int, shape) -> Source:
@@ -29,5 +26,5 @@ def allocate(numel: int, shape) -> Source:
     with _lock:
         first = _cursor
         _cursor += max(numel, 1)
-        return Source(first, numel, tuple(shape), next(_next))
+        return Source(first, numel, tuple(shape))
 

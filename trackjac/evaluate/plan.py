@@ -23,124 +23,18 @@ derivatives: ``check`` compares rows and columns with plain autograd.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-from .coloring import Coloring
+from ..coloring import Coloring
+from .assemble import LAYOUTS, Block, check_blocksize, merge
+from .products import ControlFlowChanged, bytes_per_color, per_color, try_compile, vectorized
+from .structure import Spec, Structure, bind
+from .verify import compare
 
-__all__ = ["Plan", "LAYOUTS"]
-
-LAYOUTS = (torch.sparse_coo, torch.sparse_csr, torch.sparse_bsr)
-
-
-@dataclass(frozen=True)
-class Spec:
-    """Shape, dtype and device of a tensor the plan was built for."""
-
-    shape: torch.Size
-    dtype: torch.dtype
-    device: torch.device
-
-    @classmethod
-    def of(cls, t: Tensor) -> "Spec":
-        return cls(t.shape, t.dtype, t.device)
-
-    def describe(self) -> str:
-        return f"shape {tuple(self.shape)}, {self.dtype}, on {self.device}"
-
-
-@dataclass
-class Structure:
-    """How ``f`` maps its arguments to outputs, and the pattern of each block.
-
-    ``blocks[j][i]`` holds the (rows, cols) of output ``j`` w.r.t. the
-    ``i``-th differentiated argument (local flat indices, row-major, CPU).
-    """
-
-    n_args: int
-    diff_pos: List[int]  # positions of the differentiated (floating tensor) arguments
-    arg_specs: List[Optional[Spec]]  # every argument; None where it is not a tensor
-    out_specs: List[Spec]
-    out_tuple: bool
-    blocks: List[List[Tuple[Tensor, Tensor]]]
-
-    @property
-    def in_specs(self) -> List[Spec]:
-        return [self.arg_specs[p] for p in self.diff_pos]  # type: ignore[misc]
-
-    @property
-    def in_tuple(self) -> bool:
-        return len(self.diff_pos) > 1
-
-    def offsets(self) -> Tuple[List[int], List[int]]:
-        """Start of each output in the stacked rows, of each input in the stacked columns."""
-        ro, co = [0], [0]
-        for s in self.out_specs:
-            ro.append(ro[-1] + s.shape.numel())
-        for s in self.in_specs:
-            co.append(co[-1] + s.shape.numel())
-        return ro, co
-
-    def global_coo(self) -> Tuple[Tensor, Tensor, Tuple[int, int]]:
-        """All blocks stacked into one (outputs x inputs) pattern: (rows, cols, shape)."""
-        ro, co = self.offsets()
-        rows, cols = [], []
-        for j, row in enumerate(self.blocks):
-            for i, (r, c) in enumerate(row):
-                rows.append(r + ro[j])
-                cols.append(c + co[i])
-        empty = torch.empty(0, dtype=torch.long)
-        return torch.cat(rows or [empty]), torch.cat(cols or [empty]), (ro[-1], co[-1])
-
-    def nest(self, table: List[List[Any]]) -> Any:
-        """Nest ``table[j][i]`` like ``torch.autograd.functional.jacobian``."""
-        rows = [tuple(r) if self.in_tuple else r[0] for r in table]
-        return tuple(rows) if self.out_tuple else rows[0]
-
-
-class _Block:
-    """Decompression and layout indices of one (output, input) block, on the device."""
-
-    def __init__(self, rows: Tensor, cols: Tensor, shape: Tuple[int, int], layout, blocksize, device):
-        self.shape = shape
-        self.nnz = rows.numel()
-        self.layout = layout
-        m, n = shape
-        if layout == torch.sparse_coo:
-            self.indices = torch.stack([rows, cols]).to(device)
-        elif layout == torch.sparse_csr:
-            crow = torch.zeros(m + 1, dtype=torch.long)
-            torch.cumsum(torch.bincount(rows, minlength=m), 0, out=crow[1:])
-            self.crow, self.col = crow.to(device), cols.to(device)
-        else:
-            R, C = blocksize
-            nbc = n // C
-            key = (rows // R) * nbc + cols // C
-            ukey, inv = torch.unique(key, sorted=True, return_inverse=True)
-            self.nblocks = ukey.numel()
-            brow = ukey // nbc
-            crow = torch.zeros(m // R + 1, dtype=torch.long)
-            torch.cumsum(torch.bincount(brow, minlength=m // R), 0, out=crow[1:])
-            self.crow, self.col = crow.to(device), (ukey % nbc).to(device)
-            self.blocksize = (R, C)
-            self.slot = (inv * (R * C) + (rows % R) * C + cols % C).to(device)
-
-    def assemble(self, values: Tensor) -> Tensor:
-        m, n = self.shape
-        if self.layout == torch.sparse_coo:
-            return torch.sparse_coo_tensor(
-                self.indices, values, (m, n), is_coalesced=True, check_invariants=False
-            )
-        if self.layout == torch.sparse_csr:
-            return torch.sparse_csr_tensor(self.crow, self.col, values, (m, n), check_invariants=False)
-        R, C = self.blocksize
-        dense_blocks = values.new_zeros(self.nblocks * R * C).index_copy_(0, self.slot, values)
-        return torch.sparse_bsr_tensor(
-            self.crow, self.col, dense_blocks.view(self.nblocks, R, C), (m, n), check_invariants=False
-        )
+__all__ = ["Plan"]
 
 
 class Plan:
@@ -177,14 +71,14 @@ class Plan:
                 raise ValueError(f"memory_budget must be a positive number of bytes or None; got {memory_budget!r}")
             if chunk_size is not None:
                 raise ValueError("give chunk_size or memory_budget, not both")
-            chunk_size = max(1, memory_budget // _bytes_per_color(structure))
+            chunk_size = max(1, memory_budget // bytes_per_color(structure))
         st = structure
         devices = {s.device for s in st.in_specs}
         if len(devices) != 1:
             raise ValueError(f"all differentiated arguments must be on one device; got {sorted(map(str, devices))}")
         self.device = devices.pop()
         if layout == torch.sparse_bsr:
-            blocksize = _check_blocksize(blocksize, st)
+            blocksize = check_blocksize(blocksize, st)
         elif blocksize is not None:
             raise ValueError("blocksize only applies to layout=torch.sparse_bsr")
         self.f, self.structure = f, st
@@ -197,7 +91,7 @@ class Plan:
         self._compiled: Optional[Callable] = None
         self.compile = compile
         if compile:
-            self._compiled = _try_compile(self._pure_compressed)
+            self._compiled = try_compile(self._pure_compressed)
 
     # -- construction -------------------------------------------------------------
 
@@ -232,13 +126,13 @@ class Plan:
         # chunk_size x (outputs or inputs) seed values exist at a time
         self._seed_cache = [self._seed_chunk(c0, c1) for c0, c1 in self._chunks] if len(self._chunks) <= 1 else None
         # decompression: value of (r, c) in block (j, i) = compressed[color, other index]
-        self._blocks: List[List[_Block]] = []
+        self._blocks: List[List[Block]] = []
         self._gather: List[List[List[Tuple[Optional[Tensor], Tensor]]]] = []
         for j, row in enumerate(st.blocks):
             brow, grow = [], []
             for i, (r, c) in enumerate(row):
                 m, n = st.out_specs[j].shape.numel(), st.in_specs[i].shape.numel()
-                brow.append(_Block(r, c, (m, n), self.layout, self.blocksize, dev))
+                brow.append(Block(r, c, (m, n), self.layout, self.blocksize, dev))
                 col = colors.index_select(0, r + ro[j]) if rev else colors.index_select(0, c + co[i])
                 other, width = (c, n) if rev else (r, m)
                 per_chunk = []
@@ -272,31 +166,21 @@ class Plan:
 
     def _bind(self, args: Sequence[Any]) -> Tuple[Callable, Tuple[Tensor, ...]]:
         """``f`` as a function of the differentiated arguments only, returning a tuple."""
-        st = self.structure
-        full = list(args)
-        pos = st.diff_pos
-
-        def g(*dargs):
-            for p, a in zip(pos, dargs):
-                full[p] = a
-            out = self.f(*full)
-            return tuple(out) if isinstance(out, (tuple, list)) else (out,)
-
-        return g, tuple(args[p] for p in pos)
+        return bind(self.f, args, self.structure.diff_pos)
 
     def _compressed(self, g: Callable, dargs: Tuple[Tensor, ...]):
         """Outputs and, per chunk, the compressed product (tuple over the unseeded side)."""
         check = self._check_outputs
         if self._fallback:
-            return _loop(g, dargs, self.mode, self._seeds, check)
+            return per_color(g, dargs, self.mode, self._seeds, check)
         try:
-            return _vectorized(g, dargs, self.mode, self._seeds, check)
-        except _ControlFlowChanged:
+            return vectorized(g, dargs, self.mode, self._seeds, check)
+        except ControlFlowChanged:
             raise
         except Exception as err:  # torch.func may not support f (old-style autograd.Function, ...)
             try:
-                res = _loop(g, dargs, self.mode, self._seeds, check)
-            except _ControlFlowChanged:
+                res = per_color(g, dargs, self.mode, self._seeds, check)
+            except ControlFlowChanged:
                 raise
             except Exception as loop_err:
                 if self.mode == "fwd" and self._rev_coloring is not None:
@@ -333,7 +217,7 @@ class Plan:
         made the whole kernel several times slower on CPU.
         """
         g, dargs = self._bind(args)
-        return _vectorized(g, dargs, self.mode, self._seeds, lambda outs: None)
+        return vectorized(g, dargs, self.mode, self._seeds, lambda outs: None)
 
     def _evaluate(self, args: Sequence[Any]):
         """Outputs and the values of every block (row-major, one tensor per block)."""
@@ -350,7 +234,7 @@ class Plan:
                 for (sel, src), comp in zip(per_chunk, comps):
                     flat = comp[i if rev else j].reshape(-1)
                     parts.append((sel, flat.index_select(0, src)))
-                vrow.append(_merge(parts, self._blocks[j][i].nnz, self._dtype(i, j), self.device))
+                vrow.append(merge(parts, self._blocks[j][i].nnz, self._dtype(i, j), self.device))
             values.append(vrow)
         return outs, values
 
@@ -389,24 +273,12 @@ class Plan:
 
     def check(self, *args, **kwargs) -> None:
         """Compare random rows/columns at ``args`` with plain autograd; see :func:`trackjac.check_jacobian`."""
-        from .engine import check_jacobian
-
-        check_jacobian(self.f, *args, jac=self(*args), **kwargs)
+        compare(self.f, args, self(*args), **kwargs)
 
     @property
     def pattern(self):
         """The structural pattern, sparse COO bool, nested like the Jacobian."""
-        st = self.structure
-        table = []
-        for j, row in enumerate(st.blocks):
-            trow = []
-            for i, (r, c) in enumerate(row):
-                shape = (st.out_specs[j].shape.numel(), st.in_specs[i].shape.numel())
-                trow.append(torch.sparse_coo_tensor(
-                    torch.stack([r, c]), torch.ones(r.numel(), dtype=torch.bool), shape,
-                    is_coalesced=True, check_invariants=False).to(self.device))
-            table.append(trow)
-        return st.nest(table)
+        return self.structure.nest(self.structure.patterns(self.device))
 
     # -- validation ---------------------------------------------------------------
 
@@ -430,7 +302,7 @@ class Plan:
         specs = self.structure.out_specs
         if len(outs) != len(specs) or any(o.shape != s.shape for o, s in zip(outs, specs)):
             got = [tuple(o.shape) for o in outs]
-            raise _ControlFlowChanged(f"f returned outputs of shapes {got}, the plan was built for "
+            raise ControlFlowChanged(f"f returned outputs of shapes {got}, the plan was built for "
                              f"{[tuple(s.shape) for s in specs]}: the control flow changed, build a new plan")
 
     def __repr__(self) -> str:
@@ -439,124 +311,3 @@ class Plan:
         return (f"Plan(mode={self.mode!r}, num_colors={self.num_colors}, nnz={self.nnz}, "
                 f"shape=({M}, {N}), layout={self.layout}, chunk_size={self.chunk_size}, "
                 f"compiled={self._compiled is not None})")
-
-
-# ----------------------------------------------------------------------------
-# Compressed products
-# ----------------------------------------------------------------------------
-
-
-class _ControlFlowChanged(ValueError):
-    """The outputs no longer have the shapes the plan was built for."""
-
-
-def _vectorized(g: Callable, dargs: Tuple[Tensor, ...], mode: str, seeds: Iterable[Tuple[Tensor, ...]],
-                check: Callable):
-    """Batched vjp (rev) or jvp (fwd) over every chunk of seeds; ``check`` vets the outputs first."""
-    if mode == "rev":
-        outs, vjp_fn = torch.func.vjp(g, *dargs)
-        check(outs)
-        comps = [torch.func.vmap(vjp_fn)(s) for s in seeds]
-        return tuple(o.detach() for o in outs), comps
-
-    def jv(*tangents):
-        return torch.func.jvp(g, dargs, tangents)
-
-    outs, comps = None, []
-    for s in seeds:   # a list, or a generator building each chunk's seeds when it is used
-        o, t = torch.func.vmap(jv)(*s)
-        outs = tuple(x[0] for x in o)  # the primal is not batched: vmap broadcast it
-        check(outs)
-        comps.append(t)
-    if outs is None:   # no colors: an empty pattern
-        with torch.no_grad():
-            outs = g(*dargs)
-        check(outs)
-    return outs, comps
-
-
-def _loop(g: Callable, dargs: Tuple[Tensor, ...], mode: str, seeds: Iterable[Tuple[Tensor, ...]],
-          check: Callable):
-    """One torch.autograd call per color: slower, but works wherever autograd does."""
-    if mode == "rev":
-        with torch.enable_grad():
-            leaves = [a.detach().requires_grad_() for a in dargs]
-            outs = g(*leaves)
-            check(outs)
-            live = [j for j, o in enumerate(outs) if o.requires_grad]
-            comps = []
-            for s in seeds:
-                rows = []
-                for c in range(s[0].shape[0]) if s else []:
-                    if live:
-                        gr = torch.autograd.grad([outs[j] for j in live], leaves, [s[j][c] for j in live],
-                                                 retain_graph=True, allow_unused=True)
-                    else:
-                        gr = [None] * len(leaves)
-                    rows.append([torch.zeros_like(a) if x is None else x for a, x in zip(leaves, gr)])
-                comps.append(tuple(torch.stack([r[i] for r in rows]) for i in range(len(leaves))))
-        return tuple(o.detach() for o in outs), comps
-    import torch.autograd.forward_ad as fwAD
-
-    outs, comps = None, []
-    for s in seeds:
-        cols = []
-        for c in range(s[0].shape[0]):
-            with fwAD.dual_level():
-                res = g(*[fwAD.make_dual(a, t[c]) for a, t in zip(dargs, s)])
-                pairs = [fwAD.unpack_dual(o) for o in res]
-                outs = tuple(p.primal.detach() for p in pairs)
-                check(outs)
-                cols.append([torch.zeros_like(p.primal) if p.tangent is None else p.tangent for p in pairs])
-        comps.append(tuple(torch.stack([col[j] for col in cols]) for j in range(len(cols[0]))))
-    if outs is None:
-        with torch.no_grad():
-            outs = g(*dargs)
-        check(outs)
-    return outs, comps
-
-
-def _bytes_per_color(st: Structure) -> int:
-    """Seed and compressed product of one color: ``outputs + inputs`` values."""
-    specs = list(st.out_specs) + list(st.in_specs)
-    return sum(s.shape.numel() * s.dtype.itemsize for s in specs)
-
-
-def _merge(parts: List[Tuple[Optional[Tensor], Tensor]], nnz: int, dtype: torch.dtype, device) -> Tensor:
-    """Values of one block from its per-chunk gathers."""
-    if len(parts) == 1 and parts[0][0] is None:
-        return parts[0][1]
-    if not parts:
-        return torch.zeros(nnz, dtype=dtype, device=device)  # no colors: an empty pattern
-    out = parts[0][1].new_empty(nnz)
-    for sel, vals in parts:
-        out.index_copy_(0, sel, vals)
-    return out
-
-
-def _check_blocksize(blocksize, st: Structure) -> Tuple[int, int]:
-    if blocksize is None:
-        raise ValueError("layout=torch.sparse_bsr needs blocksize=(rows, cols)")
-    try:
-        R, C = (int(b) for b in blocksize)
-    except (TypeError, ValueError):
-        raise ValueError(f"blocksize must be a pair of positive ints; got {blocksize!r}") from None
-    if R < 1 or C < 1:
-        raise ValueError(f"blocksize must be a pair of positive ints; got {blocksize!r}")
-    for s in st.out_specs:
-        if s.shape.numel() % R:
-            raise ValueError(f"blocksize {R}x{C}: an output has {s.shape.numel()} elements, not a multiple of {R}")
-    for s in st.in_specs:
-        if s.shape.numel() % C:
-            raise ValueError(f"blocksize {R}x{C}: an input has {s.shape.numel()} elements, not a multiple of {C}")
-    return R, C
-
-
-def _try_compile(fn: Callable) -> Optional[Callable]:
-    """``torch.compile(fn)``, or None (with a warning) when compiling is unavailable."""
-    try:
-        return torch.compile(fn, dynamic=False)
-    except Exception as err:  # e.g. no compiler toolchain, unsupported platform
-        warnings.warn(f"trackjac: torch.compile unavailable ({type(err).__name__}: {err}); using eager",
-                      RuntimeWarning, stacklevel=3)
-        return None

@@ -34,6 +34,10 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from .._bitops import or_dim1
+from .._sparse import structural_coo
+from .._threads import intra_op_threads
+
 __all__ = [
     "Coloring",
     "ORDERS",
@@ -74,19 +78,7 @@ def _coo(pattern: PatternLike) -> Tuple[Tensor, Tensor, int, int]:
         return rows.detach().cpu().long(), cols.detach().cpu().long(), int(m), int(n)
     if not isinstance(pattern, Tensor) or pattern.dim() != 2:
         raise TypeError("pattern must be a 2-D tensor (sparse or dense) or (rows, cols, (m, n))")
-    m, n = pattern.shape
-    p = pattern.detach().cpu()
-    if p.layout == torch.strided:
-        rows, cols = torch.nonzero(p, as_tuple=True)
-        return rows, cols, m, n
-    if p.layout != torch.sparse_coo:
-        p = p.to_sparse_coo()
-    p = p.coalesce()
-    ind = p.indices()
-    keep = p.values() != 0
-    if not bool(keep.all()):  # explicit zeros are not structural nonzeros
-        ind = ind[:, keep]
-    return ind[0], ind[1], m, n
+    return structural_coo(pattern)
 
 
 def _sort_perm(x: Tensor) -> Optional[Tensor]:
@@ -109,23 +101,6 @@ def _ragged(values: Tensor, ptr: Tensor, lens_all: Tensor, S: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------
 # Incidence tables
 # ----------------------------------------------------------------------------
-
-
-class _OneThread:
-    """Run the coloring on one intra-op thread.
-
-    Its kernels are small and memory-bound; on a busy machine torch's thread
-    pool made them several times slower than a single thread.
-    """
-
-    def __enter__(self):
-        self.saved = torch.get_num_threads()
-        if self.saved != 1:
-            torch.set_num_threads(1)
-
-    def __exit__(self, *exc):
-        if self.saved != 1:
-            torch.set_num_threads(self.saved)
 
 
 class _Graph:
@@ -213,15 +188,6 @@ class _Graph:
 # ----------------------------------------------------------------------------
 
 
-def _or_reduce(w: Tensor) -> Tensor:
-    """OR over dim 1 of (k, d) by pairwise halving: log2(d) steps."""
-    while w.shape[1] > 1:
-        if w.shape[1] % 2:
-            w = torch.cat([w, torch.zeros_like(w[:, :1])], 1)
-        w = w[:, 0::2] | w[:, 1::2]
-    return w[:, 0]
-
-
 def _lowest_clear_bit(f: Tensor) -> Tensor:
     # the lowest clear bit is a power of two, exact in float64; frexp gives its exponent + 1
     # (frexp rather than log2: log2 is several times slower on CPU)
@@ -262,7 +228,7 @@ class _State:
     def propose(self, table: Tensor, skip: Optional[Tensor] = None) -> Tensor:
         """Lowest free color for each vertex whose rows are ``table`` (k, d); with ``skip``
         (k,), the ``skip``-th lowest instead (single-word colorings only)."""
-        forb = [_or_reduce(w) for w in self.gather(table)]
+        forb = [or_dim1(w) for w in self.gather(table)]
         if skip is not None and len(forb) == 1:
             f = forb[0]
             for t in range(int(skip.max()) if skip.numel() else 0):
@@ -450,7 +416,7 @@ def _eliminate(
         stuck: List[Proposal] = []
         for Ub, tab in g.split(U):
             words = st.gather(tab)
-            forb = [_or_reduce(w) for w in words]
+            forb = [or_dim1(w) for w in words]
             tb = tabu_until.index_select(0, Ub) > it
             tc = tabu_color.index_select(0, Ub).clamp(min=0)
             for i in range(len(forb)):  # never X; not the tabu color for a while
@@ -665,7 +631,7 @@ def color_columns(
     search drops classes while it can. Deterministic for a given ``seed``.
     """
     rows, cols, m, n = _coo(pattern)
-    with _OneThread():
+    with intra_op_threads(1):
         return _color(rows, cols, m, n, orders, polish, local_search, seed, "columns")
 
 
@@ -679,7 +645,7 @@ def color_rows(
 ) -> Coloring:
     """Distance-2 coloring of the rows of ``pattern``: rows of one color share no column."""
     rows, cols, m, n = _coo(pattern)
-    with _OneThread():
+    with intra_op_threads(1):
         return _color(cols, rows, n, m, orders, polish, local_search, seed, "rows")
 
 

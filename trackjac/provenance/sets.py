@@ -1,32 +1,22 @@
-"""Provenance: for each element of a tensor, the set of input ids it depends on.
+"""Dependency sets as CSR: :class:`SetProv`, memory and time proportional to the nonzeros.
 
-Two representations with one interface (``numel``, ``nnz``, ``device``, ``ptr``,
-``col``, ``lengths``, ``rows``, ``gather``, ``scatter``, ``replace_rows``,
-``to_coo``, ``to``):
+``ptr``/``col`` live on the values' device, so a pattern never costs ``numel x
+n_inputs``.  When every row holds the same number ``w`` of ids (a source, a
+stencil, a batch of equal-sized blocks: the usual case) the CSR is *uniform*:
+``col`` viewed as a ``(numel, w)`` matrix, ``ptr`` implicit, and gathers and
+unions are plain row copies and column comparisons.  Every operation is
+vectorized torch code; the only host reads are a few scalars per operation.
 
-* :class:`Prov` (here): CSR (``ptr``, ``col``) on the values' device, so memory and
-  time are proportional to the number of structural dependencies, never to
-  ``numel x n_inputs``.  When every row holds the same number ``w`` of ids (a
-  source, a stencil, a batch of equal-sized blocks: the common case) the CSR is
-  *uniform*: ``col`` viewed as a ``(numel, w)`` matrix, ``ptr`` implicit, and
-  gathers and unions are plain row copies and column comparisons.
-* :class:`~trackjac._bits.BitProv`: packed bitmasks, one row of int64 words per
-  element, for computations with few inputs (see :mod:`trackjac._bits`).
-
-The module functions (:func:`union`, :func:`cat_rows`, :func:`broadcast_row`,
-:func:`all_ids`, :func:`identity`) accept either representation, and operations
-that mix them (or bitmasks over different id ranges) convert to a common one
-first (:func:`common`).  Every operation is vectorized torch code; the only host
-reads are a few scalars (sizes, a min or max) per operation.
-
-Input ids are global: every source tensor owns a contiguous id range (see
-:mod:`trackjac.sources`).
+Operations here take and return sets only; :mod:`.mixed` combines them with
+bitmasks.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
+
+from .._sparse import bool_coo
 
 _I64 = torch.int64
 _PADDED_MAX = 24   # unions whose rows hold at most this many ids (all inputs together) skip the sort
@@ -47,7 +37,7 @@ def _min(t: torch.Tensor) -> int:
     return int(t.min()) if t.numel() else 0
 
 
-class Prov:
+class SetProv:
     """Per-element dependency sets of ``numel`` elements in row-major order (CSR).
 
     ``col`` holds the ids of row ``i`` at ``col[ptr[i]:ptr[i + 1]]``, unique within
@@ -80,32 +70,32 @@ class Prov:
 
     # -- construction -------------------------------------------------------
     @staticmethod
-    def empty(numel: int, device) -> "Prov":
-        return Prov(None, None, t=torch.zeros(0, numel, dtype=_I64, device=device))
+    def empty(numel: int, device) -> "SetProv":
+        return SetProv(None, None, t=torch.zeros(0, numel, dtype=_I64, device=device))
 
     @staticmethod
-    def uniform(mat: torch.Tensor) -> "Prov":
+    def uniform(mat: torch.Tensor) -> "SetProv":
         """Rows of a row-major ``(numel, w)`` id matrix (ids unique within each row)."""
-        return Prov(None, mat.reshape(-1), width=mat.shape[1], numel=mat.shape[0])
+        return SetProv(None, mat.reshape(-1), width=mat.shape[1], numel=mat.shape[0])
 
     @staticmethod
-    def columns(t: torch.Tensor) -> "Prov":
+    def columns(t: torch.Tensor) -> "SetProv":
         """Rows of a column-major ``(w, numel)`` id matrix (ids unique within each row)."""
-        return Prov(None, None, t=t)
+        return SetProv(None, None, t=t)
 
     @staticmethod
-    def identity(numel: int, first_id: int, device) -> "Prov":
+    def identity(numel: int, first_id: int, device) -> "SetProv":
         """Element ``i`` depends on id ``first_id + i`` (a source)."""
-        return Prov.columns(torch.arange(first_id, first_id + numel, dtype=_I64, device=device).view(1, numel))
+        return SetProv.columns(torch.arange(first_id, first_id + numel, dtype=_I64, device=device).view(1, numel))
 
     @staticmethod
     def from_pairs(rows: torch.Tensor, cols: torch.Tensor, numel: int,
-                   assume_unique: bool = False) -> "Prov":
+                   assume_unique: bool = False) -> "SetProv":
         """Build from (row, id) pairs, merging duplicates (``assume_unique``: pairs are
         distinct and already grouped by row in row order)."""
         device = rows.device
         if cols.numel() == 0:
-            return Prov.empty(numel, device)
+            return SetProv.empty(numel, device)
         if not assume_unique:
             lo, hi = (int(v) for v in torch.stack(torch.aminmax(cols)).tolist())
             k = hi - lo + 1
@@ -124,7 +114,7 @@ class Prov:
         counts = torch.bincount(rows, minlength=numel)
         ptr = torch.zeros(numel + 1, dtype=_I64, device=device)
         torch.cumsum(counts, 0, out=ptr[1:])
-        return Prov(ptr, cols)
+        return SetProv(ptr, cols)
 
     # -- queries --------------------------------------------------------------
     @property
@@ -193,25 +183,20 @@ class Prov:
             return torch.repeat_interleave(ar, self._w)
         return torch.repeat_interleave(ar, self.lengths(), output_size=self.nnz)
 
-    def to(self, device) -> "Prov":
+    def to(self, device) -> "SetProv":
         mv = (lambda x: None if x is None else x.to(device))
-        return Prov(mv(self._ptr), mv(self._col), width=self._w, numel=self._n, t=mv(self._t))
+        return SetProv(mv(self._ptr), mv(self._col), width=self._w, numel=self._n, t=mv(self._t))
 
-    def csr(self) -> "Prov":
+    def to_sets(self) -> "SetProv":
         return self
 
     # -- transformations -------------------------------------------------------
-    def entries_of(self, idx: torch.Tensor):
-        """Entries of rows ``idx`` (``-1`` = none): ``(position in idx, id)`` pairs."""
-        g = self.gather(idx.reshape(-1))
-        return g.rows(), g.col
-
-    def gather(self, idx: torch.Tensor) -> "Prov":
+    def gather(self, idx: torch.Tensor) -> "SetProv":
         """Row ``i`` of the result is row ``idx[i]`` of self (``-1``: empty row)."""
         idx = idx.reshape(-1)
         m, device = idx.numel(), self.device
         if m == 0 or self.nnz == 0:
-            return Prov.empty(m, device)
+            return SetProv.empty(m, device)
         neg = _min(idx) < 0
         w = self.width
         if not neg and m == self._n and _is_arange(idx):
@@ -219,14 +204,14 @@ class Prov:
         if w >= 0:
             t = self.tmatrix()
             if not neg:
-                return Prov.columns(torch.index_select(t, 1, idx))
+                return SetProv.columns(torch.index_select(t, 1, idx))
             keep = torch.nonzero(idx >= 0).squeeze(1)
             sel = torch.index_select(t, 1, torch.index_select(idx, 0, keep))
             lens = torch.zeros(m, dtype=_I64, device=device)
             lens.index_fill_(0, keep, w)
             ptr = torch.zeros(m + 1, dtype=_I64, device=device)
             torch.cumsum(lens, 0, out=ptr[1:])
-            return Prov(ptr, sel.t().reshape(-1), width=w if keep.numel() == m else -1)
+            return SetProv(ptr, sel.t().reshape(-1), width=w if keep.numel() == m else -1)
         ptr = self.ptr
         if neg:
             valid = idx >= 0
@@ -240,27 +225,23 @@ class Prov:
         torch.cumsum(lens, 0, out=optr[1:])
         total = int(optr[-1])
         src = _ar(total, device) + torch.repeat_interleave(starts - optr[:-1], lens, output_size=total)
-        return Prov(optr, torch.index_select(self.col, 0, src))
+        return SetProv(optr, torch.index_select(self.col, 0, src))
 
-    def scatter(self, out_rows: torch.Tensor, numel: int, in_rows: Optional[torch.Tensor] = None):
+    def scatter(self, out_rows: torch.Tensor, numel: int, in_rows: Optional[torch.Tensor] = None) -> "SetProv":
         """Union-push: row ``in_rows[k]`` of self is merged into result row ``out_rows[k]``.
 
         ``in_rows`` defaults to ``arange(self.numel)``.  Negative targets are dropped.
         """
-        from ._bits import densify
-        return densify(self._scatter(out_rows, numel, in_rows))
-
-    def _scatter(self, out_rows: torch.Tensor, numel: int, in_rows: Optional[torch.Tensor] = None) -> "Prov":
         out_rows = out_rows.reshape(-1)
         src = self if in_rows is None else self.gather(in_rows)
         device = self.device
         if out_rows.numel() == 0 or src.nnz == 0:
-            return Prov.empty(numel, device)
+            return SetProv.empty(numel, device)
         if _min(out_rows) < 0:
             keep = torch.nonzero(out_rows >= 0).squeeze(1)
             src, out_rows = src.gather(keep), torch.index_select(out_rows, 0, keep)
             if src.nnz == 0:
-                return Prov.empty(numel, device)
+                return SetProv.empty(numel, device)
         counts = torch.bincount(out_rows, minlength=numel)
         cmin, cmax = (int(v) for v in torch.stack(torch.aminmax(counts)).tolist())
         if cmax <= 1:  # injective: a gather by the inverse map
@@ -282,34 +263,24 @@ class Prov:
                 mat = torch.index_select(mat, 0, order)
             return _dedupe_rows(mat.reshape(numel, cmax * w))
         rows, cols = src.rows(), src.col
-        return Prov.from_pairs(torch.index_select(out_rows, 0, rows), cols, numel)
+        return SetProv.from_pairs(torch.index_select(out_rows, 0, rows), cols, numel)
 
-    def replace_rows(self, idx: torch.Tensor, new) -> "Prov":
-        """Copy with rows ``idx`` replaced by the rows of ``new`` (in-place writes).
-
-        Rows named several times in ``idx`` get the union of their new rows.
-        """
-        if not isinstance(new, Prov):
-            me, new = common([self, new])
-            return me.replace_rows(idx, new)
+    def replace_rows(self, idx: torch.Tensor, new: "SetProv") -> "SetProv":
+        """Copy with rows ``idx`` (distinct) replaced by the rows of ``new`` (in-place writes)."""
         idx = idx.reshape(-1)
         n, k, device = self._n, idx.numel(), self.device
         if k == 0:
             return self
-        counts = torch.bincount(idx, minlength=n)
-        if int(counts.max()) <= 1:
-            if self.nnz == 0 and new.nnz == 0:
-                return Prov.empty(n, device)
-            # result = rows of cat(self, new), picked by a map sending idx[j] to n + j
-            src = _ar(n, device)
-            src.index_copy_(0, idx, _ar(k, device) + n)
-            if self.nnz == 0:
-                return new.gather(src - n)   # negative: an empty row
-            if new.nnz == 0:
-                return self.gather(torch.where(src < n, src, torch.full_like(src, -1)))
-            return cat_rows([self, new]).gather(src)
-        kept = self.gather(_ar(n, device).masked_fill(counts > 0, -1))
-        return union([kept, new.scatter(idx, n)], n)
+        if self.nnz == 0 and new.nnz == 0:
+            return SetProv.empty(n, device)
+        # result = rows of cat(self, new), picked by a map sending idx[j] to n + j
+        src = _ar(n, device)
+        src.index_copy_(0, idx, _ar(k, device) + n)
+        if self.nnz == 0:
+            return new.gather(src - n)   # negative: an empty row
+        if new.nnz == 0:
+            return self.gather(torch.where(src < n, src, torch.full_like(src, -1)))
+        return cat_sets([self, new]).gather(src)
 
     def to_coo(self, lo: int, n: int, layout=torch.sparse_coo) -> torch.Tensor:
         """2-D boolean pattern ``(numel, n)`` of the ids in ``[lo, lo + n)``."""
@@ -320,23 +291,21 @@ class Prov:
             if mn < lo or mx >= lo + n:
                 keep = (p.col >= lo) & (p.col < lo + n)
                 pos = torch.nonzero(keep).squeeze(1)
-                p = Prov.from_pairs(p.rows()[pos], p.col[pos], p.numel, assume_unique=True)
+                p = SetProv.from_pairs(p.rows()[pos], p.col[pos], p.numel, assume_unique=True)
         rows, cols = _sorted_entries(p)
         cols = cols - lo
         if layout == torch.strided:
             out = torch.zeros(p.numel, n, dtype=torch.bool, device=device)
             out[rows, cols] = True
             return out
-        vals = torch.ones(rows.numel(), dtype=torch.bool, device=device)
-        t = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (p.numel, n),
-                                    is_coalesced=True, check_invariants=False)
+        t = bool_coo(rows, cols, (p.numel, n))
         return t if layout == torch.sparse_coo else t.to_sparse(layout=layout)
 
     def __repr__(self) -> str:
-        return f"Prov(numel={self._n}, nnz={self.nnz}, width={self._w})"
+        return f"SetProv(numel={self._n}, nnz={self.nnz}, width={self._w})"
 
 
-def _sorted_entries(p: Prov):
+def _sorted_entries(p: SetProv):
     """``(rows, ids)`` of every entry, ids ascending within each row."""
     device = p.device
     if p.nnz == 0:
@@ -368,14 +337,14 @@ def _sorted_entries(p: Prov):
     return rows[order], p.col[order]
 
 
-def _padded(p: Prov, lens: torch.Tensor, w: int, fill: int = -1) -> torch.Tensor:
+def _padded(p: SetProv, lens: torch.Tensor, w: int, fill: int = -1) -> torch.Tensor:
     """Row-major ``(numel, w)`` matrix of the rows of ``p`` (``w >= max length``), padded with ``fill``."""
     if p.width >= 0 and p.width == w:
         return p.matrix()
     return _padded_t(p, lens, w, fill).t()
 
 
-def _padded_t(p: Prov, lens: torch.Tensor, w: int, fill: int = -1) -> torch.Tensor:
+def _padded_t(p: SetProv, lens: torch.Tensor, w: int, fill: int = -1) -> torch.Tensor:
     """Column-major ``(w, numel)`` ids of the rows of ``p`` padded with ``fill``."""
     if p.width >= 0 and p.width == w:
         return p.tmatrix()
@@ -387,22 +356,22 @@ def _padded_t(p: Prov, lens: torch.Tensor, w: int, fill: int = -1) -> torch.Tens
     return torch.where(valid, vals, torch.full_like(pos, fill))
 
 
-def _from_matrix(c: torch.Tensor, keep: Optional[torch.Tensor]) -> Prov:
+def _from_matrix(c: torch.Tensor, keep: Optional[torch.Tensor]) -> SetProv:
     """Rows of the row-major id matrix ``c`` restricted to ``keep`` (``None``: everything)."""
     if keep is None:
-        return Prov.uniform(c)
+        return SetProv.uniform(c)
     counts = keep.sum(1)
     n = c.shape[0]
     col = c[keep]
     w = col.numel() // n if n else 0
     if n and col.numel() % n == 0 and bool((counts == w).all()):
-        return Prov.uniform(col.view(n, w))
+        return SetProv.uniform(col.view(n, w))
     ptr = torch.zeros(n + 1, dtype=_I64, device=c.device)
     torch.cumsum(counts, 0, out=ptr[1:])
-    return Prov(ptr, col, width=-1)
+    return SetProv(ptr, col, width=-1)
 
 
-def _dedupe_rows(c: torch.Tensor) -> Prov:
+def _dedupe_rows(c: torch.Tensor) -> SetProv:
     """Rows of a row-major id matrix (``-1``: padding) with repeated ids dropped, by a per-row sort."""
     s = torch.sort(c, dim=1).values
     keep = s >= 0
@@ -410,7 +379,7 @@ def _dedupe_rows(c: torch.Tensor) -> Prov:
     return _from_matrix(s, None if bool(keep.all()) else keep)
 
 
-def _union_columns(blocks: Sequence[torch.Tensor], n: int, padded: bool) -> Prov:
+def _union_columns(blocks: Sequence[torch.Tensor], n: int, padded: bool) -> SetProv:
     """Union of column-major blocks ``(w_b, n)`` (rows unique within a block; ``-1``:
     padding when ``padded``), column by column: every id column of a block is compared
     with the blocks before it.
@@ -445,7 +414,7 @@ def _union_columns(blocks: Sequence[torch.Tensor], n: int, padded: bool) -> Prov
             parts.append(v.unsqueeze(0))
             masks.append(None if k == 0 else ~dup.unsqueeze(0))
     if not padded and all(m is None for m in masks):
-        return Prov.columns(parts[0] if len(parts) == 1 else torch.cat(parts, 0))
+        return SetProv.columns(parts[0] if len(parts) == 1 else torch.cat(parts, 0))
     c = torch.cat(parts, 0).t()
     keep = torch.cat([p >= 0 if m is None else m for p, m in zip(parts, masks)], 0).t()
     if padded:
@@ -453,66 +422,23 @@ def _union_columns(blocks: Sequence[torch.Tensor], n: int, padded: bool) -> Prov
     return _from_matrix(c, keep)
 
 
-# -- mixing representations ----------------------------------------------------------------
-
-def common(provs: Sequence) -> List:
-    """The same provenances in one representation (bitmasks over one id range, or CSR).
-
-    Empty CSR provenances count for neither.  Bitmasks are kept when the ids of all of
-    them fit the automatic bitmask range (or ``representation="bits"`` is in force),
-    otherwise everything becomes CSR.
-    """
-    from ._bits import BitProv, to_bits
-    bits = [p for p in provs if isinstance(p, BitProv)]
-    if not bits:
-        return list(provs)
-    sets = [p for p in provs if not isinstance(p, BitProv) and p.nnz]
-    lo = min(b.lo for b in bits)
-    hi = max(b.hi for b in bits)
-    if not sets and all(b.lo == lo and b.hi == hi for b in bits):
-        return [p if isinstance(p, BitProv) else to_bits(p, lo, hi) for p in provs]
-    for s in sets:
-        mn, mx = (int(v) for v in torch.stack(torch.aminmax(s._t if s._col is None else s._col)).tolist())
-        lo, hi = min(lo, mn - mn % 64), max(hi, mx + 1 + (-(mx + 1)) % 64)
-    from ._bits import keep_bits
-    nnz = 0
-    if hi - lo > _bits_auto_span():  # only then does the size of the sets matter
-        nnz = sum(p.nnz for p in provs)
-    if keep_bits(hi - lo, provs[0].numel, nnz):
-        return [to_bits(p, lo, hi) for p in provs]
-    return [p.csr() for p in provs]
-
-
-def _bits_auto_span() -> int:
-    from ._bits import AUTO_MAX_SPAN
-    return AUTO_MAX_SPAN
-
-
-def union(provs: Sequence, numel: Optional[int] = None):
-    """Element-wise union of provenances of equal length."""
-    from ._bits import densify
-    return densify(_union(provs, numel))
-
-
-def _union(provs: Sequence, numel: Optional[int] = None):
+def union_sets(provs: Sequence["SetProv"], numel: Optional[int] = None) -> "SetProv":
+    """Element-wise union of set provenances of equal length."""
     provs = [p for p in provs if p is not None]
     if not provs:
         raise ValueError("union of nothing")
     n = provs[0].numel if numel is None else numel
     if n == 0:
-        return provs[0] if provs[0].numel == 0 else Prov.empty(0, provs[0].device)
+        return provs[0] if provs[0].numel == 0 else SetProv.empty(0, provs[0].device)
     nonempty, seen = [], set()
     for p in provs:
-        if id(p) not in seen and (not isinstance(p, Prov) or p.nnz):  # x * x: the same sets twice
+        if id(p) not in seen and p.nnz:  # x * x: the same sets twice
             seen.add(id(p))
             nonempty.append(p)
     if not nonempty:
-        return Prov.empty(n, provs[0].device)
+        return SetProv.empty(n, provs[0].device)
     if len(nonempty) == 1:
         return nonempty[0]
-    if not all(isinstance(p, Prov) for p in nonempty):
-        from ._bits import union_bits
-        return union_bits(common(nonempty), n)
     seen, uniq = set(), []
     for p in nonempty:  # two provenances sharing their id arrays (views of one store)
         key = id(p._t) if p._t is not None else id(p._col)
@@ -535,51 +461,26 @@ def _union(provs: Sequence, numel: Optional[int] = None):
         return _dedupe_rows(torch.cat([p.matrix() for p in uniq], 1))
     rows = torch.cat([p.rows() for p in uniq])
     cols = torch.cat([p.col for p in uniq])
-    return Prov.from_pairs(rows, cols, n)
+    return SetProv.from_pairs(rows, cols, n)
 
 
-def cat_rows(provs: Sequence):
-    """Rows of several provenances one after the other (``torch.cat`` of flattened tensors)."""
+def cat_sets(provs: Sequence["SetProv"]) -> "SetProv":
+    """Rows of several set provenances one after the other (``torch.cat`` of flattened tensors)."""
     provs = list(provs)
     if len(provs) == 1:
         return provs[0]
     device = provs[0].device
-    if not all(isinstance(p, Prov) for p in provs):
-        from ._bits import cat_bits
-        return cat_bits(common(provs))
     total = sum(p.numel for p in provs)
     if all(p.nnz == 0 for p in provs):
-        return Prov.empty(total, device)
+        return SetProv.empty(total, device)
     ws = [p.width for p in provs]
     if ws[0] >= 0 and all(w == ws[0] for w in ws):
         if all(p._col is None for p in provs) or ws[0] <= 1:
-            return Prov.columns(torch.cat([p.tmatrix() for p in provs], 1))
-        return Prov(None, torch.cat([p.col for p in provs]), width=ws[0], numel=total)
+            return SetProv.columns(torch.cat([p.tmatrix() for p in provs], 1))
+        return SetProv(None, torch.cat([p.col for p in provs]), width=ws[0], numel=total)
     ptrs, base = [], 0
     for p in provs:
         ptrs.append(p.ptr[:-1] + base)
         base += p.nnz
     ptrs.append(torch.tensor([base], dtype=_I64, device=device))
-    return Prov(torch.cat(ptrs), torch.cat([p.col for p in provs]))
-
-
-def all_ids(prov) -> torch.Tensor:
-    """Sorted unique ids appearing anywhere in ``prov``."""
-    if not isinstance(prov, Prov):
-        return prov.all_ids()
-    return torch.unique(prov.col)
-
-
-def broadcast_row(ids: torch.Tensor, numel: int):
-    """Every one of ``numel`` rows holds the same id set ``ids``."""
-    from ._bits import densify
-    return densify(Prov.uniform(ids.reshape(1, -1).expand(numel, ids.numel()).contiguous()))
-
-
-def identity(numel: int, first_id: int, device, representation: str = "sets"):
-    """Provenance of a source of ``numel`` elements with ids ``first_id ...``:
-    ``representation`` is ``"sets"`` (CSR) or ``"bits"`` (packed bitmasks)."""
-    if representation == "bits":
-        from ._bits import BitProv
-        return BitProv.identity(numel, first_id, device)
-    return Prov.identity(numel, first_id, device)
+    return SetProv(torch.cat(ptrs), torch.cat([p.col for p in provs]))

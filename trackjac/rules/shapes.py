@@ -5,7 +5,7 @@ from typing import Iterable, List, Optional, Sequence
 
 import torch
 
-from .._prov import Prov, union
+from ..provenance import Provenance, scatter, union
 
 I64 = torch.int64
 
@@ -18,7 +18,7 @@ def codes(shape, device) -> torch.Tensor:
     return torch.arange(n, dtype=I64, device=device).reshape(shape)
 
 
-def bcast(prov: Optional[Prov], shape, out_shape, mask: Optional[torch.Tensor] = None) -> Optional[Prov]:
+def bcast(prov: Optional[Provenance], shape, out_shape, mask: Optional[torch.Tensor] = None) -> Optional[Provenance]:
     """Provenance of ``x.expand(out_shape)`` (``mask``: keep only where ``True``)."""
     if prov is None:
         return None
@@ -46,7 +46,7 @@ def keep_shape(shape, dims: Iterable[int]):
     return tuple(1 if i in dims else s for i, s in enumerate(shape))
 
 
-def reduce(prov: Optional[Prov], shape, dims: Sequence[int], mask: Optional[torch.Tensor] = None) -> Optional[Prov]:
+def reduce(prov: Optional[Provenance], shape, dims: Sequence[int], mask: Optional[torch.Tensor] = None) -> Optional[Provenance]:
     """Union over ``dims``; result rows follow the keepdim shape (``mask``: only where ``True``)."""
     if prov is None:
         return None
@@ -57,24 +57,24 @@ def reduce(prov: Optional[Prov], shape, dims: Sequence[int], mask: Optional[torc
     n = 1
     for s in ks:
         n *= s
-    return prov.scatter(grp, n)
+    return scatter(prov, grp, n)
 
 
-def slice_union(prov: Optional[Prov], shape, dims: Sequence[int]) -> Optional[Prov]:
+def slice_union(prov: Optional[Provenance], shape, dims: Sequence[int]) -> Optional[Provenance]:
     """Every element depends on the whole slice along ``dims`` containing it (softmax, norms)."""
     if prov is None:
         return None
     return bcast(reduce(prov, shape, dims), keep_shape(shape, dims), shape)
 
 
-def take_along(prov: Optional[Prov], shape, dim: int, index: torch.Tensor) -> Optional[Prov]:
+def take_along(prov: Optional[Provenance], shape, dim: int, index: torch.Tensor) -> Optional[Provenance]:
     """Provenance of ``x.gather(dim, index)``."""
     if prov is None:
         return None
     return prov.gather(codes(shape, prov.device).gather(dim, index))
 
 
-def union_opt(provs: Sequence[Optional[Prov]], numel: int, device) -> Optional[Prov]:
+def union_opt(provs: Sequence[Optional[Provenance]], numel: int, device) -> Optional[Provenance]:
     provs = [p for p in provs if p is not None]
     if not provs:
         return None

@@ -11,14 +11,14 @@ from typing import Any, Optional
 import torch
 from torch.utils._pytree import tree_map
 
+from .._sparse import empty_coo
+from ..dtypes import FLOATING
+from ..provenance import Provenance, empty, identity, policy, replace_rows
+from ..rules import Carrier
 from . import sources
-from . import _prov
-from ._prov import Prov
+from .control_flow import control_flow
 from .dispatch import dispatch
-
-FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-# dtypes whose values carry provenance: real floating, and complex intermediates (fft, polar ...)
-DIFFERENTIABLE = FLOATING + (torch.complex32, torch.complex64, torch.complex128)
+from .state import config
 
 
 class _Store:
@@ -26,7 +26,7 @@ class _Store:
 
     __slots__ = ("prov", "numel", "derived", "local")
 
-    def __init__(self, prov: Optional[Prov], numel: int, derived: bool, local: bool = False):
+    def __init__(self, prov: Optional[Provenance], numel: int, derived: bool, local: bool = False):
         self.prov = prov
         self.numel = numel
         self.derived = derived  # values computed from tracked values (even non-differentiably)
@@ -47,13 +47,11 @@ def positions(t: torch.Tensor, store_numel: int) -> Optional[torch.Tensor]:
 
 def _source_representation(numel: int) -> str:
     """``"sets"`` or ``"bits"`` for a new source (see ``tracking(representation=...)``)."""
-    from ._bits import choose
-    from .context import config
     n = config().n_inputs
-    return choose(numel if n is None else n)
+    return policy.choose(numel if n is None else n)
 
 
-class Tracked(torch.Tensor):
+class Tracked(torch.Tensor, Carrier):
     """A tensor that records which source elements each of its elements depends on.
 
     ``Tracked(x)`` makes ``x`` a *source*: run ordinary PyTorch code on it and ask
@@ -90,7 +88,7 @@ class Tracked(torch.Tensor):
             if value.numel() and _storage_numel(value) != value.numel():
                 value = value.clone()
             src = sources.allocate(value.numel(), value.shape)
-            prov = _prov.identity(value.numel(), src.first, value.device, _source_representation(value.numel()))
+            prov = identity(value.numel(), src.first, value.device, _source_representation(value.numel()))
             return cls._make(value, _Store(prov, value.numel(), True, local), src)
 
     def __init__(self, *args, **kwargs):  # construction happens in __new__
@@ -117,21 +115,21 @@ class Tracked(torch.Tensor):
         return cls._make(value, _Store(None, _storage_numel(value), False))
 
     @classmethod
-    def _from_prov(cls, value: torch.Tensor, prov: Optional[Prov], derived: bool, local: bool) -> "Tracked":
+    def _from_prov(cls, value: torch.Tensor, prov: Optional[Provenance], derived: bool, local: bool) -> "Tracked":
         """Wrap a freshly computed value whose logical-order provenance is ``prov``."""
         n = _storage_numel(value)
         if prov is not None:
             pos = positions(value, n)
             if pos is not None:
-                prov = Prov.empty(n, value.device).replace_rows(pos, prov) if n else Prov.empty(0, value.device)
+                prov = replace_rows(empty(n, value.device), pos, prov) if n else empty(0, value.device)
         return cls._make(value, _Store(prov, n, derived, local))
 
     # -- provenance access ---------------------------------------------------
-    def _prov(self) -> Prov:
+    def _prov(self) -> Provenance:
         """Provenance in row-major (logical) element order."""
         st = self._store
         if st.prov is None:
-            return Prov.empty(self.value.numel(), self.value.device)
+            return empty(self.value.numel(), self.value.device)
         v = self.value
         geometry = (v.shape, v.stride(), v.storage_offset())
         cached = getattr(self, "_view_prov", None)  # a view read by several ops (u * u + u.roll(1))
@@ -145,29 +143,27 @@ class Tracked(torch.Tensor):
         self._view_prov = (st.prov, geometry, prov)
         return prov
 
-    def _write(self, prov: Optional[Prov], derived: bool) -> None:
+    def _write(self, prov: Optional[Provenance], derived: bool) -> None:
         """In-place write: this tensor's elements now have provenance ``prov``."""
         st = self._store
         st.derived = st.derived or derived
         if prov is None or prov.nnz == 0:
             if st.prov is None:
                 return
-            prov = Prov.empty(self.value.numel(), self.value.device)
+            prov = empty(self.value.numel(), self.value.device)
         pos = positions(self.value, st.numel)
         if pos is None:
             st.prov = prov
             return
-        base = st.prov if st.prov is not None else Prov.empty(st.numel, self.value.device)
-        st.prov = base.replace_rows(pos, prov)
+        base = st.prov if st.prov is not None else empty(st.numel, self.value.device)
+        st.prov = replace_rows(base, pos, prov)
 
     def tolist(self):
         """Python values (a control-flow read of tracked values, see :class:`ControlFlowWarning`)."""
-        from .dispatch import control_flow
         control_flow("tolist()", [self])
         return self.value.tolist()
 
     def numpy(self, *, force: bool = False):
-        from .dispatch import control_flow
         control_flow("numpy()", [self])
         return self.value.numpy(force=force)
 
@@ -190,7 +186,7 @@ class Tracked(torch.Tensor):
 
     @classmethod
     def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
-        return dispatch(func, args, kwargs or {})
+        return dispatch(cls, func, args, kwargs or {})
 
 
 def depends_on(y: Any, x: Tracked, layout=torch.sparse_coo) -> torch.Tensor:
@@ -212,9 +208,7 @@ def _depends_on(y, src, layout):
     if isinstance(y, Tracked):
         pat = y._prov().to_coo(src.first, src.numel)
     else:
-        pat = torch.sparse_coo_tensor(torch.zeros(2, 0, dtype=torch.int64, device=y.device),
-                                      torch.zeros(0, dtype=torch.bool, device=y.device),
-                                      (y.numel(), src.numel), is_coalesced=True, check_invariants=False)
+        pat = empty_coo((y.numel(), src.numel), y.device)
     if layout == torch.strided:
         return pat.to_dense().reshape(yshape + src.shape)
     idx = pat.indices()

@@ -7,10 +7,9 @@ id ranges line up word by word.  Memory is ``numel x W x 8`` bytes whatever the
 pattern, so bitmasks pay off only when the id range is small: unions are word
 ORs, gathers are row copies, and nothing is ever sorted.
 
-The interface is that of :class:`~trackjac._prov.Prov`; ``ptr`` and ``col`` (the
-CSR form) are computed on first use, so code written against CSR keeps working.
-Which representation a computation uses is decided when its sources are created
-(:func:`choose`) and, when two meet, by :func:`~trackjac._prov.common`.
+Both representations implement :class:`~.protocol.Provenance`; ``ptr`` and
+``col`` (the CSR form) are computed on first use.  Operations here take bitmasks
+over one id range; :mod:`.mixed` aligns ranges and representations first.
 """
 from __future__ import annotations
 
@@ -19,59 +18,14 @@ from typing import Optional, Sequence
 
 import torch
 
-from ._prov import Prov, _ar, _min
+from .._bitops import or_dim1
+from .._sparse import bool_coo
+from .sets import SetProv, _ar, _min
 
 _I64 = torch.int64
 
-#: ``representation="auto"`` uses bitmasks when a computation tracks at most this many
-#: input elements (measured on this project's benchmarks: see docs/performance.md).
-AUTO_MAX_INPUTS = 1024
-#: Mixed operations stay in bitmasks while the ids involved span at most this many bits.
-AUTO_MAX_SPAN = AUTO_MAX_INPUTS + 128
-
 _CHUNK_BITS = 1 << 25   # rows are unpacked to booleans in chunks of at most this many bits
 _LITTLE = sys.byteorder == "little"
-
-
-def _mode() -> str:
-    from .context import config
-    return config().representation
-
-
-def choose(n_inputs: int) -> str:
-    """Representation for a computation with ``n_inputs`` tracked input elements."""
-    rep = _mode()
-    if rep == "auto":
-        return "bits" if n_inputs <= AUTO_MAX_INPUTS else "sets"
-    return rep
-
-
-def smaller_as_bits(numel: int, span: int, nnz: int) -> bool:
-    """Whether ``numel`` rows of ``span`` bits take at most half the memory of ``nnz`` CSR ids."""
-    return numel * span <= 32 * nnz
-
-
-def keep_bits(span: int, numel: int = 0, nnz: int = 0) -> bool:
-    """Whether provenances of ``numel`` rows whose ids span ``span`` bits (``nnz`` ids in
-    all, as sets) are combined as bitmasks."""
-    rep = _mode()
-    if rep == "auto":
-        return span <= AUTO_MAX_SPAN or smaller_as_bits(numel, span, nnz)
-    return rep == "bits"
-
-
-def densify(p):
-    """In ``"auto"`` mode, a CSR provenance whose rows are so full that bitmasks over its
-    id range are smaller becomes bitmasks (dense intermediates: softmax, attention, dense
-    layers); anything else is returned as it is."""
-    if not isinstance(p, Prov) or p.numel == 0 or p.nnz < 64 * p.numel or _mode() != "auto":
-        return p
-    ids = p._t if p._col is None else p._col
-    mn, mx = (int(v) for v in torch.stack(torch.aminmax(ids)).tolist())
-    lo, hi = mn - mn % 64, mx + 1 + (-(mx + 1)) % 64
-    if not smaller_as_bits(p.numel, hi - lo, p.nnz):
-        return p
-    return to_bits(p, lo, hi)
 
 
 # -- bit tricks ---------------------------------------------------------------------------
@@ -121,17 +75,6 @@ def _chunks(n: int, W: int):
         yield s, min(n, s + step)
 
 
-def _or_rows(x: torch.Tensor) -> torch.Tensor:
-    """OR over dim 1 of ``(n, c, W)`` words, by halving."""
-    while x.shape[1] > 1:
-        h = x.shape[1] // 2
-        y = x[:, :h] | x[:, h:2 * h]
-        if x.shape[1] % 2:
-            y[:, 0] |= x[:, 2 * h]
-        x = y
-    return x[:, 0]
-
-
 def or_reduce(src: torch.Tensor, tgt: torch.Tensor, n: int) -> torch.Tensor:
     """``out[t] = OR of src[k] with tgt[k] == t`` for ``(m, W)`` words and targets in ``[0, n)``."""
     m, W = src.shape
@@ -148,13 +91,13 @@ def or_reduce(src: torch.Tensor, tgt: torch.Tensor, n: int) -> torch.Tensor:
         order = torch.argsort(tgt, stable=True)
         src, tgt = torch.index_select(src, 0, order), torch.index_select(tgt, 0, order)
     if cmin == cmax:  # every target receives cmax rows: a regular (n, cmax, W) block
-        return _or_rows(src.view(n, cmax, W))
+        return or_dim1(src.view(n, cmax, W))
     if n * cmax <= 4 * m:  # pad each target's rows to cmax with zeros
         first = torch.cumsum(counts, 0) - counts
         slot = _ar(m, device) - first[tgt]
         buf = torch.zeros(n * cmax, W, dtype=_I64, device=device)
         buf.index_copy_(0, tgt * cmax + slot, src)
-        return _or_rows(buf.view(n, cmax, W))
+        return or_dim1(buf.view(n, cmax, W))
     # a few very long segments: segmented inclusive OR-scan by doubling, keep each segment's last
     d = 1
     while d < cmax:
@@ -176,7 +119,7 @@ class BitProv:
     def __init__(self, words: torch.Tensor, lo: int):
         self.words = words  # (numel, W) int64
         self.lo = lo        # multiple of 64
-        self._csr: Optional[Prov] = None
+        self._csr: Optional[SetProv] = None
 
     # -- construction -------------------------------------------------------
     @staticmethod
@@ -218,45 +161,42 @@ class BitProv:
 
     @property
     def width(self) -> int:
-        return self.csr().width
+        return self.to_sets().width
 
     def lengths(self) -> torch.Tensor:
         if self._csr is not None:
             return self._csr.lengths()
         return popcount(self.words).sum(1)
 
-    def csr(self) -> Prov:
+    def to_sets(self) -> SetProv:
         """The same sets as CSR (ids ascending within each row); computed once."""
         if self._csr is None:
             r, b = set_bits(self.words)
-            self._csr = Prov.from_pairs(r, b + self.lo, self.numel, assume_unique=True)
+            self._csr = SetProv.from_pairs(r, b + self.lo, self.numel, assume_unique=True)
         return self._csr
 
     @property
     def ptr(self) -> torch.Tensor:
-        return self.csr().ptr
+        return self.to_sets().ptr
 
     @property
     def col(self) -> torch.Tensor:
-        return self.csr().col
+        return self.to_sets().col
 
     def rows(self) -> torch.Tensor:
-        return self.csr().rows()
+        return self.to_sets().rows()
 
     def all_ids(self) -> torch.Tensor:
         """Sorted ids set in any row."""
         if self.numel == 0:
             return torch.zeros(0, dtype=_I64, device=self.device)
-        acc = _or_rows(self.words.unsqueeze(0))   # (1, W)
+        acc = or_dim1(self.words.unsqueeze(0))   # (1, W)
         return torch.nonzero(_unpack(acc)[0]).squeeze(1) + self.lo
 
     def to(self, device) -> "BitProv":
         return BitProv(self.words.to(device), self.lo)
 
     # -- transformations -------------------------------------------------------
-    def entries_of(self, idx: torch.Tensor):
-        return self.csr().entries_of(idx)
-
     def gather(self, idx: torch.Tensor) -> "BitProv":
         """Row ``i`` of the result is row ``idx[i]`` of self (``-1``: empty row)."""
         idx = idx.reshape(-1)
@@ -276,22 +216,19 @@ class BitProv:
             src, tgt = torch.index_select(src, 0, keep), torch.index_select(tgt, 0, keep)
         return BitProv(or_reduce(src, tgt, numel), self.lo)
 
-    def replace_rows(self, idx: torch.Tensor, new) -> "BitProv":
-        """Copy with rows ``idx`` replaced by the rows of ``new`` (repeated rows: their union)."""
-        from ._prov import common
-        me, new = common([self, new])
-        if not isinstance(me, BitProv):
-            return me.replace_rows(idx, new)
+    def replace_rows(self, idx: torch.Tensor, new: "BitProv") -> "BitProv":
+        """Copy with rows ``idx`` replaced by the rows of ``new`` (same id range; repeated rows:
+        their union)."""
         idx = idx.reshape(-1)
-        n = me.numel
-        out = me.words.clone()
+        n = self.numel
+        out = self.words.clone()
         if idx.numel() == 0:
-            return BitProv(out, me.lo)
+            return BitProv(out, self.lo)
         counts = torch.bincount(idx, minlength=n)
         if int(counts.max()) <= 1:
-            return BitProv(out.index_copy_(0, idx, new.words), me.lo)
+            return BitProv(out.index_copy_(0, idx, new.words), self.lo)
         out.index_fill_(0, idx, 0)
-        return BitProv(out | or_reduce(new.words, idx, n), me.lo)
+        return BitProv(out | or_reduce(new.words, idx, n), self.lo)
 
     def to_coo(self, lo: int, n: int, layout=torch.sparse_coo) -> torch.Tensor:
         """2-D boolean pattern ``(numel, n)`` of the ids in ``[lo, lo + n)``."""
@@ -331,8 +268,7 @@ class BitProv:
                     keep = torch.nonzero((c >= a - lo) & (c < b - lo)).squeeze(1)
                     r, c = r[keep], c[keep]
                 indices = torch.stack([r, c])
-        vals = torch.ones(indices.shape[1], dtype=torch.bool, device=device)
-        t = torch.sparse_coo_tensor(indices, vals, (numel, n), is_coalesced=True, check_invariants=False)
+        t = bool_coo(indices[0], indices[1], (numel, n))
         return t if layout == torch.sparse_coo else t.to_sparse(layout=layout)
 
     def __repr__(self) -> str:
@@ -358,20 +294,14 @@ def to_bits(p, lo: int, hi: int) -> BitProv:
     return BitProv(words.view(p.numel, W), lo)
 
 
-def union_bits(provs: Sequence, n: int):
-    """Union of provenances already in one representation (see :func:`~trackjac._prov.common`)."""
-    if not isinstance(provs[0], BitProv):
-        from ._prov import union
-        return union(provs, n)
+def union_bits(provs: Sequence[BitProv]) -> BitProv:
+    """Union of bitmasks over one id range."""
     out = provs[0].words | provs[1].words
     for p in provs[2:]:
         out |= p.words
     return BitProv(out, provs[0].lo)
 
 
-def cat_bits(provs: Sequence):
-    """Rows of several provenances in one representation, one after the other."""
-    if not isinstance(provs[0], BitProv):
-        from ._prov import cat_rows
-        return cat_rows(provs)
+def cat_bits(provs: Sequence[BitProv]) -> BitProv:
+    """Rows of several bitmasks over one id range, one after the other."""
     return BitProv(torch.cat([p.words for p in provs]), provs[0].lo)

@@ -20,8 +20,14 @@ import threading
 from typing import Callable, Optional
 
 import torch
+from torch._decomp import decomposition_table
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
+
+from ..dtypes import DIFFERENTIABLE
+from ..errors import UnsupportedOpWarning, warn_or_raise
+from ..rules import Carrier, conservative
+from .state import config
 
 aten = torch.ops.aten
 
@@ -52,7 +58,7 @@ def functional_overload(func):
 
 
 def find(func) -> Optional[Callable]:
-    from torch._decomp import decomposition_table
+    """A rule running ``func``'s decomposition on the tracked inputs, or ``None``."""
     f = functional_overload(func)
     if f is None:
         return None
@@ -72,38 +78,42 @@ def _composite(f, *args, **kwargs):
 
 
 class _TrackAll(TorchFunctionMode):
-    """Every plain tensor a torch function returns becomes a trackable constant, so that code
-    which writes tracked values into tensors it made (``(~mask).to(dtype).mul_(grad)``) works."""
+    """Every plain tensor a torch function returns becomes a trackable constant of type ``cls``,
+    so that code which writes tracked values into tensors it made
+    (``(~mask).to(dtype).mul_(grad)``) works."""
+
+    def __init__(self, cls):
+        super().__init__()
+        self.cls = cls
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        from ..tracked import Tracked
         out = func(*args, **(kwargs or {}))
-        return tree_map(lambda t: Tracked._constant(t) if type(t) is torch.Tensor else t, out)
+        return tree_map(lambda t: self.cls._constant(t) if type(t) is torch.Tensor else t, out)
+
+
+def tracked_type(obj):
+    """The type of the first tracked tensor in ``obj`` (the fallbacks make more of that kind)."""
+    return next(type(a) for a in tree_flatten(obj)[0] if isinstance(a, Carrier))
 
 
 @contextlib.contextmanager
-def python_body():
+def python_body(cls):
     """Run Python code (a decomposition, a custom op's body or backward) from inside a rule:
-    torch functions on again, and the tensors the code makes are trackable (as in
-    ``tracking()``, and beyond factories: any plain result)."""
-    with torch._C._EnableTorchFunction(), _TrackAll():
+    torch functions on again, and the tensors the code makes are trackable ``cls`` constants
+    (as in ``tracking()``, and beyond factories: any plain result)."""
+    with torch._C._EnableTorchFunction(), _TrackAll(cls):
         yield
 
 
-def _snapshot(call, a):
+def snapshot(call, a):
     """``a`` as it was before the op ran (in-place ops have already written its value)."""
-    from ..tracked import Tracked
-    if isinstance(a, Tracked) and id(a) in call._pre:
-        return Tracked._from_prov(call.value(a).clone(), call.prov(a), call.is_derived(a), a._store.local)
+    if isinstance(a, Carrier) and id(a) in call._pre:
+        return type(a)._from_prov(call.value(a).clone(), call.prov(a), call.is_derived(a), a._store.local)
     return a
 
 
 def run(call, f, decomposition):
-    from ..dispatch import _warn_or_raise, conservative
-    from ..context import config
-    from ..errors import UnsupportedOpWarning
-    from ..tracked import DIFFERENTIABLE, Tracked
-
+    """Provenance of ``call``'s outputs from running ``decomposition`` (of ``f``) on its inputs."""
     active = getattr(_active, "ops", None)
     if active is None:
         active = _active.ops = set()
@@ -111,7 +121,7 @@ def run(call, f, decomposition):
     for a in f._schema.arguments:
         if a.name not in call.bound:
             continue
-        v = tree_map(lambda t: _snapshot(call, t), call.bound[a.name])
+        v = tree_map(lambda t: snapshot(call, t), call.bound[a.name])
         if a.kwarg_only:
             kwargs[a.name] = v
         else:
@@ -120,7 +130,7 @@ def run(call, f, decomposition):
     if f not in active:
         active.add(f)
         try:
-            with python_body():
+            with python_body(tracked_type(call.bound)):
                 outs = [t for t in tree_flatten(decomposition(*args, **kwargs))[0]
                         if isinstance(t, torch.Tensor)]
         except Exception:
@@ -129,14 +139,14 @@ def run(call, f, decomposition):
             active.discard(f)
     if outs is None or len(outs) != len(call.outs) or any(
             o.shape != c.shape for o, c in zip(outs, call.outs)):
-        _warn_or_raise(
+        warn_or_raise(
             f"trackjac has no provenance rule for {call.func} and its decomposition does not run on "
             "tracked inputs; using a conservative pattern (every output element depends on every "
             "tracked input element of this op)", UnsupportedOpWarning, config().strict)
         return conservative(call)
     res = []
     for o, c in zip(outs, call.outs):
-        if isinstance(o, Tracked) and c.dtype in DIFFERENTIABLE and o._store.prov is not None:
+        if isinstance(o, Carrier) and c.dtype in DIFFERENTIABLE and o._store.prov is not None:
             res.append(o._prov())
         else:
             res.append(None)

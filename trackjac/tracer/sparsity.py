@@ -1,13 +1,17 @@
 """``jacobian_sparsity``: the Jacobian's structural pattern, nested like ``torch.autograd.functional.jacobian``."""
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 
-from .tracked import DIFFERENTIABLE, FLOATING, Tracked  # noqa: I001  (before dispatch: import cycle)
-from .context import config, tracking
-from .dispatch import _Threads
+from .._nesting import nest, output_list
+from .._sparse import empty_coo
+from .._threads import intra_op_threads
+from ..dtypes import DIFFERENTIABLE, FLOATING
+from .context import tracking
+from .state import config
+from .tensor import Tracked
 
 
 def track_args(args) -> Tuple[list, List[int]]:
@@ -24,30 +28,12 @@ def track_args(args) -> Tuple[list, List[int]]:
     return new, pos
 
 
-def output_list(out: Any, where: str) -> Tuple[list, bool]:
-    """The function's outputs as a list, and whether it returned a tuple."""
-    is_tuple = isinstance(out, (tuple, list))
-    outs = list(out) if is_tuple else [out]
-    for o in outs:
-        if not isinstance(o, torch.Tensor):
-            raise TypeError(f"{where}: the function must return a tensor or a tuple of tensors, "
-                            f"got {type(o).__name__}")
-    return outs, is_tuple
-
-
-def nest(table, out_tuple: bool, in_tuple: bool):
-    """Nest ``table[i][j]`` (output i, input j) like ``torch.autograd.functional.jacobian``."""
-    rows = [tuple(r) if in_tuple else r[0] for r in table]
-    return tuple(rows) if out_tuple else rows[0]
-
-
 def pattern_of(y: torch.Tensor, x: Tracked, layout=torch.sparse_coo) -> torch.Tensor:
     """2-D boolean pattern ``(y.numel(), x.numel())``."""
     src = x._source
     if isinstance(y, Tracked) and y.dtype in DIFFERENTIABLE:
         return y._prov().to_coo(src.first, src.numel, layout=layout)
-    empty = torch.sparse_coo_tensor(torch.zeros(2, 0, dtype=torch.int64), torch.zeros(0, dtype=torch.bool),
-                                    (y.numel(), src.numel), is_coalesced=True, check_invariants=False).to(y.device)
+    empty = empty_coo((y.numel(), src.numel), y.device)
     return empty.to_dense() if layout == torch.strided else empty
 
 
@@ -78,7 +64,7 @@ def jacobian_sparsity(f: Callable, *args, local: bool = False, strict: bool = Fa
     of the intermediate tensors, not to ``outputs x inputs`` (``representation="sets"``);
     with few inputs packed bitmasks are faster (``"bits"``: ``numel x n_inputs`` bits per
     intermediate).  ``"auto"`` (the default, see :func:`~trackjac.tracking`) picks bitmasks
-    up to ``trackjac._bits.AUTO_MAX_INPUTS`` tracked input elements.  The pattern is the same.
+    up to ``trackjac.provenance.policy.AUTO_MAX_INPUTS`` tracked input elements.  The pattern is the same.
     """
     with tracking(local=local, strict=strict, representation=representation,
                   constant_zeros=constant_zeros) as cfg:
@@ -91,6 +77,6 @@ def jacobian_sparsity(f: Callable, *args, local: bool = False, strict: bool = Fa
         out = f(*targs)
     outs, out_tuple = output_list(out, "jacobian_sparsity")
     srcs = [targs[i] for i in pos]
-    with _Threads(config().threads), torch._C.DisableTorchFunction():
+    with intra_op_threads(config().threads), torch._C.DisableTorchFunction():
         table = [[pattern_of(o, x, layout) for x in srcs] for o in outs]
     return nest(table, out_tuple, len(srcs) > 1)

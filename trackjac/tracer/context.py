@@ -8,12 +8,14 @@ code that preallocates a buffer and writes tracked values into it works.
 from __future__ import annotations
 
 import contextlib
-import threading
-from dataclasses import dataclass
 from typing import Iterator, Optional
 
 import torch
 from torch.overrides import TorchFunctionMode
+
+from ..provenance import policy
+from .state import Config, config
+from .tensor import Tracked
 
 _FACTORIES = {
     torch.zeros, torch.ones, torch.empty, torch.full, torch.arange, torch.range,
@@ -26,30 +28,6 @@ _FACTORIES = {
 }
 
 
-@dataclass
-class Config:
-    local: bool = False
-    strict: bool = False
-    depth: int = 0  # > 0 inside tracking()
-    path_dependent: bool = False  # Python control flow read a tracked value
-    warned_control_flow: bool = False
-    threads: int = 1  # intra-op threads for provenance bookkeeping (0: leave torch's setting)
-    representation: str = "auto"  # provenance of new sources: "auto", "sets" (CSR) or "bits"
-    n_inputs: Optional[int] = None  # tracked input elements of the computation, if known
-    constant_zeros: Optional[str] = None  # "drop": a product with an exact zero that has no provenance
-    # drops; "keep": it connects; None: "drop" in local mode only (Call.drops_zeros)
-
-
-_state = threading.local()
-
-
-def config() -> Config:
-    cfg = getattr(_state, "cfg", None)
-    if cfg is None:
-        cfg = _state.cfg = Config()
-    return cfg
-
-
 def _foreach_scalar_tensor(func, args):
     """``torch._foreach_add_(xs, t)`` with a 0-d tracked ``t``: PyTorch's argument parser would
     read ``t`` as a Python number (``t.item()``, the Scalar overload) and lose its dependency;
@@ -58,7 +36,6 @@ def _foreach_scalar_tensor(func, args):
     if not (name.startswith("_foreach_") and len(args) >= 2 and isinstance(args[0], (list, tuple))):
         return args
     t = args[1]
-    from .tracked import Tracked
     if not (isinstance(t, Tracked) and t.dim() == 0 and t._store.prov is not None):
         return args
     if not hasattr(getattr(torch.ops.aten, name, None), "List"):
@@ -71,7 +48,6 @@ class _FactoryMode(TorchFunctionMode):
         args = _foreach_scalar_tensor(func, args)
         out = func(*args, **(kwargs or {}))
         if func in _FACTORIES and type(out) is torch.Tensor:
-            from .tracked import Tracked
             return Tracked._constant(out)
         return out
 
@@ -90,7 +66,7 @@ def tracking(*, local: bool = False, strict: bool = False,
             ``"sets"`` (sorted-free CSR index sets: memory and time proportional to
             the pattern's nonzeros), ``"bits"`` (packed bitmasks: ``numel x n_inputs``
             bits, fastest for few inputs) or ``"auto"`` (bitmasks up to
-            ``trackjac._bits.AUTO_MAX_INPUTS`` inputs).  ``None`` keeps the current
+            ``trackjac.provenance.policy.AUTO_MAX_INPUTS`` inputs).  ``None`` keeps the current
             setting (``"auto"`` by default).  Results are identical.
         constant_zeros: ``"keep"`` (participation, the default in global mode): ``x * 0`` still
             depends on ``x``.
@@ -108,17 +84,14 @@ def tracking(*, local: bool = False, strict: bool = False,
     if representation not in (None, "auto", "sets", "bits"):
         raise ValueError(f"tracking: representation must be 'auto', 'sets' or 'bits', got {representation!r}")
     cfg = config()
-    saved = (cfg.local, cfg.strict, cfg.path_dependent, cfg.warned_control_flow, cfg.representation,
-             cfg.constant_zeros)
+    saved = (cfg.local, cfg.strict, cfg.path_dependent, cfg.warned_control_flow, cfg.constant_zeros)
     cfg.local, cfg.strict, cfg.constant_zeros = local, strict, constant_zeros
-    if representation is not None:
-        cfg.representation = representation
     cfg.path_dependent = cfg.warned_control_flow = False
     cfg.depth += 1
+    rep = contextlib.nullcontext() if representation is None else policy.using(representation)
     try:
-        with _FactoryMode():
+        with rep, _FactoryMode():
             yield cfg
     finally:
         cfg.depth -= 1
-        (cfg.local, cfg.strict, cfg.path_dependent, cfg.warned_control_flow, cfg.representation,
-         cfg.constant_zeros) = saved
+        cfg.local, cfg.strict, cfg.path_dependent, cfg.warned_control_flow, cfg.constant_zeros = saved

@@ -36,10 +36,20 @@ import inspect
 from typing import Any, Callable, List, Optional, Sequence
 
 import torch
+from torch.autograd.function import _is_setup_context_defined as _setup_context_defined
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from .._prov import Prov, broadcast_row, union
-from .decomp import python_body
+try:
+    from torch._library.custom_ops import _maybe_get_opdef
+except ImportError:  # a torch without torch.library.custom_op: no custom ops to handle
+    _maybe_get_opdef = None
+
+from ..dtypes import DIFFERENTIABLE
+from ..errors import UnsupportedOpWarning, warn_or_raise
+from ..provenance import Provenance, scatter, union
+from ..rules import Carrier, conservative, conservative_from
+from .decomp import python_body, snapshot, tracked_type
+from .state import config
 
 _orig_apply = torch.autograd.function.Function.apply.__func__
 
@@ -77,8 +87,7 @@ class _Ctx:
 
 
 def _tracked(obj) -> List[Any]:
-    from ..tracked import Tracked
-    return [a for a in tree_flatten(obj)[0] if isinstance(a, Tracked)]
+    return [a for a in tree_flatten(obj)[0] if isinstance(a, Carrier)]
 
 
 def _unwrap_backward(fn: Callable) -> Callable:
@@ -94,9 +103,10 @@ def _unwrap_backward(fn: Callable) -> Callable:
 
 def apply(cls, *args, **kwargs):
     """``Function.apply``: unchanged unless an argument is Tracked."""
-    if not _tracked((args, kwargs)):
+    tracked = _tracked((args, kwargs))
+    if not tracked:
         return _orig_apply(cls, *args, **kwargs)
-    from ..context import config
+    kind = type(tracked[0])
 
     if _is_setup_context_defined(cls):
         sig = inspect.signature(cls.forward)
@@ -113,50 +123,44 @@ def apply(cls, *args, **kwargs):
             out = cls.forward(ctx, *args, **kwargs)
     backward = _unwrap_backward(cls.backward)
     name = f"autograd.Function {cls.__qualname__}"
-    return _finish(name, out, list(args), pre, ctx, lambda *g: backward(ctx, *g), config())
+    return _finish(kind, name, out, list(args), pre, ctx, lambda *g: backward(ctx, *g), config())
 
 
 def _is_setup_context_defined(cls) -> bool:
-    from torch.autograd.function import _is_setup_context_defined as defined
-    return defined(cls.setup_context)
+    return _setup_context_defined(cls.setup_context)
 
 
 def _is_diff(a) -> bool:
-    from ..tracked import DIFFERENTIABLE, Tracked
-    return isinstance(a, Tracked) and a.dtype in DIFFERENTIABLE
+    return isinstance(a, Carrier) and a.dtype in DIFFERENTIABLE
 
 
 def _snapshot(args) -> dict:
     """Provenance of every tracked argument before the forward ran (it may write in place)."""
-    from ..tracked import Tracked
     return {id(a): (a._prov(), tuple(a.shape)) for a in tree_flatten(args)[0]
-            if isinstance(a, Tracked) and a._store.prov is not None}
+            if isinstance(a, Carrier) and a._store.prov is not None}
 
 
-def _finish(name, out, inputs, pre, ctx, run_backward, cfg):
+def _finish(kind, name, out, inputs, pre, ctx, run_backward, cfg):
     """Outputs: the forward's provenance united with what the backward implies (conservative if
-    the backward does not run on tracked values)."""
-    from ..dispatch import _warn_or_raise
-    from ..errors import UnsupportedOpWarning
-    from ..tracked import DIFFERENTIABLE, Tracked
-
+    the backward does not run on tracked values); ``kind``: the tracked type."""
     flat, spec = tree_flatten(out)
     non_diff = {id(t) for t in ctx.non_differentiable}
     slots = [i for i, o in enumerate(flat) if isinstance(o, torch.Tensor)
              and o.dtype in DIFFERENTIABLE and id(o) not in non_diff]
-    provs: Optional[List[Optional[Prov]]] = None
+    provs: Optional[List[Optional[Provenance]]] = None
     reason = ""
     try:
-        provs = _from_backward([flat[i] for i in slots], inputs, pre, run_backward)
+        provs = _from_backward(kind, [flat[i] for i in slots], inputs, pre, run_backward)
     except Exception as e:  # the backward does not run on tracked values
         reason = f"{type(e).__name__}: {e}".splitlines()[0][:160]
     if provs is None:
-        _warn_or_raise(
+        warn_or_raise(
             f"{name}: its backward could not be traced on tracked values ({reason}); using a "
             "conservative pattern (every output element depends on every tracked element of its "
             "inputs)", UnsupportedOpWarning, cfg.strict)
         with torch._C.DisableTorchFunction():
-            provs = _conservative([flat[i] for i in slots], inputs, pre)
+            provs = conservative_from([pre[id(a)][0] for a in tree_flatten(inputs)[0] if id(a) in pre],
+                                      [flat[i] for i in slots])
     local = cfg.local or any(t._store.local for t in _tracked(inputs))
     dirty = {id(t) for t in ctx.dirty_tensors}
     res = list(flat)
@@ -170,23 +174,21 @@ def _finish(name, out, inputs, pre, ctx, run_backward, cfg):
             else:
                 with torch._C.DisableTorchFunction():
                     p = union([p, o._prov()], o.numel())   # forward's own
-        if isinstance(o, Tracked) and id(o) in dirty:
+        if isinstance(o, Carrier) and id(o) in dirty:
             o._write(p, True)                      # the input modified in place is the output
             continue
-        value = o.value if isinstance(o, Tracked) else o
-        res[i] = Tracked._from_prov(value, p, True, local)
+        value = o.value if isinstance(o, Carrier) else o
+        res[i] = kind._from_prov(value, p, True, local)
     return tree_unflatten(res, spec)
 
 
-def _from_backward(outs, inputs, pre, run_backward) -> List[Optional[Prov]]:
+def _from_backward(kind, outs, inputs, pre, run_backward) -> List[Optional[Provenance]]:
     """Run the backward on seed sources; output ``k`` gets the inputs' elements whose gradient
     reads seed ``k``."""
-    from ..tracked import Tracked
-
     with torch._C.DisableTorchFunction():   # plain values, also inside tracking()
         ones = [torch.ones(o.shape, dtype=_real(o.dtype), device=o.device) for o in outs]
-    seeds = [Tracked(v) for v in ones]
-    with torch.enable_grad(), python_body():
+    seeds = [kind(v) for v in ones]
+    with torch.enable_grad(), python_body(kind):
         grads = run_backward(*seeds)
     if not isinstance(grads, (tuple, list)):
         grads = (grads,)
@@ -194,14 +196,12 @@ def _from_backward(outs, inputs, pre, run_backward) -> List[Optional[Prov]]:
         return _read_backward(outs, inputs, pre, seeds, grads)
 
 
-def _read_backward(outs, inputs, pre, seeds, grads) -> List[Optional[Prov]]:
-    from ..tracked import Tracked
-
-    acc: List[List[Prov]] = [[] for _ in outs]
+def _read_backward(outs, inputs, pre, seeds, grads) -> List[Optional[Provenance]]:
+    acc: List[List[Provenance]] = [[] for _ in outs]
     for a, g in zip(inputs, grads):
         if id(a) not in pre or g is None:
             continue
-        if not (isinstance(g, Tracked) and g._store.derived):
+        if not (isinstance(g, Carrier) and g._store.derived):
             # a valid backward computes the gradient from the incoming one: this one left torch
             # (numpy, .item() ...) or ignores it, so its structure cannot be read off
             raise RuntimeError("the gradient it returns is not computed from the incoming gradient")
@@ -216,7 +216,7 @@ def _read_backward(outs, inputs, pre, seeds, grads) -> List[Optional[Prov]]:
             lo, n = s._source.first, s._source.numel
             keep = (pg.col >= lo) & (pg.col < lo + n)
             if bool(keep.any()):
-                acc[k].append(pa.scatter(pg.col[keep] - lo, n, rows[keep]))
+                acc[k].append(scatter(pa, pg.col[keep] - lo, n, rows[keep]))
     return [union(ps, o.numel()) if ps else None for ps, o in zip(acc, outs)]
 
 
@@ -225,20 +225,11 @@ def _real(dtype):
             torch.complex32: torch.float16}.get(dtype, dtype)
 
 
-def _conservative(outs, inputs, pre) -> List[Optional[Prov]]:
-    cols = [pre[id(a)][0].col for a in tree_flatten(inputs)[0] if id(a) in pre]
-    if not cols:
-        return [None] * len(outs)
-    ids = torch.unique(torch.cat(cols))
-    return [broadcast_row(ids.to(o.device), o.numel()) for o in outs]
-
-
 # -- torch.library custom ops -----------------------------------------------------------------
 def custom_op_rule(func) -> Optional[Callable]:
     """Rule for a ``torch.library.custom_op``: its registered backward, or its Python body."""
     try:
-        from torch._library.custom_ops import _maybe_get_opdef
-        opdef = _maybe_get_opdef(func)
+        opdef = _maybe_get_opdef(func) if _maybe_get_opdef is not None else None
     except Exception:
         return None
     if opdef is None or getattr(opdef, "_init_fn", None) is None:
@@ -247,9 +238,8 @@ def custom_op_rule(func) -> Optional[Callable]:
 
 
 def _custom_op(opdef, call):
-    from ..context import config
-    from .decomp import _snapshot as snap
-
+    snap = snapshot
+    kind = tracked_type(call.bound)
     schema = call.func._schema
     args = [snap(call, call.bound[a.name]) if a.name in call.bound else a.default_value
             for a in schema.arguments if not a.kwarg_only]
@@ -259,22 +249,20 @@ def _custom_op(opdef, call):
     name = f"custom op {opdef._qualname}"
     backward = getattr(opdef, "_backward_fn", None)
     try:
-        with torch.enable_grad(), python_body():
+        with torch.enable_grad(), python_body(kind):
             out = opdef._init_fn(*args, **kwargs)
             ctx = _Ctx([_is_diff(a) for a in args])
             if backward is not None and getattr(opdef, "_setup_context_fn", None) is not None:
                 opdef._setup_context_fn(ctx, tuple(args), out)
     except Exception as e:   # the body does not run on tracked values
-        from ..dispatch import _warn_or_raise, conservative
-        from ..errors import UnsupportedOpWarning
-        _warn_or_raise(f"{name}: its Python body does not run on tracked values "
+        warn_or_raise(f"{name}: its Python body does not run on tracked values "
                        f"({type(e).__name__}: {str(e).splitlines()[0][:120]}); using a conservative "
                        "pattern", UnsupportedOpWarning, config().strict)
         return conservative(call)
     if backward is None:   # no autograd formula of its own: the body's ops are the derivative
         res = out
     else:
-        res = _finish(name, out, args, pre, ctx, lambda *g: backward(ctx, *g), config())
+        res = _finish(kind, name, out, args, pre, ctx, lambda *g: backward(ctx, *g), config())
     flat = [o for o in tree_flatten(res)[0] if isinstance(o, torch.Tensor)]
     return [o._prov() if _is_diff(o) and o._store.prov is not None else None for o in flat]
 

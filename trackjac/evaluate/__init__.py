@@ -1,0 +1,6 @@
+"""Sparse Jacobians from a pattern: coloring choice, seeds, compressed products, assembly, plans."""
+from .api import check_jacobian, jacobian, jacobian_plan
+from .plan import Plan
+from .verify import JacobianCheckError
+
+__all__ = ["jacobian", "jacobian_plan", "check_jacobian", "Plan", "JacobianCheckError"]

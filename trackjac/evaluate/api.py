@@ -1,0 +1,222 @@
+"""Sparse Jacobians: detection, coloring, compressed vjp/jvp, decompression.
+
+``jacobian(f, *args)`` = ``jacobian_plan(f, *args)(*args)``:
+
+1. the pattern (``trackjac.jacobian_sparsity``, or one you pass as ``pattern=``);
+2. a distance-2 coloring of its rows (``mode="rev"``) or columns (``"fwd"``);
+   ``"auto"`` colors both and keeps the side with fewer colors;
+3. one batched vjp/jvp per chunk of colors, then a gather per nonzero.
+
+``check_jacobian`` compares random rows and columns with plain autograd.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from ..coloring import Coloring, color_columns, color_rows
+from .assemble import LAYOUTS
+from .plan import Plan
+from .structure import Structure, build_structure
+from .verify import JacobianCheckError, compare
+
+__all__ = [
+    "jacobian",
+    "jacobian_plan",
+    "check_jacobian",
+    "JacobianCheckError",
+    "Plan",
+]
+
+MODES = ("auto", "rev", "fwd")
+# Coloring effort: a one-shot Jacobian pays for the coloring once, a plan amortizes it.
+EFFORT = {
+    "fast": dict(orders=("largest_first",), polish=1, local_search=False),
+    "best": dict(),
+}
+
+
+# ----------------------------------------------------------------------------
+# Coloring choice
+# ----------------------------------------------------------------------------
+
+
+def _symmetric(rows: Tensor, cols: Tensor, n: int) -> bool:
+    """Whether a square pattern is structurally symmetric (then row and column colorings coincide)."""
+    a = torch.sort(rows * n + cols).values
+    b = torch.sort(cols * n + rows).values
+    return torch.equal(a, b)
+
+
+def _choose(structure: Structure, mode: str, effort: str, seed: int) -> Tuple[str, Coloring]:
+    """Color rows (rev) and/or columns (fwd); "auto" keeps fewer colors (rev on ties:
+    one vjp needs a single forward pass, and PyTorch's reverse mode is its fastest path)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+    if effort not in EFFORT:
+        raise ValueError(f"coloring must be one of {tuple(EFFORT)}; got {effort!r}")
+    coo = structure.global_coo()
+    opts = dict(EFFORT[effort], seed=seed)
+    if mode == "rev":
+        return "rev", color_rows(coo, **opts)
+    if mode == "fwd":
+        return "fwd", color_columns(coo, **opts)
+    rows, cols, (M, N) = coo
+    # clique lower bounds: the longest column (rev) and the longest row (fwd)
+    lb_rev = int(torch.bincount(cols, minlength=N).max()) if cols.numel() else 0
+    lb_fwd = int(torch.bincount(rows, minlength=M).max()) if rows.numel() else 0
+    if M == N and _symmetric(rows, cols, N):  # both sides are the same problem: rev wins ties
+        return "rev", color_rows(coo, **opts)
+    if lb_fwd < lb_rev:  # color the more promising side first; skip the other if it cannot win
+        fwd = color_columns(coo, **opts)
+        if fwd.num_colors < lb_rev:
+            return "fwd", fwd
+        rev = color_rows(coo, **opts)
+    else:
+        rev = color_rows(coo, **opts)
+        if rev.num_colors <= lb_fwd:
+            return "rev", rev
+        fwd = color_columns(coo, **opts)
+    return ("fwd", fwd) if fwd.num_colors < rev.num_colors else ("rev", rev)
+
+
+def _plan(f: Callable, structure: Structure, mode: str, effort: str, seed: int, **kwargs) -> Plan:
+    chosen, col = _choose(structure, mode, effort, seed)
+    plan = Plan(f, structure, chosen, col, **kwargs)
+    if mode == "auto" and chosen == "fwd":   # if f turns out to have no forward-mode derivative
+        plan._rev_coloring = lambda: color_rows(structure.global_coo(), **EFFORT[effort], seed=seed)
+    return plan
+
+
+# ----------------------------------------------------------------------------
+# Public API
+# ----------------------------------------------------------------------------
+
+
+def jacobian_plan(
+    f: Callable,
+    *args: Any,
+    mode: str = "auto",
+    layout=torch.sparse_coo,
+    blocksize: Optional[Tuple[int, int]] = None,
+    chunk_size: Optional[int] = None,
+    memory_budget: Optional[int] = None,
+    compile: bool = False,
+    strict: bool = False,
+    pattern: Any = None,
+    coloring: str = "best",
+    verify: bool = False,
+    seed: int = 0,
+    constant_zeros: str = "keep",
+) -> Plan:
+    """Detect the pattern of ``f`` at ``args`` and color it once; returns a :class:`Plan`.
+
+    ``plan(*new_args)`` evaluates the sparse Jacobian at new points with the
+    same shapes, dtypes and devices (a ``ValueError`` otherwise). The plan uses
+    the *global* pattern, valid at every point reached by the same Python
+    control flow: a different branch may need a new plan (``verify``/
+    ``plan.check`` catch it).
+
+    Args:
+        mode: "rev" (row coloring, batched vjp), "fwd" (column coloring,
+            batched jvp) or "auto" (fewer colors; rev on ties).
+        layout: torch.sparse_coo, torch.sparse_csr or torch.sparse_bsr (with
+            ``blocksize=(r, c)``; blocks holding any structural nonzero are stored).
+        chunk_size: colors per batched vjp/jvp (default: all at once); bounds
+            the compressed memory to ``chunk_size x (outputs + inputs)`` values.
+        memory_budget: bytes for the seeds and compressed products at a time
+            (instead of ``chunk_size``): ``chunk_size = budget // ((outputs +
+            inputs) x itemsize)``, at least 1. The batched intermediates of
+            ``f`` scale with the chunk too.
+        compile: wrap the compressed evaluation in ``torch.compile`` (falls back
+            to eager with a warning if compiling fails).
+        strict: passed to ``jacobian_sparsity`` (errors instead of warnings).
+        constant_zeros: passed to ``jacobian_sparsity``: "keep" (participation:
+            ``x * 0`` keeps its entries) or "drop" (value-aware: zeros that
+            depend on nothing are left out; still valid at every point).
+        pattern: skip detection and use this pattern (nested like the Jacobian).
+        coloring: "best" (several orders, refinement, local search) or "fast".
+        verify: compare random rows/columns with autograd at ``args``.
+        seed: seed of the coloring's random tie-breaking.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be torch.sparse_coo, torch.sparse_csr or torch.sparse_bsr; got {layout}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+    structure = build_structure(f, args, pattern, strict, local=False, constant_zeros=constant_zeros)
+    plan = _plan(f, structure, mode, coloring, seed, layout=layout, blocksize=blocksize,
+                 chunk_size=chunk_size, memory_budget=memory_budget, compile=compile)
+    if verify:
+        plan.check(*args)
+    return plan
+
+
+def jacobian(
+    f: Callable,
+    *args: Any,
+    layout=torch.sparse_coo,
+    blocksize: Optional[Tuple[int, int]] = None,
+    mode: str = "auto",
+    chunk_size: Optional[int] = None,
+    memory_budget: Optional[int] = None,
+    strict: bool = False,
+    local: bool = False,
+    pattern: Any = None,
+    coloring: str = "fast",
+    verify: bool = False,
+    seed: int = 0,
+    constant_zeros: Optional[str] = None,
+):
+    """The Jacobian of ``f`` at ``args`` as sparse matrices ``(out.numel(), arg.numel())``.
+
+    Nested like ``torch.autograd.functional.jacobian``: a tuple over the
+    floating-point tensor arguments when there are several, inside a tuple
+    over outputs when ``f`` returns a tuple. Non-floating arguments are passed
+    through. Values are computed with one batched vjp (``mode="rev"``) or jvp
+    (``"fwd"``) per color of the detected pattern, never densely.
+
+    ``local=True`` uses the pattern at this point only (value-dependent
+    branches resolved, constant zeros of products dropped unless
+    ``constant_zeros="keep"``), which can only drop entries that are zero here.
+    Other arguments are as in :func:`jacobian_plan`; the coloring defaults to
+    "fast" since it is used once.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be torch.sparse_coo, torch.sparse_csr or torch.sparse_bsr; got {layout}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+    structure = build_structure(f, args, pattern, strict, local, constant_zeros)
+    plan = _plan(f, structure, mode, coloring, seed, layout=layout, blocksize=blocksize,
+                 chunk_size=chunk_size, memory_budget=memory_budget)
+    jac = plan(*args)
+    if verify:
+        compare(f, args, jac, seed=seed)
+    return jac
+
+
+def check_jacobian(
+    f: Callable,
+    *args: Any,
+    jac: Any = None,
+    rows: int = 8,
+    cols: int = 8,
+    rtol: Optional[float] = None,
+    atol: Optional[float] = None,
+    seed: int = 0,
+) -> None:
+    """Compare random rows (vjp of basis vectors) and columns (jvp) of a sparse Jacobian with autograd.
+
+    ``jac`` defaults to ``trackjac.jacobian(f, *args)``. Raises
+    :class:`JacobianCheckError` naming the first disagreeing entry: a nonzero
+    derivative outside the pattern means the pattern missed a dependency (an
+    untracked op, a custom ``autograd.Function`` whose backward is not the
+    derivative of its forward, a different control-flow path); a mismatch
+    inside the pattern means wrong values. Columns are skipped when ``f`` has
+    no forward-mode derivative. Tolerances default by dtype:
+    ``|got - want| <= atol * max(1, max|want|) + rtol * |want|``.
+    """
+    if jac is None:
+        jac = jacobian(f, *args)
+    compare(f, args, jac, rows=rows, cols=cols, rtol=rtol, atol=atol, seed=seed)

@@ -1,0 +1,101 @@
+"""Compressed products: one batched vjp (rows) or jvp (columns) per chunk of seeds."""
+from __future__ import annotations
+
+from typing import Callable, Iterable, Optional, Tuple
+
+import warnings
+
+import torch
+import torch.autograd.forward_ad as fwAD
+from torch import Tensor
+
+from .structure import Structure
+
+
+class ControlFlowChanged(ValueError):
+    """The outputs no longer have the shapes the plan was built for."""
+
+
+def vectorized(g: Callable, dargs: Tuple[Tensor, ...], mode: str, seeds: Iterable[Tuple[Tensor, ...]],
+                check: Callable):
+    """Batched vjp (rev) or jvp (fwd) over every chunk of seeds; ``check`` vets the outputs first."""
+    if mode == "rev":
+        outs, vjp_fn = torch.func.vjp(g, *dargs)
+        check(outs)
+        comps = [torch.func.vmap(vjp_fn)(s) for s in seeds]
+        return tuple(o.detach() for o in outs), comps
+
+    def jv(*tangents):
+        return torch.func.jvp(g, dargs, tangents)
+
+    outs, comps = None, []
+    for s in seeds:   # a list, or a generator building each chunk's seeds when it is used
+        o, t = torch.func.vmap(jv)(*s)
+        outs = tuple(x[0] for x in o)  # the primal is not batched: vmap broadcast it
+        check(outs)
+        comps.append(t)
+    if outs is None:   # no colors: an empty pattern
+        with torch.no_grad():
+            outs = g(*dargs)
+        check(outs)
+    return outs, comps
+
+
+def per_color(g: Callable, dargs: Tuple[Tensor, ...], mode: str, seeds: Iterable[Tuple[Tensor, ...]],
+          check: Callable):
+    """One torch.autograd call per color: slower, but works wherever autograd does."""
+    if mode == "rev":
+        with torch.enable_grad():
+            leaves = [a.detach().requires_grad_() for a in dargs]
+            outs = g(*leaves)
+            check(outs)
+            comps = [vjp_rows(outs, leaves, s) for s in seeds]
+        return tuple(o.detach() for o in outs), comps
+
+    outs, comps = None, []
+    for s in seeds:
+        cols = []
+        for c in range(s[0].shape[0]):
+            with fwAD.dual_level():
+                res = g(*[fwAD.make_dual(a, t[c]) for a, t in zip(dargs, s)])
+                pairs = [fwAD.unpack_dual(o) for o in res]
+                outs = tuple(p.primal.detach() for p in pairs)
+                check(outs)
+                cols.append([torch.zeros_like(p.primal) if p.tangent is None else p.tangent for p in pairs])
+        comps.append(tuple(torch.stack([col[j] for col in cols]) for j in range(len(cols[0]))))
+    if outs is None:
+        with torch.no_grad():
+            outs = g(*dargs)
+        check(outs)
+    return outs, comps
+
+
+def vjp_rows(outs: Tuple[Tensor, ...], leaves, cotangents: Tuple[Tensor, ...]) -> Tuple[Tensor, ...]:
+    """One ``torch.autograd.grad`` per cotangent row ``cotangents[j][c]``; per leaf, the stacked
+    ``(rows, *leaf.shape)`` vector-Jacobian products."""
+    live = [j for j, o in enumerate(outs) if o.requires_grad]
+    rows = []
+    for c in range(cotangents[0].shape[0]) if cotangents else []:
+        if live:
+            gr = torch.autograd.grad([outs[j] for j in live], leaves, [cotangents[j][c] for j in live],
+                                     retain_graph=True, allow_unused=True)
+        else:
+            gr = [None] * len(leaves)
+        rows.append([torch.zeros_like(a) if x is None else x for a, x in zip(leaves, gr)])
+    return tuple(torch.stack([r[i] for r in rows]) for i in range(len(leaves)))
+
+
+def bytes_per_color(st: Structure) -> int:
+    """Seed and compressed product of one color: ``outputs + inputs`` values."""
+    specs = list(st.out_specs) + list(st.in_specs)
+    return sum(s.shape.numel() * s.dtype.itemsize for s in specs)
+
+
+def try_compile(fn: Callable) -> Optional[Callable]:
+    """``torch.compile(fn)``, or None (with a warning) when compiling is unavailable."""
+    try:
+        return torch.compile(fn, dynamic=False)
+    except Exception as err:  # e.g. no compiler toolchain, unsupported platform
+        warnings.warn(f"trackjac: torch.compile unavailable ({type(err).__name__}: {err}); using eager",
+                      RuntimeWarning, stacklevel=3)
+        return None

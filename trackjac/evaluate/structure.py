@@ -1,0 +1,166 @@
+"""What a plan is built for: the arguments, the outputs, and the pattern of each block."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from .._nesting import nest, output_list
+from .._sparse import bool_coo, structural_coo
+from ..tracer import jacobian_sparsity
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Shape, dtype and device of a tensor the plan was built for."""
+
+    shape: torch.Size
+    dtype: torch.dtype
+    device: torch.device
+
+    @classmethod
+    def of(cls, t: Tensor) -> "Spec":
+        return cls(t.shape, t.dtype, t.device)
+
+    def describe(self) -> str:
+        return f"shape {tuple(self.shape)}, {self.dtype}, on {self.device}"
+
+
+@dataclass
+class Structure:
+    """How ``f`` maps its arguments to outputs, and the pattern of each block.
+
+    ``blocks[j][i]`` holds the (rows, cols) of output ``j`` w.r.t. the
+    ``i``-th differentiated argument (local flat indices, row-major, CPU).
+    """
+
+    n_args: int
+    diff_pos: List[int]  # positions of the differentiated (floating tensor) arguments
+    arg_specs: List[Optional[Spec]]  # every argument; None where it is not a tensor
+    out_specs: List[Spec]
+    out_tuple: bool
+    blocks: List[List[Tuple[Tensor, Tensor]]]
+
+    @property
+    def in_specs(self) -> List[Spec]:
+        return [self.arg_specs[p] for p in self.diff_pos]  # type: ignore[misc]
+
+    @property
+    def in_tuple(self) -> bool:
+        return len(self.diff_pos) > 1
+
+    def offsets(self) -> Tuple[List[int], List[int]]:
+        """Start of each output in the stacked rows, of each input in the stacked columns."""
+        ro, co = [0], [0]
+        for s in self.out_specs:
+            ro.append(ro[-1] + s.shape.numel())
+        for s in self.in_specs:
+            co.append(co[-1] + s.shape.numel())
+        return ro, co
+
+    def global_coo(self) -> Tuple[Tensor, Tensor, Tuple[int, int]]:
+        """All blocks stacked into one (outputs x inputs) pattern: (rows, cols, shape)."""
+        ro, co = self.offsets()
+        rows, cols = [], []
+        for j, row in enumerate(self.blocks):
+            for i, (r, c) in enumerate(row):
+                rows.append(r + ro[j])
+                cols.append(c + co[i])
+        empty = torch.empty(0, dtype=torch.long)
+        return torch.cat(rows or [empty]), torch.cat(cols or [empty]), (ro[-1], co[-1])
+
+    def nest(self, table: List[List[Any]]) -> Any:
+        """Nest ``table[j][i]`` like ``torch.autograd.functional.jacobian``."""
+        return nest(table, self.out_tuple, self.in_tuple)
+
+    def patterns(self, device=None) -> List[List[Tensor]]:
+        """``blocks`` as sparse COO bool patterns ``(out.numel(), in.numel())``."""
+        return [[bool_coo(r, c, (self.out_specs[j].shape.numel(), self.in_specs[i].shape.numel()), device)
+                 for i, (r, c) in enumerate(row)] for j, row in enumerate(self.blocks)]
+
+
+def diff_positions(args: Sequence[Any]) -> List[int]:
+    """Positions of the floating-point tensor arguments (the ones differentiated)."""
+    pos = []
+    for p, a in enumerate(args):
+        if isinstance(a, Tensor):
+            if a.is_complex():
+                raise TypeError(f"argument {p}: complex tensors are not supported; split real and imaginary parts")
+            if a.is_floating_point():
+                pos.append(p)
+    if not pos:
+        raise TypeError("no floating-point tensor among the arguments to differentiate")
+    return pos
+
+
+def output_specs(f: Callable, args: Sequence[Any]) -> Tuple[List[Spec], bool]:
+    with torch.no_grad():
+        out = f(*args)
+    outs, out_tuple = output_list(out, "f")
+    for j, o in enumerate(outs):
+        if not o.is_floating_point():
+            raise TypeError(f"output {j} has dtype {o.dtype}; only real floating-point outputs have a Jacobian")
+    return [Spec.of(o) for o in outs], out_tuple
+
+
+def _block_indices(p: Any, shape: Tuple[int, int], where: str) -> Tuple[Tensor, Tensor]:
+    """Row-major (rows, cols) of one pattern block, checked against its expected shape."""
+    if not isinstance(p, Tensor) or p.dim() != 2:
+        raise TypeError(f"pattern {where}: expected a 2-D tensor (sparse or dense); got {type(p).__name__}")
+    if tuple(p.shape) != shape:
+        raise ValueError(f"pattern {where}: shape {tuple(p.shape)} does not match (out.numel(), arg.numel()) = {shape}")
+    rows, cols, m, n = structural_coo(p)
+    if rows.numel() > 1 and not bool(((rows * n + cols)[1:] > (rows * n + cols)[:-1]).all()):
+        key = torch.unique(rows * n + cols)  # sorted, duplicates dropped
+        rows, cols = key // n, key % n
+    return rows, cols
+
+
+def _grid(patterns: Any, out_specs: List[Spec], in_specs: List[Spec], out_tuple: bool) -> List[List[Tuple[Tensor, Tensor]]]:
+    """Pattern blocks as grid[output][input], accepting the nesting of jacobian_sparsity."""
+    n_out, n_in = len(out_specs), len(in_specs)
+
+    def seq(x):
+        return isinstance(x, (tuple, list))
+
+    if not seq(patterns):
+        rows = [[patterns]]
+    elif out_tuple or n_out > 1:
+        rows = [list(r) if seq(r) else [r] for r in patterns]
+    else:
+        rows = [list(patterns)]
+    if len(rows) != n_out or any(len(r) != n_in for r in rows):
+        raise ValueError(f"pattern must be nested like the Jacobian: {n_out} output(s) x {n_in} input(s); "
+                         f"got {len(rows)} x {[len(r) for r in rows]}")
+    return [
+        [_block_indices(p, (out_specs[j].shape.numel(), in_specs[i].shape.numel()), f"[{j}][{i}]")
+         for i, p in enumerate(r)]
+        for j, r in enumerate(rows)
+    ]
+
+
+def build_structure(f: Callable, args: Sequence[Any], pattern: Any, strict: bool, local: bool,
+               constant_zeros: Optional[str] = "keep") -> Structure:
+    pos = diff_positions(args)
+    out_specs, out_tuple = output_specs(f, args)
+    if pattern is None:
+        pattern = jacobian_sparsity(f, *args, local=local, strict=strict, constant_zeros=constant_zeros)
+    arg_specs = [Spec.of(a) if isinstance(a, Tensor) else None for a in args]
+    in_specs = [arg_specs[p] for p in pos]
+    blocks = _grid(pattern, out_specs, in_specs, out_tuple)  # type: ignore[arg-type]
+    return Structure(len(args), pos, arg_specs, out_specs, out_tuple, blocks)
+
+
+def bind(f: Callable, args: Sequence[Any], pos: Sequence[int]) -> Tuple[Callable, Tuple[Tensor, ...]]:
+    """``f`` as a function of the arguments at ``pos`` only, returning a tuple; and those arguments."""
+    full = list(args)
+
+    def g(*dargs):
+        for p, a in zip(pos, dargs):
+            full[p] = a
+        out = f(*full)
+        return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+    return g, tuple(args[p] for p in pos)

@@ -1,0 +1,88 @@
+"""What a rule sees: one op application (:class:`Call`), and what it returns.
+
+A rule is a function ``rule(call)`` returning the row-major provenance of the op's
+tensor outputs: a list (shorter lists are padded with ``None``), or a single
+provenance or ``None`` for the first output (the others get none).  ``None``
+means "no dependencies".  Rules are registered with :func:`~.registry.rule`.
+"""
+from __future__ import annotations
+
+from typing import Any, List, Optional
+
+import torch
+from torch.utils._pytree import tree_flatten
+
+from ..dtypes import DIFFERENTIABLE
+from ..provenance import Provenance, broadcast_row
+
+
+class Carrier:
+    """A tensor that carries provenance; the tracer's ``Tracked`` is the one implementation.
+
+    It has ``value`` (the plain tensor), ``_store`` (``prov``, ``derived``, ``local`` of its
+    storage) and ``_prov()`` (its provenance in row-major element order).
+    """
+
+    __slots__ = ()
+
+
+class Call:
+    """One op application as seen by a rule."""
+
+    __slots__ = ("func", "args", "kwargs", "bound", "outs", "local", "derived", "constant_zeros", "has_prov", "_pre")
+
+    def __init__(self, func, args, kwargs, bound, outs, local, derived, pre, constant_zeros=None,
+                 has_prov=True):
+        self.func = func
+        self.args = args
+        self.kwargs = kwargs
+        self.bound = bound          # schema argument name -> original (possibly tracked) object
+        self.outs = outs            # flattened output values (plain tensors)
+        self.local = local
+        self.derived = derived      # set False for outputs that are fresh constants (factories, RNG)
+        self.constant_zeros = constant_zeros  # "keep", "drop" or None (see drops_zeros)
+        self.has_prov = has_prov    # whether any tensor argument carries provenance
+        self._pre = pre             # id(tracked) -> value before an in-place op mutated it
+
+    def sub(self, func, bound: dict, outs: List[torch.Tensor]) -> "Call":
+        """A call of another op on some of this call's objects (a per-tensor op of ``_foreach_*``)."""
+        return Call(func, (), {}, bound, outs, self.local, self.derived, self._pre, self.constant_zeros)
+
+    def value(self, a: Any) -> Any:
+        """Plain value of ``a`` (as it was before the op ran)."""
+        if isinstance(a, Carrier):
+            return self._pre.get(id(a), a.value)
+        return a
+
+    def prov(self, a: Any) -> Optional[Provenance]:
+        """Row-major provenance of ``a``; ``None`` if ``a`` carries no dependencies."""
+        if isinstance(a, Carrier) and a.dtype in DIFFERENTIABLE and a._store.prov is not None:
+            return a._prov()
+        return None
+
+    @property
+    def drops_zeros(self) -> bool:
+        """Value-aware products: ``constant_zeros="drop"``, or unset (``None``) in local mode."""
+        cz = self.constant_zeros
+        return cz == "drop" or (cz is None and self.local)
+
+    def is_derived(self, a: Any) -> bool:
+        """Whether ``a``'s values were computed from tracked values (choices made by it are not constant)."""
+        return isinstance(a, Carrier) and a._store.derived
+
+    def tensor_args(self) -> List[Any]:
+        return [a for a in tree_flatten((self.args, self.kwargs))[0] if isinstance(a, torch.Tensor)]
+
+
+def conservative_from(provs: List[Optional[Provenance]], outs: List[torch.Tensor]) -> List[Optional[Provenance]]:
+    """Every float element of ``outs`` depends on every id in ``provs``."""
+    cols = [p.col for p in provs if p is not None]
+    ids = torch.unique(torch.cat(cols)) if cols else None
+    return [None if ids is None or o.dtype not in DIFFERENTIABLE else broadcast_row(ids.to(o.device), o.numel())
+            for o in outs]
+
+
+def conservative(call: Call) -> List[Optional[Provenance]]:
+    """The rule of an op without one: every float output element depends on every tracked
+    element the op reads."""
+    return conservative_from([call.prov(a) for a in call.tensor_args()], call.outs)

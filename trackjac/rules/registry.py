@@ -1,0 +1,117 @@
+"""The rule registry: ``@rule(aten.op, ...)`` on the function, one rule per overload packet.
+
+Modeled on ``torch/utils/flop_counter.py``'s ``register_flop_formula``: the
+decorator sits on the rule, so the ops a function handles are written next to
+it.  The registry does each rule's preamble once:
+
+* a rule may return one provenance (or ``None``) for the first output, or a list
+  shorter than the op's outputs: the rest is padded with ``None``;
+* a call whose tensor arguments carry no provenance gets ``None`` for every output
+  without running the rule, unless the rule is registered with ``always=True``
+  (rules that mark outputs as fresh constants, or refuse an op).
+
+Whole families are one call: ``register(ops, fn)``.  A second rule for the same
+packet is refused.  A rule for every op tagged ``torch.Tag.pointwise`` without an
+entry is registered with :func:`tag_rule`.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Iterable, Optional
+
+import torch
+
+from .api import Call
+
+aten = torch.ops.aten
+
+Rule = Callable[[Call], list]
+
+RULES: Dict[object, Rule] = {}      # overload packet -> normalized rule
+KIND: Dict[object, str] = {}        # overload packet -> "table:<module>"
+TAG_RULES: Dict[object, Rule] = {}  # torch.Tag -> normalized rule
+
+
+def _normalized(fn: Callable, always: bool) -> Rule:
+    def run(call: Call) -> list:
+        n = len(call.outs)
+        if not (always or call.has_prov):
+            return [None] * n
+        res = fn(call)
+        if not isinstance(res, (list, tuple)):
+            return [res] + [None] * (n - 1)
+        if len(res) < n:
+            return list(res) + [None] * (n - len(res))
+        return res
+    run.__name__ = getattr(fn, "__name__", "rule")
+    run.__doc__ = fn.__doc__
+    run.__wrapped__ = fn
+    return run
+
+
+def _kind(fn: Callable) -> str:
+    return "table:" + getattr(fn, "__module__", "?").rsplit(".", 1)[-1]
+
+
+def register(ops: Iterable, fn: Callable, *, always: bool = False, kind: Optional[str] = None) -> Callable:
+    """Register ``fn`` as the rule of every overload packet in ``ops``; returns ``fn``.
+
+    ``kind`` names where the rule lives (default: ``table:<module of fn>``)."""
+    wrapped = _normalized(fn, always)
+    for op in ops:
+        if not isinstance(op, torch._ops.OpOverloadPacket):
+            raise TypeError(f"rules are registered per overload packet (aten.add), got {op!r}")
+        if op in RULES:
+            raise ValueError(f"a rule for {op} is already registered "
+                             f"({RULES[op].__name__} in {KIND[op]}); refusing {fn.__name__}")
+        RULES[op] = wrapped
+        KIND[op] = kind or _kind(fn)
+    return fn
+
+
+def rule(*ops, always: bool = False) -> Callable[[Callable], Callable]:
+    """Decorator: ``@rule(aten.trace)`` registers the function as the rule of ``aten.trace``."""
+    def deco(fn: Callable) -> Callable:
+        return register(ops, fn, always=always)
+    return deco
+
+
+def tag_rule(tag, *, always: bool = False) -> Callable[[Callable], Callable]:
+    """Decorator: the rule of ops carrying ``tag`` (``torch.Tag.pointwise``) without an entry."""
+    def deco(fn: Callable) -> Callable:
+        if tag in TAG_RULES:
+            raise ValueError(f"a rule for tag {tag} is already registered")
+        TAG_RULES[tag] = _normalized(fn, always)
+        return fn
+    return deco
+
+
+def functional(packet):
+    """The functional packet of an in-place packet (``add_`` -> ``add``), or ``None``."""
+    name = packet.__name__
+    if name.endswith("_") and not name.endswith("__"):
+        return getattr(aten, name[:-1], None)
+    return None
+
+
+def _tagged(packet, tag) -> bool:
+    return any(tag in getattr(packet, o).tags for o in packet.overloads())
+
+
+def find(func) -> Optional[Rule]:
+    """The registered rule of an ATen overload: its packet's entry, its functional packet's
+    (``clamp_min_`` -> ``clamp_min``: the entry beats the tag, which the in-place op carries
+    too), then a tag rule.  ``None`` if there is none."""
+    return find_with_kind(func)[0]
+
+
+def find_with_kind(func):
+    """``(rule, where)`` as :func:`find`; ``where`` is ``table:<module>`` or ``<tag> tag``."""
+    packets = [p for p in (func.overloadpacket, functional(func.overloadpacket)) if p is not None]
+    for p in packets:
+        r = RULES.get(p)
+        if r is not None:
+            return r, KIND[p]
+    for tag, r in TAG_RULES.items():
+        if any(_tagged(p, tag) for p in packets):
+            return r, f"{tag.name} tag"
+    return None, None

@@ -1,0 +1,28 @@
+"""Python reading a tracked value: the pattern then holds on this control-flow path only."""
+from __future__ import annotations
+
+import warnings
+
+from ..errors import ControlFlowWarning, StrictModeError, user_stacklevel
+from .state import config
+
+
+def control_flow(what, flat_tracked) -> None:
+    """Python is about to read tracked values: warn (global mode) or raise (strict)."""
+    cfg = config()
+    if not any(t._store.derived for t in flat_tracked):
+        return
+    if cfg.local or any(t._store.local for t in flat_tracked):
+        return
+    cfg.path_dependent = True
+    if cfg.strict:
+        raise StrictModeError(
+            f"Python read the value of a tracked tensor ({what}): the pattern would hold only on "
+            "this control-flow path. Use torch.where / masks instead of Python branching, or pass "
+            "strict=False (then a ControlFlowWarning is issued) or local=True.")
+    if not cfg.warned_control_flow:
+        cfg.warned_control_flow = True
+        warnings.warn(
+            f"Python read the value of a tracked tensor ({what}: bool(), item(), tolist() or "
+            "'if t > 0:'): the Jacobian pattern holds only for inputs that take the same "
+            "control-flow path.", ControlFlowWarning, stacklevel=user_stacklevel())

@@ -1,0 +1,29 @@
+"""Tracing state of this thread: the mode flags of the innermost ``tracking()``."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass
+class Config:
+    local: bool = False
+    strict: bool = False
+    depth: int = 0  # > 0 inside tracking()
+    path_dependent: bool = False  # Python control flow read a tracked value
+    warned_control_flow: bool = False
+    threads: int = 1  # intra-op threads for provenance bookkeeping (0: leave torch's setting)
+    n_inputs: Optional[int] = None  # tracked input elements of the computation, if known
+    constant_zeros: Optional[str] = None  # "drop": a product with an exact zero that has no provenance
+    # drops; "keep": it connects; None: "drop" in local mode only (rules' Call.drops_zeros)
+
+
+_state = threading.local()
+
+
+def config() -> Config:
+    cfg = getattr(_state, "cfg", None)
+    if cfg is None:
+        cfg = _state.cfg = Config()
+    return cfg
