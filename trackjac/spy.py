@@ -227,7 +227,7 @@ class SpyPlot:
     def figure(self, *, dpi: int = 100, size: float = 5.0):
         """A matplotlib ``Figure`` (no pyplot state is touched). Needs matplotlib."""
         try:
-            from matplotlib.figure import Figure
+            from matplotlib.figure import Figure  # optional dependency: imported only for pictures
         except ImportError as e:  # pragma: no cover - depends on the environment
             raise ImportError("spy: PNG output needs matplotlib: pip install 'trackjac[plot]' "
                               "(or pip install matplotlib)") from e
@@ -265,7 +265,7 @@ class SpyPlot:
     def png(self, **kw) -> bytes:
         """PNG bytes (needs matplotlib)."""
         fig = self.figure(**kw)
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # optional dependency, as above
         FigureCanvasAgg(fig)
         buf = io.BytesIO()
         fig.savefig(buf, format="png")
