@@ -96,8 +96,8 @@ def diff_positions(args: Sequence[Any]) -> List[int]:
 
 
 def output_specs(f: Callable, args: Sequence[Any]) -> Tuple[List[Spec], bool]:
-    with torch.no_grad():
-        out = f(*args)
+    with torch.no_grad():   # on copies: an f that writes into its arguments must not change the caller's
+        out = f(*[a.clone() if isinstance(a, Tensor) else a for a in args])
     outs, out_tuple = output_list(out, "f")
     for j, o in enumerate(outs):
         if not o.is_floating_point():

@@ -16,12 +16,12 @@ about tensors being traced.
 from . import policy
 from .bits import BitProv
 from .mixed import (all_ids, broadcast_row, cat_rows, common, densify, empty, identity, replace_rows,
-                    scatter, union)
+                    scatter, union, without_ids)
 from .protocol import Provenance
 from .sets import SetProv
 
 __all__ = [
     "Provenance", "SetProv", "BitProv", "policy",
     "union", "cat_rows", "scatter", "replace_rows", "broadcast_row", "all_ids", "identity", "empty",
-    "common", "densify",
+    "common", "densify", "without_ids",
 ]

@@ -148,6 +148,20 @@ def identity(numel: int, first_id: int, device, representation: str = "sets") ->
     return SetProv.identity(numel, first_id, device)
 
 
+def without_ids(p: Provenance, ranges: torch.Tensor) -> Provenance:
+    """``p`` without the ids in any ``[first, end)`` row of ``ranges`` (``(k, 2)``)."""
+    if p.nnz == 0 or ranges.numel() == 0:
+        return p
+    s = p.to_sets()
+    col = s.col
+    r = ranges.to(col.device)
+    inside = ((col[:, None] >= r[:, 0]) & (col[:, None] < r[:, 1])).any(1)
+    if not bool(inside.any()):
+        return p
+    keep = torch.nonzero(~inside).squeeze(1)
+    return densify(SetProv.from_pairs(s.rows()[keep], col[keep], s.numel, assume_unique=True))
+
+
 def empty(numel: int, device) -> Provenance:
     """``numel`` rows with no dependencies."""
     return SetProv.empty(numel, device)

@@ -49,6 +49,7 @@ from ..errors import UnsupportedOpWarning, warn_or_raise
 from ..provenance import Provenance, scatter, union
 from ..rules import Carrier, conservative, conservative_from
 from .decomp import python_body, snapshot, tracked_type
+from .origin import GLOBAL
 from .state import config
 
 _orig_apply = torch.autograd.function.Function.apply.__func__
@@ -161,7 +162,10 @@ def _finish(kind, name, out, inputs, pre, ctx, run_backward, cfg):
         with torch._C.DisableTorchFunction():
             provs = conservative_from([pre[id(a)][0] for a in tree_flatten(inputs)[0] if id(a) in pre],
                                       [flat[i] for i in slots])
-    local = cfg.local or any(t._store.local for t in _tracked(inputs))
+    origin = 0
+    for t in _tracked(inputs):
+        origin |= t._store.origin
+    origin = origin or GLOBAL   # outputs of a Function are computed from its tracked inputs
     dirty = {id(t) for t in ctx.dirty_tensors}
     res = list(flat)
     for i, o in enumerate(flat):
@@ -175,10 +179,10 @@ def _finish(kind, name, out, inputs, pre, ctx, run_backward, cfg):
                 with torch._C.DisableTorchFunction():
                     p = union([p, o._prov()], o.numel())   # forward's own
         if isinstance(o, Carrier) and id(o) in dirty:
-            o._write(p, True)                      # the input modified in place is the output
+            o._write(p, origin)                    # the input modified in place is the output
             continue
         value = o.value if isinstance(o, Carrier) else o
-        res[i] = kind._from_prov(value, p, True, local)
+        res[i] = kind._from_prov(value, p, origin)
     return tree_unflatten(res, spec)
 
 

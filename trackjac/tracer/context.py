@@ -43,8 +43,36 @@ def _foreach_scalar_tensor(func, args):
     return (args[0], [t] * len(args[0])) + tuple(args[2:])
 
 
+def _contains_tracked(data) -> bool:
+    if isinstance(data, Tracked):
+        return True
+    return isinstance(data, (list, tuple)) and any(_contains_tracked(d) for d in data)
+
+
+def _stacked(data):
+    """``torch.tensor(data)`` for nested lists holding tracked elements: a stack keeps them."""
+    if isinstance(data, (list, tuple)):
+        return torch.stack([_stacked(d) for d in data])
+    return data if isinstance(data, torch.Tensor) else torch.tensor(data)
+
+
+def _tensor_of_tracked(func, args, kwargs):
+    """``torch.tensor`` / ``as_tensor`` of tracked elements (``torch.tensor([x[0], x[1]])``): torch
+    would copy their (absent) data; stacking them computes the same values and keeps their provenance."""
+    data = args[0] if args else kwargs.get("data")
+    if func not in (torch.tensor, torch.as_tensor) or not _contains_tracked(data):
+        return None
+    with torch._C._EnableTorchFunction():
+        out = _stacked(data).detach() if func is torch.tensor else _stacked(data)
+        dtype, device = kwargs.get("dtype"), kwargs.get("device")
+        return out.to(device=device, dtype=dtype) if dtype is not None or device is not None else out
+
+
 class _FactoryMode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        made = _tensor_of_tracked(func, args, kwargs or {})
+        if made is not None:
+            return made
         args = _foreach_scalar_tensor(func, args)
         out = func(*args, **(kwargs or {}))
         if func in _FACTORIES and type(out) is torch.Tensor:

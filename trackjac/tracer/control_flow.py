@@ -4,6 +4,7 @@ from __future__ import annotations
 import warnings
 
 from ..errors import ControlFlowWarning, StrictModeError, user_stacklevel
+from .origin import GLOBAL
 from .state import config
 
 
@@ -12,8 +13,8 @@ def control_flow(what, flat_tracked) -> None:
     cfg = config()
     if not any(t._store.derived for t in flat_tracked):
         return
-    if cfg.local or any(t._store.local for t in flat_tracked):
-        return
+    if cfg.local or not any(t._store.origin & GLOBAL for t in flat_tracked):
+        return   # only local sources' values were read: their pattern is the one at this point
     cfg.path_dependent = True
     if cfg.strict:
         raise StrictModeError(

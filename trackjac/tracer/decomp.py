@@ -108,7 +108,7 @@ def python_body(cls):
 def snapshot(call, a):
     """``a`` as it was before the op ran (in-place ops have already written its value)."""
     if isinstance(a, Carrier) and id(a) in call._pre:
-        return type(a)._from_prov(call.value(a).clone(), call.prov(a), call.is_derived(a), a._store.local)
+        return type(a)._from_prov(call.value(a).clone(), call.prov(a), a._store.origin)
     return a
 
 

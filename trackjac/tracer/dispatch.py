@@ -10,23 +10,47 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
-from torch.utils._mode_utils import no_dispatch
 from torch.utils._pytree import tree_flatten, tree_map
 
 from .._threads import intra_op_threads
 from ..dtypes import DIFFERENTIABLE
 from ..errors import TrackingError, UnsupportedOpWarning, warn_or_raise
+from ..provenance import union, without_ids
 from ..rules import Call, Carrier, conservative
-from . import resolve
+from . import resolve, sources
 from .control_flow import control_flow
+from .origin import GLOBAL, LOCAL
 from .state import config
 
 aten = torch.ops.aten
 
+
+
+def _scalar_reads() -> frozenset:
+    """Overloads that take a tensor and return only Python values (``bool``, numbers, lists of
+    them): their result lets Python control flow depend on tracked values (``allclose``,
+    ``equal``, ``is_nonzero``, ``item`` ...).  Read off the op schemas, so new ops are covered."""
+    out = set()
+    for schema in torch._C._jit_get_all_schemas():
+        if not schema.name.startswith("aten::") or not schema.returns:
+            continue
+        if "Tensor" in "".join(str(r.type) for r in schema.returns):
+            continue
+        if not any("Tensor" in str(a.type) for a in schema.arguments):
+            continue
+        packet = getattr(aten, schema.name[len("aten::"):], None)
+        op = getattr(packet, schema.overload_name or "default", None) if packet is not None else None
+        if op is not None:
+            out.add(op)
+    return frozenset(out)
+
+
 # Ops whose Python-visible result (a bool or number) lets control flow depend on tracked values.
-_SCALAR_READS = {aten._local_scalar_dense, aten.is_nonzero, aten.equal}
+_SCALAR_READS = _scalar_reads()
 # In-place view ops that change storage, not just geometry.
 _STORAGE_WRITES = {aten.resize_, aten.resize_as_, aten.set_, aten.detach_}
+# Of those, the ops that give a tensor a storage of another size, or another storage.
+_RESIZES = {aten.resize_, aten.resize_as_, aten.set_}
 
 
 def dispatch(cls, func, args, kwargs):
@@ -41,14 +65,17 @@ def _dispatch(cls, func, args, kwargs):
     flat, _ = tree_flatten((args, kwargs))
     tracked = [a for a in flat if isinstance(a, Carrier)]
     packet = func.overloadpacket
-    if packet in _SCALAR_READS:
+    if func in _SCALAR_READS:
         control_flow(func, tracked)
         return _run(func, args, kwargs)
 
     schema = func._schema
     bound = bind(schema, args, kwargs)
-    local = cfg.local or any(t._store.local for t in tracked)
-    derived = any(t._store.derived for t in tracked)
+    origin = 0
+    for t in tracked:
+        origin |= t._store.origin
+    derived = origin != 0
+    local = cfg.local or bool(origin & LOCAL)
     written = _written_args(schema, bound)
     pre = _snapshot_written(func, written, derived)
     out = _run(func, args, kwargs)
@@ -58,8 +85,10 @@ def _dispatch(cls, func, args, kwargs):
         # its provenance did not.  The wrapper's own sizes/strides must follow its value's.
         me = bound.get("self")
         if isinstance(me, Carrier):
-            _sync_geometry(me)
+            me._sync_geometry()
         return me
+    if packet in _RESIZES:
+        return _resized(bound, func)
 
     values, kinds = _outputs(schema, bound, written, out)
     no_grad = not torch.is_grad_enabled()
@@ -73,7 +102,9 @@ def _dispatch(cls, func, args, kwargs):
     has_prov = any(t._store.prov is not None for t in tracked)
     call = Call(func, args, kwargs, bound, tensor_vals, local, derived, pre, cfg.constant_zeros, has_prov)
     provs = _provenance(call, values, kinds, tracked, cfg)
-    wrapped = _wrap(cls, values, kinds, provs, call.derived, local, no_grad)
+    if local and not cfg.local and origin & GLOBAL and any(p is not None for p in provs):
+        provs = _global_part_kept(call, values, kinds, tracked, cfg, provs)
+    wrapped = _wrap(cls, values, kinds, provs, origin if call.derived else 0, no_grad)
     return out if not schema.returns else _renest(schema, out, wrapped)
 
 
@@ -116,6 +147,11 @@ def _snapshot_written(func, written, derived) -> Dict[int, torch.Tensor]:
     for obj in written.values():
         for t in (obj if isinstance(obj, (list, tuple)) else [obj]):
             if isinstance(t, Carrier):
+                if t._store.argument is not None:
+                    raise TrackingError(
+                        f"{func}: the function writes into its argument {t._store.argument} in place. "
+                        "Its Jacobian is taken at the argument's value, and autograd refuses this too: "
+                        "copy it first inside the function (x = x.clone()) or use out-of-place ops.")
                 pre[id(t)] = t.value.clone()
             elif isinstance(t, torch.Tensor) and derived:
                 raise TrackingError(
@@ -148,11 +184,17 @@ def _outputs(schema, bound, written, out) -> Tuple[list, List[tuple]]:
                 else:
                     s = src[j] if isinstance(src, (list, tuple)) and isinstance(o, (list, tuple)) else src
                     kinds.append(("write" if r.alias_info.is_write else "view", s))
-    # Views that reinterpret elements (view_as_real, view_as_complex) cannot share a store
-    # indexed by element: they get fresh provenance from their rule.
+    # Views that reinterpret elements (view_as_real, view_as_complex) share the store too: it maps
+    # element sizes (a complex element is two real slots, see tensor._store_rows).  A "may alias"
+    # return of another dtype that got storage of its own (``to(dtype)``) is a new tensor.
     kinds = [("new", None) if k == "view" and isinstance(s, Carrier) and isinstance(v, torch.Tensor)
-             and v.dtype.itemsize != s.dtype.itemsize else (k, s) for v, (k, s) in zip(values, kinds)]
+             and v.dtype != s.dtype and not _same_storage(v, s.value) else (k, s)
+             for v, (k, s) in zip(values, kinds)]
     return values, kinds
+
+
+def _same_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
 
 def _provenance(call, values, kinds, tracked, cfg) -> List[Optional[object]]:
@@ -171,7 +213,23 @@ def _provenance(call, values, kinds, tracked, cfg) -> List[Optional[object]]:
         return conservative(call) if rule is None else list(rule(call))
 
 
-def _wrap(cls, values, kinds, provs, derived, local, no_grad) -> list:
+def _global_part_kept(call, values, kinds, tracked, cfg, provs) -> list:
+    """Locality belongs to the source: where an op mixes local and global sources, a choice is
+    resolved at this point for the local sources' ids only; the global sources' ids come from
+    the rule run in global mode."""
+    glob = Call(call.func, call.args, call.kwargs, call.bound, call.outs, False, call.derived, call._pre,
+                call.constant_zeros, call.has_prov)
+    ranges = sources.local_ranges()
+    out = []
+    for p, g in zip(provs, _provenance(glob, values, kinds, tracked, cfg)):
+        if g is not None:
+            g = without_ids(g, ranges)
+            p = g if p is None else union([p, g], p.numel)
+        out.append(p)
+    return out
+
+
+def _wrap(cls, values, kinds, provs, origin, no_grad) -> list:
     """Outputs as tracked tensors: views share their source's store, writes update the target's."""
     wrapped, k = [], 0
     for v, (kind, src) in zip(values, kinds):
@@ -184,15 +242,17 @@ def _wrap(cls, values, kinds, provs, derived, local, no_grad) -> list:
             wrapped.append(cls._make(v, src._store) if isinstance(src, Carrier) else v)
         elif kind == "write":
             if isinstance(src, Carrier):
+                if src.shape != src.value.shape:   # an out= buffer that torch resized
+                    src._follow_value()
                 if no_grad:
-                    src._store.derived = src._store.derived or derived
+                    src._store.origin |= origin
                 else:
-                    src._write(p, derived)
+                    src._write(p, origin)
                 wrapped.append(src)
             else:
                 wrapped.append(v)
         else:
-            wrapped.append(cls._from_prov(v, p, derived, local))
+            wrapped.append(cls._from_prov(v, p, origin))
     return wrapped
 
 
@@ -209,15 +269,22 @@ def _renest(schema, out, wrapped):
     return tuple(nested) if multi else nested[0]
 
 
-def _sync_geometry(t) -> None:
-    v = t.value
-    if t.shape == v.shape and t.stride() == v.stride() and t.storage_offset() == v.storage_offset():
-        return
-    try:
-        with no_dispatch():
-            torch.Tensor.as_strided_(t, v.shape, v.stride(), v.storage_offset())
-    except RuntimeError as e:
-        raise TrackingError(f"cannot apply an in-place view op to a Tracked tensor here: {e}") from e
+def _resized(bound, func):
+    """``resize_``, ``resize_as_``, ``set_``: the tensor now has a storage of another size, or
+    another tensor's storage (whose provenance it then shares)."""
+    me = bound["self"]
+    if not isinstance(me, Carrier):
+        return me
+    if func.overloadpacket is aten.set_:
+        src = bound.get("source")
+        if isinstance(src, Carrier):
+            me._store = src._store
+        else:   # a plain tensor's or a storage's values: no dependencies
+            me._store = type(me)._constant(me.value)._store
+        me._follow_value()
+        return me
+    me._follow_value()
+    return me
 
 
 def _unwrap(a):

@@ -15,11 +15,18 @@ from .tensor import Tracked
 
 
 def track_args(args) -> Tuple[list, List[int]]:
-    """Wrap every floating tensor argument as a source; returns the new args and their positions."""
+    """Wrap every floating tensor argument as a source; returns the new args and their positions.
+
+    The sources refuse in-place writes (``f`` must not change its caller's tensors)."""
     new, pos = [], []
     for i, a in enumerate(args):
-        if isinstance(a, torch.Tensor) and not isinstance(a, Tracked) and a.dtype in FLOATING:
-            new.append(Tracked(a))
+        if isinstance(a, Tracked):
+            raise TypeError(f"jacobian_sparsity: argument {i} is already a Tracked tensor; pass the plain "
+                            "tensor (its .value): the function's floating arguments are tracked for you")
+        if isinstance(a, torch.Tensor) and a.dtype in FLOATING:
+            t = Tracked(a)
+            t._store.argument = i
+            new.append(t)
             pos.append(i)
         else:
             new.append(a)

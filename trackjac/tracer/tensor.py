@@ -9,28 +9,47 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import torch
+from torch.utils._mode_utils import no_dispatch
 from torch.utils._pytree import tree_map
 
 from .._sparse import empty_coo
 from ..dtypes import FLOATING
-from ..provenance import Provenance, empty, identity, policy, replace_rows
+from ..errors import TrackingError
+from ..provenance import Provenance, cat_rows, empty, identity, policy, replace_rows, scatter, union
 from ..rules import Carrier
 from . import sources
 from .control_flow import control_flow
 from .dispatch import dispatch
+from .origin import GLOBAL, LOCAL
 from .state import config
 
 
 class _Store:
-    """Provenance of one storage: ``prov`` rows are storage positions (``None``: no dependencies)."""
+    """Provenance of one storage: ``prov`` rows are storage positions in units of ``unit`` bytes
+    (the element size of the tensor that made the store; ``None``: no dependencies).
 
-    __slots__ = ("prov", "numel", "derived", "local")
+    ``origin`` says which kinds of source the values were computed from (even
+    non-differentiably): ``LOCAL``, ``GLOBAL``, both, or neither (a constant).
+    """
 
-    def __init__(self, prov: Optional[Provenance], numel: int, derived: bool, local: bool = False):
+    __slots__ = ("prov", "numel", "unit", "origin", "argument")
+
+    def __init__(self, prov: Optional[Provenance], numel: int, unit: int, origin: int):
         self.prov = prov
         self.numel = numel
-        self.derived = derived  # values computed from tracked values (even non-differentiably)
-        self.local = local
+        self.unit = unit
+        self.origin = origin
+        self.argument = None  # for an argument of a function being traced: its position (no writes)
+
+    @property
+    def derived(self) -> bool:
+        """Whether the values were computed from tracked values (choices made by them are not constant)."""
+        return self.origin != 0
+
+    @property
+    def local(self) -> bool:
+        """Whether the values come from local sources only."""
+        return self.origin == LOCAL
 
 
 def _storage_numel(t: torch.Tensor) -> int:
@@ -38,11 +57,29 @@ def _storage_numel(t: torch.Tensor) -> int:
 
 
 def positions(t: torch.Tensor, store_numel: int) -> Optional[torch.Tensor]:
-    """Storage position of each element of ``t`` in row-major order; ``None`` if the identity."""
+    """Storage position of each element of ``t`` in row-major order, in units of ``t``'s
+    element size; ``None`` if the identity."""
     if t.is_contiguous() and t.storage_offset() == 0 and t.numel() == store_numel:
         return None
     base = torch.arange(max(store_numel, 1), dtype=torch.int64, device=t.device)
     return base.as_strided(t.shape, t.stride(), t.storage_offset()).reshape(-1)
+
+
+def _store_rows(t: torch.Tensor, st: _Store):
+    """Where ``t``'s elements live in ``st``: ``(pos, k)`` with ``k`` the element size ratio.
+
+    ``k == 1``: element ``i`` is store row ``pos[i]`` (``pos`` ``None``: the identity).
+    ``k > 1`` (a complex view of real storage): element ``i`` spans rows ``pos[i] * k + j``.
+    ``k < 0`` (a real view of complex storage): element ``i`` is part ``pos[i] % -k`` of row
+    ``pos[i] // -k``; a complex element is one row for its real and imaginary parts.
+    """
+    e = t.element_size()
+    if e == st.unit:
+        return positions(t, st.numel), 1
+    pos = positions(t, t.untyped_storage().nbytes() // e)
+    if pos is None:
+        pos = torch.arange(t.numel(), dtype=torch.int64, device=t.device)
+    return pos, (e // st.unit if e > st.unit else -(st.unit // e))
 
 
 def _source_representation(numel: int) -> str:
@@ -73,7 +110,10 @@ class Tracked(torch.Tensor, Carrier):
     @staticmethod
     def __new__(cls, x: torch.Tensor, *, local: bool = False):
         if isinstance(x, Tracked):
-            raise TypeError("Tracked(x): x is already Tracked; use x.value to get the plain tensor")
+            if x._source is None and not x._store.derived and x._store.prov is None:
+                x = x.value   # a constant made inside tracking() (torch.zeros ...): becomes a source
+            else:
+                raise TypeError("Tracked(x): x is already Tracked; use x.value to get the plain tensor")
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"Tracked(x) needs a torch.Tensor, got {type(x).__name__}")
         if x.dtype not in FLOATING:
@@ -87,9 +127,10 @@ class Tracked(torch.Tensor, Carrier):
             value = x.detach().contiguous()
             if value.numel() and _storage_numel(value) != value.numel():
                 value = value.clone()
-            src = sources.allocate(value.numel(), value.shape)
+            src = sources.allocate(value.numel(), value.shape, local)
             prov = identity(value.numel(), src.first, value.device, _source_representation(value.numel()))
-            return cls._make(value, _Store(prov, value.numel(), True, local), src)
+            return cls._make(value, _Store(prov, value.numel(), value.element_size(), LOCAL if local else GLOBAL),
+                             src)
 
     def __init__(self, *args, **kwargs):  # construction happens in __new__
         super().__init__()
@@ -112,17 +153,18 @@ class Tracked(torch.Tensor, Carrier):
     @classmethod
     def _constant(cls, value: torch.Tensor) -> "Tracked":
         """A trackable tensor with no dependencies (factory output inside ``tracking()``)."""
-        return cls._make(value, _Store(None, _storage_numel(value), False))
+        return cls._make(value, _Store(None, _storage_numel(value), value.element_size(), 0))
 
     @classmethod
-    def _from_prov(cls, value: torch.Tensor, prov: Optional[Provenance], derived: bool, local: bool) -> "Tracked":
-        """Wrap a freshly computed value whose logical-order provenance is ``prov``."""
+    def _from_prov(cls, value: torch.Tensor, prov: Optional[Provenance], origin: int) -> "Tracked":
+        """Wrap a freshly computed value whose logical-order provenance is ``prov`` (``origin``: see
+        :class:`_Store`)."""
         n = _storage_numel(value)
         if prov is not None:
             pos = positions(value, n)
             if pos is not None:
                 prov = replace_rows(empty(n, value.device), pos, prov) if n else empty(0, value.device)
-        return cls._make(value, _Store(prov, n, derived, local))
+        return cls._make(value, _Store(prov, n, value.element_size(), origin))
 
     # -- provenance access ---------------------------------------------------
     def _prov(self) -> Provenance:
@@ -136,27 +178,73 @@ class Tracked(torch.Tensor, Carrier):
         if cached is not None and cached[0] is st.prov and cached[1] == geometry:
             return cached[2]
         with torch._C.DisableTorchFunction():  # also called inside tracking(): no factory wrapping
-            pos = positions(v, st.numel)
+            pos, k = _store_rows(v, st)
             if pos is None:
                 return st.prov
-            prov = st.prov.gather(pos)
+            if k == 1:
+                prov = st.prov.gather(pos)
+            elif k > 1:
+                prov = union([st.prov.gather(pos * k + j) for j in range(k)], pos.numel())
+            else:
+                prov = st.prov.gather(torch.div(pos, -k, rounding_mode="floor"))
         self._view_prov = (st.prov, geometry, prov)
         return prov
 
-    def _write(self, prov: Optional[Provenance], derived: bool) -> None:
-        """In-place write: this tensor's elements now have provenance ``prov``."""
+    def _write(self, prov: Optional[Provenance], origin: int) -> None:
+        """In-place write: this tensor's elements now have provenance ``prov``, computed from
+        sources of ``origin``."""
         st = self._store
-        st.derived = st.derived or derived
+        st.origin |= origin
         if prov is None or prov.nnz == 0:
             if st.prov is None:
                 return
             prov = empty(self.value.numel(), self.value.device)
-        pos = positions(self.value, st.numel)
-        if pos is None:
-            st.prov = prov
+        with torch._C.DisableTorchFunction():
+            pos, k = _store_rows(self.value, st)
+            if pos is None:
+                st.prov = prov
+                return
+            base = st.prov if st.prov is not None else empty(st.numel, self.value.device)
+            if k == 1:
+                st.prov = replace_rows(base, pos, prov)
+            elif k > 1:   # every row an element spans gets the element's provenance
+                st.prov = replace_rows(base, torch.cat([pos * k + j for j in range(k)]), cat_rows([prov] * k))
+            else:         # a row is replaced only where all its parts are written; else it grows
+                rows = torch.div(pos, -k, rounding_mode="floor")
+                touched, counts = torch.unique(rows, return_counts=True)
+                pushed = scatter(prov, rows, st.numel).gather(touched)
+                kept = base.gather(torch.where(counts < -k, touched, torch.full_like(touched, -1)))
+                st.prov = replace_rows(base, touched, union([pushed, kept], touched.numel()))
+
+    def _follow_value(self) -> None:
+        """After a resize of the value's storage: grow the store (new elements depend on
+        nothing) and make the wrapper's geometry match."""
+        st, v = self._store, self.value
+        if v.element_size() == st.unit:
+            n = _storage_numel(v)
+            if n > st.numel:
+                if st.prov is not None:
+                    st.prov = cat_rows([st.prov, empty(n - st.numel, v.device)])
+                st.numel = n
+        self._sync_geometry()
+
+    def _sync_geometry(self) -> None:
+        """The wrapper's sizes and strides follow its value's (after in-place view ops and resizes)."""
+        v = self.value
+        if self.shape == v.shape and self.stride() == v.stride() and self.storage_offset() == v.storage_offset():
             return
-        base = st.prov if st.prov is not None else empty(st.numel, self.value.device)
-        st.prov = replace_rows(base, pos, prov)
+        try:
+            with no_dispatch():
+                if torch.Tensor.untyped_storage(self).nbytes() < v.untyped_storage().nbytes():
+                    # the wrapper's placeholder storage must fit the value's geometry
+                    torch.Tensor.resize_(self, (v.untyped_storage().nbytes() // max(v.element_size(), 1),))
+                torch.Tensor.as_strided_(self, v.shape, v.stride(), v.storage_offset())
+        except RuntimeError as e:
+            raise TrackingError(f"cannot apply an in-place view op to a Tracked tensor here: {e}") from e
+
+    def untyped_storage(self):
+        """The value's storage (the wrapper's own is a placeholder without data)."""
+        return self.value.untyped_storage()
 
     def tolist(self):
         """Python values (a control-flow read of tracked values, see :class:`ControlFlowWarning`)."""

@@ -1,0 +1,73 @@
+"""Hostile inputs get correct behaviour or a clear error naming the fix, never an internal error."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import trackjac
+
+
+def _dense(f, x):
+    return trackjac.jacobian_sparsity(f, x, layout=torch.strided)
+
+
+def test_a_function_that_writes_into_its_argument_is_refused_and_the_caller_keeps_its_values():
+    def f(x):
+        x.mul_(2)
+        return x * 3
+
+    for api in (trackjac.jacobian_sparsity, trackjac.jacobian, trackjac.jacobian_plan):
+        x = torch.ones(3, dtype=torch.float64)
+        with pytest.raises(trackjac.TrackingError, match="writes into its argument 0 in place.*clone"):
+            api(f, x)
+        assert torch.equal(x, torch.ones(3, dtype=torch.float64))
+
+
+def test_writes_into_a_view_of_an_argument_are_refused_too():
+    def f(x):
+        x[1:].zero_()
+        return x
+
+    with pytest.raises(trackjac.TrackingError, match="argument 0"):
+        trackjac.jacobian_sparsity(f, torch.ones(3))
+
+
+def test_an_argument_that_is_already_tracked_gets_a_clear_error():
+    with pytest.raises(TypeError, match="already a Tracked tensor.*plain tensor"):
+        trackjac.jacobian_sparsity(lambda x: x, trackjac.Tracked(torch.ones(2)))
+
+
+def test_a_factory_made_tensor_becomes_a_source_inside_tracking():
+    with trackjac.tracking():
+        c = torch.zeros(3)
+        s = trackjac.Tracked(c)
+        y = s * 2
+    assert torch.equal(y.depends_on(s, layout=torch.strided), torch.eye(3, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("case", ["out= resized", "out= resized then read", "resize_ shrink", "resize_ grow",
+                                  "set_ tensor", "set_ storage"])
+def test_storage_changing_ops(case):
+    x = torch.rand(4, dtype=torch.float64)
+    f = {
+        "out= resized": lambda x: torch.mul(x, 2, out=torch.empty(0, dtype=torch.float64)),
+        "out= resized then read": lambda x: (lambda b: (torch.mul(x, 2, out=b), b * 3)[1])(
+            torch.empty(0, dtype=torch.float64)),
+        "resize_ shrink": lambda x: (x * 1).resize_(2) * 2,
+        "resize_ grow": lambda x: torch.zeros(2, dtype=torch.float64).resize_(4).copy_(x) * 2,
+        "set_ tensor": lambda x: torch.empty(0, dtype=torch.float64).set_(x * 2) * 1,
+        "set_ storage": lambda x: torch.empty(0, dtype=torch.float64).set_(
+            torch.ones(3, dtype=torch.float64).untyped_storage()) + x.sum(),
+    }[case]
+    want = {
+        "out= resized": torch.eye(4), "out= resized then read": torch.eye(4), "resize_ shrink": torch.eye(4)[:2],
+        "resize_ grow": torch.eye(4), "set_ tensor": torch.eye(4), "set_ storage": torch.ones(3, 4),
+    }[case].bool()
+    assert torch.equal(_dense(f, x), want)
+
+
+def test_tensor_of_tracked_elements_inside_a_traced_function():
+    x = torch.rand(4, dtype=torch.float64)
+    # as_tensor keeps the elements (autograd: stack); torch.tensor copies them (autograd: a new leaf)
+    assert torch.equal(_dense(lambda x: torch.as_tensor([x[0], x[2]]), x), torch.eye(4)[[0, 2]].bool())
+    assert not _dense(lambda x: torch.tensor([[x[0]], [x[1]]]).reshape(-1) + 0 * x[:2], x)[:, 2:].any()
