@@ -8,11 +8,11 @@ product ...) gives the provenance of output ``i``.  In-place variants
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 
-from .registry import find
+from .registry import find, register
 
 aten = torch.ops.aten
 
@@ -51,6 +51,9 @@ def _length(values: Sequence) -> int:
 
 
 def foreach(call) -> list:
+    """Output ``i``: the per-tensor op's rule on position ``i``.  Registered with ``always``: the
+    per-tensor rules decide ``call.derived`` (``_foreach_zero_`` makes fresh constants), even
+    when no input carries provenance."""
     name = call.func._schema.name.split("::")[1][len("_foreach_"):].rstrip("_")
     base, names = _base(name)
     rule = find(base)
@@ -89,4 +92,4 @@ def _all_foreach():
     return sorted(names)
 
 
-TABLE: Dict[object, Callable] = {getattr(aten, n): foreach for n in _all_foreach()}
+register([getattr(aten, n) for n in _all_foreach()], foreach, always=True)

@@ -9,16 +9,21 @@ candidate possible in global mode.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
+from typing import Optional
 
 import torch
 
 from ..provenance import scatter, union
+from .registry import register, rule
 from .shapes import bcast, codes, reduce
 from .movement import _derived_choice, all_candidates, moved
 
 aten = torch.ops.aten
 
+# elements picked by index: the index-code rule of :mod:`.movement`
+register([aten.index, aten._unsafe_index, aten.index_select, aten.gather, aten.take,
+          aten.masked_select, aten.masked_scatter, aten.index_fill,
+          aten._unsafe_masked_index, aten.take_along_dim], moved, kind="table:indexing")
 
 def _into(call, self_name: str, src_name: Optional[str], dest: torch.Tensor,
           src_pos: Optional[torch.Tensor] = None, keep_self: bool = True, reduce: Optional[str] = None):
@@ -62,7 +67,7 @@ def _into(call, self_name: str, src_name: Optional[str], dest: torch.Tensor,
             sv = sv if sp is None else sv[sp]
             d = torch.where(sv == out_flat[dest], dest, -1)
         parts.append(scatter(pv, d, n, sp))
-    return [union(parts, n) if parts else None] + [None] * (len(call.outs) - 1)
+    return union(parts, n) if parts else None
 
 
 def _index_dest(call):
@@ -82,24 +87,29 @@ def _scatter_dest(call, src_name="src"):
     return dest, sp
 
 
+@rule(aten.index_add)
 def index_add(call):
     return _into(call, "self", "source", _index_dest(call))
 
 
+@rule(aten.index_copy)
 def index_copy(call):
     return _into(call, "self", "source", _index_dest(call), keep_self=False)
 
 
+@rule(aten.index_reduce)
 def index_reduce(call):
     return _into(call, "self", "source", _index_dest(call),
                  keep_self=call.bound.get("include_self", True), reduce=call.bound["reduce"])
 
 
+@rule(aten.scatter_add)
 def scatter_add(call):
     dest, sp = _scatter_dest(call)
     return _into(call, "self", "src", dest, sp)
 
 
+@rule(aten.scatter)
 def scatter_op(call):
     """``scatter`` writes ``src`` (or a constant ``value``); with ``reduce`` it accumulates."""
     dest, sp = _scatter_dest(call)
@@ -108,12 +118,14 @@ def scatter_op(call):
     return _into(call, "self", "src" if "src" in call.bound else None, dest, sp)
 
 
+@rule(aten.scatter_reduce)
 def scatter_reduce(call):
     dest, sp = _scatter_dest(call)
     return _into(call, "self", "src", dest, sp, keep_self=call.bound.get("include_self", True),
                  reduce=call.bound["reduce"])
 
 
+@rule(aten.index_put, aten._unsafe_index_put, aten._index_put_impl)
 def index_put(call):
     me = call.bound["self"]
     indices = [None if i is None else call.value(i) for i in call.bound["indices"]]
@@ -123,6 +135,7 @@ def index_put(call):
     return _into(call, "self", "values", dest, sp, keep_self=bool(call.bound.get("accumulate")))
 
 
+@rule(aten.put)
 def put(call):
     """``self.flatten()[index] = source`` (``+=`` with ``accumulate``)."""
     me, index = call.bound["self"], call.value(call.bound["index"])
@@ -132,18 +145,24 @@ def put(call):
 
 def max_unpool(nd: int):
     """``out.flatten(-nd)[..., indices] = self``: every input element lands where its index says."""
-    def rule(call):
+    def run(call):
         x, idx, o = call.bound["self"], call.value(call.bound["indices"]), call.outs[0]
         p = call.prov(x)
         if p is None:
-            return [None]
+            return None
         lead = codes(o.shape, o.device).flatten(-nd)
         lead = lead.reshape(-1, lead.shape[-1])
         dest = lead.gather(1, idx.reshape(lead.shape[0], -1))
-        return [scatter(p, dest.reshape(-1), o.numel())]
-    return rule
+        return scatter(p, dest.reshape(-1), o.numel())
+    run.__name__ = run.__qualname__ = f"max_unpool{nd}d"
+    return run
 
 
+register([aten.max_unpool2d], max_unpool(2))
+register([aten.max_unpool3d], max_unpool(3))
+
+
+@rule(aten.embedding)
 def embedding(call):
     """Rows picked by ``indices``; the ``padding_idx`` row gets no gradient (autograd), so none here."""
     res = moved(call)
@@ -153,55 +172,34 @@ def embedding(call):
     idx = call.value(call.bound["indices"])
     keep = (idx != pad).unsqueeze(-1).expand(call.outs[0].shape).reshape(-1)
     n = keep.numel()
-    return [res[0].gather(torch.where(keep, torch.arange(n, device=keep.device), -1))]
+    return res[0].gather(torch.where(keep, torch.arange(n, device=keep.device), -1))
 
 
+@rule(aten.embedding_renorm)
 def embedding_renorm(call):
     """Rows named by ``indices`` are rescaled by their norm (local mode: those over ``max_norm``)."""
     w = call.bound["self"]
     p = call.prov(w)
     if p is None:
-        return [None]
+        return None
     rows = torch.zeros(w.shape[0], dtype=torch.bool, device=w.device)
     rows[call.value(call.bound["indices"]).reshape(-1)] = True
     if call.local:
         norms = call.value(w).norm(p=call.bound["norm_type"], dim=1)
         rows &= norms > call.bound["max_norm"]
     scaled = rows.unsqueeze(1).expand(w.shape)
-    return [union([bcast(reduce(p, w.shape, [1], scaled), (w.shape[0], 1), w.shape, scaled),
-                   bcast(p, w.shape, w.shape, ~scaled)], w.numel())]
+    return union([bcast(reduce(p, w.shape, [1], scaled), (w.shape[0], 1), w.shape, scaled),
+                  bcast(p, w.shape, w.shape, ~scaled)], w.numel())
 
 
+@rule(aten.col2im)
 def col2im(call):
     """Adjoint of ``im2col``: each column element is added into the image pixel it came from."""
     x, o = call.bound["self"], call.outs[0]
     p = call.prov(x)
     if p is None:
-        return [None]
+        return None
     img = (codes(o.shape, o.device) + 1).to(torch.float64)
     dest = aten.im2col(img, call.bound["kernel_size"], call.bound["dilation"],
                        call.bound["padding"], call.bound["stride"]).to(torch.int64) - 1
-    return [scatter(p, dest.reshape(-1), o.numel())]
-
-
-TABLE: Dict[object, Callable] = {
-    **{op: moved for op in (
-        aten.index, aten._unsafe_index, aten.index_select, aten.gather, aten.take,
-        aten.masked_select, aten.masked_scatter, aten.index_fill,
-        aten._unsafe_masked_index, aten.take_along_dim)},
-    aten.embedding: embedding,
-    aten.embedding_renorm: embedding_renorm,
-    aten.index_put: index_put,
-    aten._unsafe_index_put: index_put,
-    aten._index_put_impl: index_put,
-    aten.index_copy: index_copy,
-    aten.index_add: index_add,
-    aten.index_reduce: index_reduce,
-    aten.scatter_add: scatter_add,
-    aten.scatter: scatter_op,
-    aten.scatter_reduce: scatter_reduce,
-    aten.put: put,
-    aten.max_unpool2d: max_unpool(2),
-    aten.max_unpool3d: max_unpool(3),
-    aten.col2im: col2im,
-}
+    return scatter(p, dest.reshape(-1), o.numel())

@@ -10,7 +10,7 @@ from, or ``0`` for a constant.  One generic rule thus covers ``cat``, ``flip``,
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional
+from typing import List, Optional
 
 import torch
 
@@ -18,6 +18,7 @@ from ..errors import TrackingError
 from ..provenance import Provenance, SetProv, broadcast_row
 from ..dtypes import DIFFERENTIABLE
 from .api import Carrier
+from .registry import register, rule
 from .shapes import bcast, codes
 
 aten = torch.ops.aten
@@ -122,10 +123,30 @@ def moved(call) -> List[Optional[Provenance]]:
     return res
 
 
+register([
+    aten.cat, aten.stack, aten.hstack, aten.vstack, aten.flip, aten.roll, aten.rot90,
+    aten.constant_pad_nd, aten.reflection_pad1d, aten.reflection_pad2d, aten.reflection_pad3d,
+    aten.replication_pad1d, aten.replication_pad2d, aten.replication_pad3d, aten._pad_circular,
+    aten.repeat, aten.tril, aten.triu, aten.diag_embed, aten.diag, aten.block_diag,
+    aten.pixel_shuffle, aten.pixel_unshuffle, aten.channel_shuffle, aten.native_channel_shuffle,
+    aten.im2col, aten.narrow_copy, aten._unsafe_view, aten.repeat_interleave,
+    aten.slice_scatter, aten.select_scatter, aten.diagonal_scatter, aten.as_strided_scatter,
+    aten.upsample_nearest1d, aten.upsample_nearest2d, aten.upsample_nearest3d,
+    aten._upsample_nearest_exact1d, aten._upsample_nearest_exact2d, aten._upsample_nearest_exact3d,
+    aten.unfold_copy, aten.view_copy, aten.permute_copy, aten.transpose_copy, aten.t_copy,
+    aten.expand_copy, aten.squeeze_copy, aten.unsqueeze_copy, aten.select_copy, aten.slice_copy,
+    aten.diagonal_copy, aten.as_strided_copy, aten.alias_copy, aten.detach_copy,
+    aten.split_copy, aten.split_with_sizes_copy, aten.unbind_copy, aten.view_as_real_copy,
+    aten._reshape_copy, aten.reshape,
+], moved)
+
+
 def _plain(a):
     return a.value if isinstance(a, Carrier) else a
 
 
+@rule(aten._to_copy, aten.clone, aten.lift_fresh_copy, aten.contiguous, aten.to, aten.type_as,
+      aten.positive)
 def identity(call) -> List[Optional[Provenance]]:
     """Copies and dtype conversions: element ``i`` depends on input element ``i``."""
     x = call.bound["self"]
@@ -133,6 +154,7 @@ def identity(call) -> List[Optional[Provenance]]:
     return [bcast(call.prov(x), x.shape, o.shape) if o.dtype in DIFFERENTIABLE else None]
 
 
+@rule(aten.copy)
 def copy(call) -> List[Optional[Provenance]]:
     """``self.copy_(src)``: ``src`` broadcast into ``self``'s shape."""
     src = call.bound["src"]
@@ -140,69 +162,49 @@ def copy(call) -> List[Optional[Provenance]]:
     return [bcast(call.prov(src), src.shape, o.shape) if o.dtype in DIFFERENTIABLE else None]
 
 
-def fill(call) -> List[Optional[Provenance]]:
+@rule(aten.fill, always=True)
+def fill(call) -> Optional[Provenance]:
+    """``fill(self, value)``: a tensor ``value`` broadcast; a number is a fresh constant (``always``:
+    marked so even when no input carries provenance)."""
     v = call.bound.get("value")
     o = call.outs[0]
     if isinstance(v, torch.Tensor):
-        return [bcast(call.prov(v), v.shape, o.shape)]
+        return bcast(call.prov(v), v.shape, o.shape)
     call.derived = False
-    return [None]
+    return None
 
 
-def overwrite(call) -> List[Optional[Provenance]]:
-    """Ops that overwrite their input with constants (``zero_``, ``new_zeros``)."""
+@rule(aten.zero, aten.new_zeros, aten.new_ones, aten.new_empty, aten.new_full, aten.new_empty_strided,
+      always=True)
+def overwrite(call) -> Optional[Provenance]:
+    """Ops that overwrite their input with constants (``zero_``, ``new_zeros``); ``always``: the
+    outputs are marked as fresh constants even when no input carries provenance."""
     call.derived = False
-    return [None] * len(call.outs)
+    return None
 
 
-def random_sample(call) -> List[Optional[Provenance]]:
+@rule(aten.normal, aten.uniform, aten.exponential, aten.geometric, aten.log_normal, aten.cauchy,
+      aten.random, always=True)
+def random_sample(call) -> Optional[Provenance]:
     """Random numbers: autograd gives them no derivative, not even for tensor parameters
     (``normal(mean, std)`` is not reparameterized).  The values derive from tracked values only
-    through such parameters (``self`` only gives the shape or is overwritten)."""
+    through such parameters (``self`` only gives the shape or is overwritten).  ``always``: the
+    outputs are marked so even when no input carries provenance."""
     if not any(call.is_derived(a) for n, a in call.bound.items()
                if n != "self" and isinstance(a, torch.Tensor)):
         call.derived = False
-    return [None] * len(call.outs)
+    return None
 
 
-def sparse_result(call) -> List[Optional[Provenance]]:
-    """Sparse layouts carry no provenance: a clear error instead of a wrong pattern."""
+@rule(aten._to_sparse, aten._to_sparse_csr, aten._to_sparse_csc, aten._to_sparse_bsr,
+      aten._to_sparse_bsc, aten.to_sparse, aten.to_sparse_csr, aten.to_sparse_csc,
+      aten.to_sparse_bsr, aten.to_sparse_bsc, aten._to_sparse_semi_structured,
+      aten.sparse_sampled_addmm, aten._sparse_coo_tensor_with_dims_and_tensors,
+      aten.sparse_coo_tensor, aten._sparse_csr_tensor_unsafe, aten.sparse_compressed_tensor,
+      aten.sparse_mask, aten._sparse_mask_projection, always=True)
+def sparse_result(call):
+    """Sparse layouts carry no provenance: a clear error instead of a wrong pattern (``always``:
+    refused even when no input carries provenance)."""
     raise TrackingError(
         f"{call.func}: the result is a sparse tensor ({call.outs[0].layout}); trackjac tracks strided "
         "(dense) tensors only. Keep tracked values dense (to_dense(), or mask with torch.where).")
-
-
-TABLE: Dict[object, Callable] = {
-    **{op: moved for op in (
-        aten.cat, aten.stack, aten.hstack, aten.vstack, aten.flip, aten.roll, aten.rot90,
-        aten.constant_pad_nd, aten.reflection_pad1d, aten.reflection_pad2d, aten.reflection_pad3d,
-        aten.replication_pad1d, aten.replication_pad2d, aten.replication_pad3d, aten._pad_circular,
-        aten.repeat, aten.tril, aten.triu, aten.diag_embed, aten.diag, aten.block_diag,
-        aten.pixel_shuffle, aten.pixel_unshuffle, aten.channel_shuffle, aten.native_channel_shuffle,
-        aten.im2col, aten.narrow_copy, aten._unsafe_view, aten.repeat_interleave,
-        aten.slice_scatter, aten.select_scatter, aten.diagonal_scatter, aten.as_strided_scatter,
-        aten.upsample_nearest1d, aten.upsample_nearest2d, aten.upsample_nearest3d,
-        aten._upsample_nearest_exact1d, aten._upsample_nearest_exact2d, aten._upsample_nearest_exact3d,
-        aten.unfold_copy, aten.view_copy, aten.permute_copy, aten.transpose_copy, aten.t_copy,
-        aten.expand_copy, aten.squeeze_copy, aten.unsqueeze_copy, aten.select_copy, aten.slice_copy,
-        aten.diagonal_copy, aten.as_strided_copy, aten.alias_copy, aten.detach_copy,
-        aten.split_copy, aten.split_with_sizes_copy, aten.unbind_copy, aten.view_as_real_copy,
-        aten._reshape_copy, aten.reshape)},
-    **{op: identity for op in (aten._to_copy, aten.clone, aten.lift_fresh_copy, aten.contiguous,
-                               aten.to, aten.type_as, aten.positive)},
-    aten.copy: copy,
-    **{op: sparse_result for op in (
-        aten._to_sparse, aten._to_sparse_csr, aten._to_sparse_csc, aten._to_sparse_bsr,
-        aten._to_sparse_bsc, aten.to_sparse, aten.to_sparse_csr, aten.to_sparse_csc,
-        aten.to_sparse_bsr, aten.to_sparse_bsc, aten._to_sparse_semi_structured,
-        aten.sparse_sampled_addmm, aten._sparse_coo_tensor_with_dims_and_tensors,
-        aten.sparse_coo_tensor, aten._sparse_csr_tensor_unsafe, aten.sparse_compressed_tensor,
-        aten.sparse_mask, aten._sparse_mask_projection)},
-    aten.fill: fill,
-    **{op: overwrite for op in (
-        aten.zero, aten.new_zeros, aten.new_ones, aten.new_empty, aten.new_full,
-        aten.new_empty_strided)},
-    **{op: random_sample for op in (
-        aten.normal, aten.uniform, aten.exponential, aten.geometric, aten.log_normal,
-        aten.cauchy, aten.random)},
-}

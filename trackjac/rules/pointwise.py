@@ -13,6 +13,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from ..dtypes import DIFFERENTIABLE
+from .registry import register, rule, tag_rule
 from .shapes import bcast, union_opt
 
 aten = torch.ops.aten
@@ -27,8 +28,10 @@ def _float_tensors(call, skip=()):
             if name not in skip and isinstance(a, torch.Tensor) and a.dtype in DIFFERENTIABLE]
 
 
+@tag_rule(torch.Tag.pointwise)
 def generic(call, skip=()) -> List[Optional[object]]:
-    """Union of the broadcast inputs, for every floating output."""
+    """Union of the broadcast inputs, for every floating output (the rule of every op tagged
+    ``torch.Tag.pointwise`` without its own)."""
     res = []
     for o in call.outs:
         if o.dtype not in DIFFERENTIABLE:
@@ -39,13 +42,24 @@ def generic(call, skip=()) -> List[Optional[object]]:
     return res
 
 
-def zero_derivative(call):
-    return [None] * len(call.outs)
+@rule(aten.floor, aten.ceil, aten.round, aten.trunc, aten.fix, aten.sign,
+      aten.heaviside, aten.floor_divide, aten.signbit, aten.bernoulli)
+def zero_derivative(call) -> Optional[object]:
+    """Derivative zero everywhere: no dependencies."""
+    return None
 
 
 def ignoring(*names) -> Callable:
     """Generic rule that skips inputs with no derivative."""
-    return lambda call: generic(call, skip=names)
+    def run(call):
+        return generic(call, skip=names)
+    run.__name__ = run.__qualname__ = "ignoring_" + "_".join(names)
+    return run
+
+
+register([aten.copysign], ignoring("other"))
+register([aten.nextafter], ignoring("other"))   # autograd: d/dself = 1 (a step of one ulp), d/dother = 0
+register([aten.rrelu_with_noise], ignoring("noise"))   # noise: the random slopes, written, no derivative
 
 
 def _select(call, masks: Dict[str, torch.Tensor]):
@@ -60,11 +74,12 @@ def _select(call, masks: Dict[str, torch.Tensor]):
 
 def _choice(mask_fn: Callable) -> Callable:
     """A selection made by the tracked values themselves: all candidates unless local."""
-    def rule(call):
+    def run(call):
         if not call.local:
             return generic(call)
         return _select(call, mask_fn(call))
-    return rule
+    run.__name__ = run.__qualname__ = "choice" + mask_fn.__name__
+    return run
 
 
 def _v(call, name):
@@ -81,6 +96,33 @@ def _within(x, lo, hi):
     return m
 
 
+def _relu_masks(call):
+    return {"self": _v(call, "self") >= 0}
+
+
+def _relu6_masks(call):
+    return {"self": _within(_v(call, "self"), 0, 6)}
+
+
+def _hardtanh_masks(call):
+    return {"self": _within(_v(call, "self"), _v(call, "min_val"), _v(call, "max_val"))}
+
+
+def _hardsigmoid_masks(call):
+    return {"self": _within(_v(call, "self"), -3, 3)}
+
+
+def _hardswish_masks(call):
+    return {"self": _v(call, "self") >= -3}
+
+
+register([aten.relu], _choice(_relu_masks))
+register([aten.relu6], _choice(_relu6_masks))
+register([aten.hardtanh], _choice(_hardtanh_masks))
+register([aten.hardsigmoid], _choice(_hardsigmoid_masks))
+register([aten.hardswish], _choice(_hardswish_masks))
+
+
 def _clamp_masks(call):
     """``min(max(x, lo), hi)``: ``x`` where ``lo <= x <= hi``, ``lo`` where ``x <= lo <= hi``, ``hi``
     where ``max(x, lo) >= hi`` (so ``hi`` wins when ``lo > hi``).  Ties keep both."""
@@ -93,13 +135,43 @@ def _clamp_masks(call):
     return m
 
 
+register([aten.clamp, aten.clip], _choice(_clamp_masks))
+
+
+def _clamp_min_masks(call):
+    x, lo = _v(call, "self"), _v(call, "min")
+    m = {"self": x >= lo}
+    if isinstance(lo, torch.Tensor):
+        m["min"] = x <= lo
+    return m
+
+
+def _clamp_max_masks(call):
+    x, hi = _v(call, "self"), _v(call, "max")
+    m = {"self": x <= hi}
+    if isinstance(hi, torch.Tensor):
+        m["max"] = x >= hi
+    return m
+
+
+register([aten.clamp_min], _choice(_clamp_min_masks))
+register([aten.clamp_max], _choice(_clamp_max_masks))
+
+
 def _binary_extreme(larger: bool):
     def masks(call):
         a, b = _v(call, "self"), _v(call, "other")
         return {"self": a >= b if larger else a <= b, "other": b >= a if larger else b <= a}
+    masks.__name__ = masks.__qualname__ = "_larger_masks" if larger else "_smaller_masks"
     return masks
 
 
+# the binary ``max``/``min`` overloads (:mod:`.reductions`) use these too
+maximum = register([aten.maximum, aten.fmax], _choice(_binary_extreme(True)))
+minimum = register([aten.minimum, aten.fmin], _choice(_binary_extreme(False)))
+
+
+@rule(aten.where)
 def _where(call):
     cond = call.bound["condition"]
     if call.is_derived(cond) and not call.local:
@@ -108,6 +180,7 @@ def _where(call):
     return _select(call, {"self": c, "other": ~c})
 
 
+@rule(aten.masked_fill)
 def _masked_fill(call):
     mask = call.bound["mask"]
     if call.is_derived(mask) and not call.local:
@@ -124,6 +197,10 @@ def _shrink_masks(call):
     return {"self": _v(call, "self").abs() >= _v(call, "lambd")}
 
 
+register([aten.threshold], _choice(_threshold_masks))
+register([aten.hardshrink, aten.softshrink], _choice(_shrink_masks))
+
+
 def _remainder_masks(rounding):
     """``self - rounding(self / other) * other``: ``d/dother = -rounding(self / other)``, zero while
     the quotient rounds to 0 (a neighbourhood property, so local mode drops ``other`` there)."""
@@ -132,9 +209,15 @@ def _remainder_masks(rounding):
         if not isinstance(b, torch.Tensor):
             return {}
         return {"other": rounding(_v(call, "self") / b) != 0}
+    masks.__name__ = masks.__qualname__ = f"_remainder_masks_{rounding.__name__}"
     return masks
 
 
+register([aten.remainder], _choice(_remainder_masks(torch.floor)))
+register([aten.fmod], _choice(_remainder_masks(torch.trunc)))
+
+
+@rule(aten.div)
 def _div(call):
     if call.bound.get("rounding_mode") is not None:   # floor/trunc division: piecewise constant
         return zero_derivative(call)
@@ -146,6 +229,10 @@ def _logit_masks(call):
     return {} if eps is None else {"self": _within(_v(call, "self"), eps, 1 - eps)}
 
 
+register([aten.logit], _choice(_logit_masks))
+
+
+@rule(aten.native_dropout_backward)
 def _dropout_backward(call):
     """``grad * mask * scale``: the mask is a constant choice (the dropout's random draw);
     with ``constant_zeros="drop"`` a zero ``scale`` cuts everything."""
@@ -170,6 +257,7 @@ def _nonzero_factor(call, name: str, factor=lambda v: v) -> torch.Tensor:
     return m
 
 
+@rule(aten.mul)
 def _mul(call):
     """``x * y``; with ``constant_zeros="drop"`` an exact zero without provenance cuts the other factor."""
     if not call.drops_zeros:
@@ -177,6 +265,7 @@ def _mul(call):
     return _select(call, {"self": _nonzero_factor(call, "other"), "other": _nonzero_factor(call, "self")})
 
 
+@rule(aten.lerp)
 def _lerp(call):
     """``self + weight * (end - self)``: ``d/dself = 1 - weight``, ``d/dend = weight``; with
     ``constant_zeros="drop"`` a constant weight of exactly 1 (0) cuts ``self`` (``end``)."""
@@ -186,53 +275,10 @@ def _lerp(call):
                           "end": _nonzero_factor(call, "weight")})
 
 
-TABLE: Dict[object, Callable] = {
-    aten.mul: _mul,
-    aten.lerp: _lerp,
-    # derivative zero everywhere
-    **{op: zero_derivative for op in (
-        aten.floor, aten.ceil, aten.round, aten.trunc, aten.fix, aten.sign,
-        aten.heaviside, aten.floor_divide, aten.signbit, aten.bernoulli)},
-    aten.copysign: ignoring("other"),
-    aten.nextafter: ignoring("other"),   # autograd: d/dself = 1 (a step of one ulp), d/dother = 0
-    aten.div: _div,
-    aten.rrelu_with_noise: ignoring("noise"),   # noise: the random slopes, written, no derivative
-    aten.native_dropout_backward: _dropout_backward,
-    # selections
-    aten.where: _where,
-    aten.masked_fill: _masked_fill,
-    aten.relu: _choice(lambda c: {"self": _v(c, "self") >= 0}),
-    aten.relu6: _choice(lambda c: {"self": _within(_v(c, "self"), 0, 6)}),
-    aten.hardtanh: _choice(lambda c: {"self": _within(_v(c, "self"), _v(c, "min_val"), _v(c, "max_val"))}),
-    aten.hardsigmoid: _choice(lambda c: {"self": _within(_v(c, "self"), -3, 3)}),
-    aten.hardswish: _choice(lambda c: {"self": _v(c, "self") >= -3}),
-    aten.threshold: _choice(_threshold_masks),
-    aten.hardshrink: _choice(_shrink_masks),
-    aten.softshrink: _choice(_shrink_masks),
-    aten.clamp: _choice(_clamp_masks),
-    aten.clip: _choice(_clamp_masks),
-    aten.clamp_min: _choice(lambda c: {"self": _v(c, "self") >= _v(c, "min"),
-                                       **({"min": _v(c, "self") <= _v(c, "min")}
-                                          if isinstance(_v(c, "min"), torch.Tensor) else {})}),
-    aten.clamp_max: _choice(lambda c: {"self": _v(c, "self") <= _v(c, "max"),
-                                       **({"max": _v(c, "self") >= _v(c, "max")}
-                                          if isinstance(_v(c, "max"), torch.Tensor) else {})}),
-    aten.maximum: _choice(_binary_extreme(True)),
-    aten.minimum: _choice(_binary_extreme(False)),
-    aten.fmax: _choice(_binary_extreme(True)),
-    aten.fmin: _choice(_binary_extreme(False)),
-    aten.remainder: _choice(_remainder_masks(torch.floor)),
-    aten.fmod: _choice(_remainder_masks(torch.trunc)),
-    aten.logit: _choice(_logit_masks),
-}
-
-
-def fresh_constant(call):
-    """Factory-like ops (``zeros_like``, ``rand_like`` ...): values not computed from the input."""
+@rule(aten.zeros_like, aten.ones_like, aten.empty_like, aten.full_like, aten.rand_like,
+      aten.randn_like, aten.randint_like, always=True)
+def fresh_constant(call) -> Optional[object]:
+    """Factory-like ops (``zeros_like``, ``rand_like`` ...): values not computed from the input.
+    ``always``: the outputs are marked as fresh constants even when no input carries provenance."""
     call.derived = False
-    return [None] * len(call.outs)
-
-
-for _op in (aten.zeros_like, aten.ones_like, aten.empty_like, aten.full_like, aten.rand_like,
-            aten.randn_like, aten.randint_like):
-    TABLE[_op] = fresh_constant
+    return None

@@ -6,13 +6,13 @@ global mode and only the chosen element (all tied elements, without indices) in 
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict
 
 import torch
 
 from ..dtypes import DIFFERENTIABLE
 from . import pointwise
 from ..provenance import scatter
+from .registry import rule
 from .shapes import bcast, codes, keep_shape, norm_dims, reduce, take_along
 
 aten = torch.ops.aten
@@ -23,6 +23,7 @@ def _dims(call):
     return x, norm_dims(call.bound.get("dim"), x.dim())
 
 
+@rule(aten.sum, aten.mean, aten.prod, aten.linalg_matrix_norm)
 def reduction(call):
     """Each output depends on every element of its slice."""
     x, dims = _dims(call)
@@ -30,13 +31,14 @@ def reduction(call):
     return [p if o.dtype in DIFFERENTIABLE else None for o in call.outs]
 
 
+@rule(aten.norm, aten.linalg_vector_norm)
 def vector_norm(call):
     """``norm``/``linalg_vector_norm``: ``ord=0`` counts nonzeros (no derivative); ``ord=+-inf``
     picks the largest/smallest magnitude (local mode: every tied element); else the slice."""
     ord_ = call.bound.get("ord", call.bound.get("p", 2))
     ord_ = 2 if ord_ is None else ord_
     if ord_ == 0:
-        return [None] * len(call.outs)
+        return None
     if not call.local:
         return reduction(call)
     if abs(ord_) != float("inf"):
@@ -54,17 +56,16 @@ def _infinite_entries(call, x, dims, what):
     has an infinite result; the finite entries' derivative is 0 around this point."""
     xv = call.value(x)
     big = torch.isposinf(xv) if what == "pos" else torch.isinf(xv)
-    ks = keep_shape(x.shape, dims)
     anyb = big.reshape(x.shape).amax(dim=dims, keepdim=True) if x.dim() else big
     keep = torch.where(anyb.expand(x.shape), big, torch.ones_like(big))
     if what == "pos":   # exp(-inf) = 0: -inf entries feed nothing (unless the whole slice is -inf)
         dead = torch.isneginf(xv)
         alldead = dead.reshape(x.shape).amin(dim=dims, keepdim=True) if x.dim() else dead
         keep &= ~dead | alldead.expand(x.shape)
-    return [reduce(call.prov(x), x.shape, dims, keep)] + [None] * (len(call.outs) - 1) if bool(
-        (~keep).any()) else reduction(call)
+    return [reduce(call.prov(x), x.shape, dims, keep)] if bool((~keep).any()) else reduction(call)
 
 
+@rule(aten.logsumexp, aten.special_logsumexp)
 def logsumexp(call):
     """Local mode: an entry whose weight ``exp(x - lse)`` is exactly 0 here (float underflow, or
     ``-inf``) has derivative 0 at this point, as autograd computes it; ``+inf`` entries see
@@ -77,19 +78,21 @@ def logsumexp(call):
         ov = out.reshape(keep_shape(x.shape, dims))
         under = (torch.exp(xv - ov) == 0) & torch.isfinite(ov).expand(x.shape)
         if bool(under.any()) and not bool(torch.isposinf(xv).any()):
-            return [reduce(call.prov(x), x.shape, dims, ~under)] + [None] * (len(call.outs) - 1)
+            return [reduce(call.prov(x), x.shape, dims, ~under)]
     return _infinite_entries(call, x, dims, "pos")
 
 
+@rule(aten.nansum, aten.nanmean)
 def nan_reduction(call):
     """``nansum``/``nanmean``: nan entries are skipped; in local mode the ones that are nan here."""
     if not call.local:
         return reduction(call)
     x, dims = _dims(call)
     keep = ~torch.isnan(call.value(x))
-    return [reduce(call.prov(x), x.shape, dims, keep)] + [None] * (len(call.outs) - 1)
+    return [reduce(call.prov(x), x.shape, dims, keep)]
 
 
+@rule(aten.var, aten.std, aten.var_mean, aten.std_mean)
 def variance(call):
     """``var``/``std`` (and ``var_mean``/``std_mean``): a slice of one element has variance 0."""
     x, dims = _dims(call)
@@ -102,13 +105,14 @@ def variance(call):
     return res
 
 
+@rule(aten.segment_reduce)
 def segment_reduce(call):
     """Segments along ``axis`` (from ``lengths`` or ``offsets``) reduce to one element each;
     ``max``/``min`` in local mode keep the elements equal to the result (``initial`` may win)."""
     x = call.bound["data"]
     p = call.prov(x)
     if p is None:
-        return [None]
+        return None
     o = call.outs[0]
     axis = call.bound.get("axis", 0) % x.dim()
     lengths, offsets = call.bound.get("lengths"), call.bound.get("offsets")
@@ -133,17 +137,18 @@ def segment_reduce(call):
     return [scatter(p, dest.reshape(-1), o.numel())]
 
 
+@rule(aten.kthvalue, aten.mode)
 def _with_indices(call):
     """``(values, indices)`` reductions over one dim: local mode follows the returned index."""
     if not call.local:
         return reduction(call)
     x, dims = _dims(call)
-    values, indices = call.outs[0], call.outs[1]
+    indices = call.outs[1]
     idx = indices if call.bound.get("keepdim") or x.dim() == 0 else indices.unsqueeze(dims[0])
-    p = take_along(call.prov(x), x.shape, dims[0], idx.reshape(keep_shape(x.shape, dims)))
-    return [p, None]
+    return take_along(call.prov(x), x.shape, dims[0], idx.reshape(keep_shape(x.shape, dims)))
 
 
+@rule(aten.amax, aten.amin, aten.aminmax)
 def _tied(call):
     """Full reductions without indices (``amax``, ``median()``): local mode keeps every tied element."""
     if not call.local:
@@ -160,12 +165,13 @@ def _tied(call):
     return res
 
 
+@rule(aten.cumsum, aten.cumprod, aten.logcumsumexp)
 def scan(call):
     """``cumsum``-like: element ``k`` along ``dim`` depends on elements ``0..k``."""
     x = call.bound["self"]
     p = call.prov(x)
     if p is None:
-        return [None] * len(call.outs)
+        return None
     dim = call.bound["dim"] % max(x.dim(), 1)
     pos = codes(x.shape, p.device).reshape(x.shape if x.dim() else (1,)).movedim(dim, -1)
     n = pos.shape[-1]
@@ -184,6 +190,7 @@ def scan(call):
     return [res if o.dtype in DIFFERENTIABLE else None for o in call.outs]
 
 
+@rule(aten.cummax, aten.cummin)
 def _scan_choice(call):
     """``cummax``/``cummin``: local mode follows the returned index."""
     if not call.local:
@@ -191,17 +198,18 @@ def _scan_choice(call):
     x = call.bound["self"]
     dim = call.bound["dim"] % max(x.dim(), 1)
     idx = call.outs[1].reshape(x.shape)
-    return [take_along(call.prov(x), x.shape, dim, idx), None]
+    return take_along(call.prov(x), x.shape, dim, idx)
 
 
+@rule(aten.sort, aten.topk)
 def sort_like(call):
     """``sort``/``topk``: global mode, any element of the line; local mode, the one at the index."""
     x = call.bound["self"]
     dim = call.bound.get("dim", -1) % max(x.dim(), 1)
     if not call.local:
         p = reduce(call.prov(x), x.shape, [dim] if x.dim() else [])
-        return [bcast(p, keep_shape(x.shape, [dim]), call.outs[0].shape) if x.dim() else p, None]
-    return [take_along(call.prov(x), x.shape, dim, call.outs[1]) if x.dim() else call.prov(x), None]
+        return bcast(p, keep_shape(x.shape, [dim]), call.outs[0].shape) if x.dim() else p
+    return take_along(call.prov(x), x.shape, dim, call.outs[1]) if x.dim() else call.prov(x)
 
 
 def _by_overload(call, binary):
@@ -211,26 +219,16 @@ def _by_overload(call, binary):
     return (_with_indices if "dim" in call.bound else _tied)(call)
 
 
-TABLE: Dict[object, Callable] = {
-    **{op: reduction for op in (
-        aten.sum, aten.mean, aten.prod,
-        aten.linalg_matrix_norm)},
-    **{op: logsumexp for op in (aten.logsumexp, aten.special_logsumexp)},
-    **{op: nan_reduction for op in (aten.nansum, aten.nanmean)},
-    **{op: vector_norm for op in (aten.norm, aten.linalg_vector_norm)},
-    **{op: variance for op in (aten.var, aten.std, aten.var_mean, aten.std_mean)},
-    **{op: _with_indices for op in (aten.kthvalue, aten.mode)},
-    aten.max: lambda c: _by_overload(c, pointwise.TABLE[aten.maximum]),
-    aten.min: lambda c: _by_overload(c, pointwise.TABLE[aten.minimum]),
-    aten.median: lambda c: _by_overload(c, None),
-    aten.nanmedian: lambda c: _by_overload(c, None),
-    aten.segment_reduce: segment_reduce,
-    aten.amax: _tied,
-    aten.amin: _tied,
-    aten.aminmax: _tied,
-    **{op: scan for op in (aten.cumsum, aten.cumprod, aten.logcumsumexp)},
-    aten.cummax: _scan_choice,
-    aten.sort: sort_like,
-    aten.topk: sort_like,
-    aten.cummin: _scan_choice,
-}
+@rule(aten.max)
+def _max(call):
+    return _by_overload(call, pointwise.maximum)
+
+
+@rule(aten.min)
+def _min(call):
+    return _by_overload(call, pointwise.minimum)
+
+
+@rule(aten.median, aten.nanmedian)
+def _median(call):
+    return _by_overload(call, None)

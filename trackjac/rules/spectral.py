@@ -9,35 +9,40 @@ along ``dim`` of its input (the output length may differ: one-sided spectra,
 """
 from __future__ import annotations
 
-from typing import Callable, Dict
-
 import torch
 
 from . import pointwise
+from .registry import register, rule
 from .shapes import bcast, codes, keep_shape, norm_dims, reduce
 
 aten = torch.ops.aten
 
+# a complex number from its parts (``complex(re, im)``, ``polar(abs, angle)``): pointwise
+register([aten.complex, aten.polar], pointwise.generic, kind="table:spectral")
 
+
+@rule(aten.view_as_real)
 def view_as_real(call):
     z, o = call.bound["self"], call.outs[0]
     p = call.prov(z)
     if p is None:
-        return [None]
-    return [p.gather(codes(z.shape, p.device).unsqueeze(-1).expand(o.shape).reshape(-1))]
+        return None
+    return p.gather(codes(z.shape, p.device).unsqueeze(-1).expand(o.shape).reshape(-1))
 
 
+@rule(aten.view_as_complex)
 def view_as_complex(call):
     x = call.bound["self"]
-    return [reduce(call.prov(x), x.shape, [x.dim() - 1])]
+    return reduce(call.prov(x), x.shape, [x.dim() - 1])
 
 
+@rule(aten._fft_r2c, aten._fft_c2r, aten._fft_c2c)
 def transform(call):
     """``_fft_r2c``/``_fft_c2r``/``_fft_c2c``: each output depends on its input line along ``dim``."""
     x, o = call.bound["self"], call.outs[0]
     p = call.prov(x)
     if p is None:
-        return [None]
+        return None
     dims = norm_dims(call.bound["dim"], x.dim())
     mask = None
     if "last_dim_size" in call.bound:   # c2r reads the first n // 2 + 1 bins of the last dim only
@@ -45,24 +50,12 @@ def transform(call):
         used = torch.arange(x.shape[last], device=o.device) < call.bound["last_dim_size"] // 2 + 1
         if not bool(used.all()):
             mask = used.reshape((-1,) + (1,) * (x.dim() - last - 1)).expand(x.shape)
-    return [bcast(reduce(p, x.shape, dims, mask), keep_shape(x.shape, dims), o.shape)]
+    return bcast(reduce(p, x.shape, dims, mask), keep_shape(x.shape, dims), o.shape)
 
 
+@rule(aten.angle, aten.sgn)
 def _real_input_zero(call):
     """``angle``/``sgn`` of a real tensor are piecewise constant; of a complex one, pointwise."""
     if call.bound["self"].dtype.is_complex:
         return pointwise.generic(call)
     return pointwise.zero_derivative(call)
-
-
-TABLE: Dict[object, Callable] = {
-    aten.view_as_real: view_as_real,
-    aten.view_as_complex: view_as_complex,
-    aten._fft_r2c: transform,
-    aten._fft_c2r: transform,
-    aten._fft_c2c: transform,
-    aten.complex: pointwise.generic,
-    aten.polar: pointwise.generic,
-    aten.angle: _real_input_zero,
-    aten.sgn: _real_input_zero,
-}
