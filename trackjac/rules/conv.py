@@ -73,7 +73,7 @@ upsampling live in :mod:`.movement` and :mod:`.indexing`.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
@@ -81,6 +81,7 @@ from ..provenance import Provenance, SetProv, empty, scatter, union
 from ..dtypes import FLOATING
 from .shapes import bcast, codes, reduce
 from .movement import _derived_choice, all_candidates
+from .registry import register, rule
 
 aten = torch.ops.aten
 I64 = torch.int64
@@ -269,7 +270,7 @@ def conv_prov(px, pw, pb, xshape, wshape, out_shape, stride, padding, dilation, 
 
 
 def _conv_rule(transposed_default=False):
-    def rule(call):
+    def convolution(call):
         x, w = _x(call), call.bound["weight"]
         b = call.bound.get("bias")
         o = call.outs[0]
@@ -284,8 +285,17 @@ def _conv_rule(transposed_default=False):
         pb = call.prov(b) if isinstance(b, torch.Tensor) else None
         p = conv_prov(call.prov(x), call.prov(w), pb, x.shape, w.shape, o.shape,
                       stride, padding, dilation, transposed, int(groups))
-        return [p] + [None] * (len(call.outs) - 1)
-    return rule
+        return p
+    return convolution
+
+
+register([aten.convolution, aten._convolution, aten.convolution_overrideable], _conv_rule())
+register([aten._slow_conv2d_forward, aten.slow_conv3d_forward, aten._nnpack_spatial_convolution,
+          aten.slow_conv_dilated2d, aten.slow_conv_dilated3d, aten._conv_depthwise2d,
+          aten.conv_depthwise3d, aten.mkldnn_convolution, aten.cudnn_convolution,
+          aten.miopen_convolution, aten._mps_convolution], _conv_rule())
+register([aten.slow_conv_transpose2d, aten.slow_conv_transpose3d, aten.cudnn_convolution_transpose],
+         _conv_rule(transposed_default=True))
 
 
 def _permuted(prov: Optional[Provenance], shape, perm) -> Optional[Provenance]:
@@ -295,6 +305,7 @@ def _permuted(prov: Optional[Provenance], shape, perm) -> Optional[Provenance]:
     return prov.gather(codes(shape, prov.device).permute(*perm).reshape(-1))
 
 
+@rule(aten.conv_tbc)
 def conv_tbc(call):
     """``conv_tbc``: input ``(T, B, C_in)``, weight ``(K, C_in, C_out)``, output ``(T', B, C_out)``."""
     x, w, b = call.bound["self"], call.bound["weight"], call.bound["bias"]
@@ -335,7 +346,7 @@ def _at_index(call, x, indices: torch.Tensor, d: int) -> Optional[Provenance]:
 
 
 def _max_pool(d: int):
-    def rule(call):
+    def max_pool(call):
         x, o = _x(call), call.outs[0]
         _, s_in = _spatial(x, d)
         s_out = tuple(o.shape[-d:])
@@ -346,12 +357,16 @@ def _max_pool(d: int):
         pd = _expand(call.bound.get("padding"), d, 0)
         dl = _expand(call.bound.get("dilation"), d, 1)
         tables = [strided_table(s_in[j], s_out[j], ks[j], st[j], pd[j], dl[j], o.device) for j in range(d)]
-        return [_pool(call, d, tables)] + [None] * (len(call.outs) - 1)
-    return rule
+        return _pool(call, d, tables)
+    return max_pool
+
+
+register([aten.max_pool2d_with_indices], _max_pool(2))
+register([aten.max_pool3d_with_indices], _max_pool(3))
 
 
 def _avg_pool(d: int):
-    def rule(call):
+    def avg_pool(call):
         x, o = _x(call), call.outs[0]
         _, s_in = _spatial(x, d)
         s_out = tuple(o.shape[-d:])
@@ -360,19 +375,29 @@ def _avg_pool(d: int):
         pd = _expand(call.bound.get("padding"), d, 0)
         tables = [strided_table(s_in[j], s_out[j], ks[j], st[j], pd[j], 1, o.device) for j in range(d)]
         return [_pool(call, d, tables)]
-    return rule
+    return avg_pool
+
+
+register([aten.avg_pool2d], _avg_pool(2))
+register([aten.avg_pool3d], _avg_pool(3))
 
 
 def _adaptive(d: int, is_max: bool):
-    def rule(call):
+    def adaptive_pool(call):
         x, o = _x(call), call.outs[0]
         if is_max and call.local:
-            return [_at_index(call, x, call.outs[1], d)] + [None] * (len(call.outs) - 1)
+            return _at_index(call, x, call.outs[1], d)
         _, s_in = _spatial(x, d)
         s_out = tuple(o.shape[-d:])
         tables = [_adaptive_table(s_in[j], s_out[j], o.device) for j in range(d)]
-        return [_pool(call, d, tables)] + [None] * (len(call.outs) - 1)
-    return rule
+        return _pool(call, d, tables)
+    return adaptive_pool
+
+
+register([aten._adaptive_avg_pool2d], _adaptive(2, False))
+register([aten._adaptive_avg_pool3d], _adaptive(3, False))
+register([aten.adaptive_max_pool2d], _adaptive(2, True))
+register([aten.adaptive_max_pool3d], _adaptive(3, True))
 
 
 def _exact_int_limit(dtype) -> int:
@@ -380,7 +405,7 @@ def _exact_int_limit(dtype) -> int:
 
 
 def _fractional(d: int):
-    def rule(call):
+    def fractional_max_pool(call):
         x, o, idx = _x(call), call.outs[0], call.outs[1]
         if call.local:
             return [_at_index(call, x, idx, d), None]
@@ -420,7 +445,11 @@ def _fractional(d: int):
         dst = torch.arange(outn, dtype=I64, device=dev).view(-1, 1).expand_as(src)
         keep = src >= 0
         return [scatter(p, dst[keep], outn, src[keep]), None]
-    return rule
+    return fractional_max_pool
+
+
+register([aten.fractional_max_pool2d], _fractional(2))
+register([aten.fractional_max_pool3d], _fractional(3))
 
 
 # -- interpolation ------------------------------------------------------------------------------
@@ -485,7 +514,7 @@ def _interp_tables(call, d: int) -> List[torch.Tensor]:
 
 
 def _interp(d: int):
-    def rule(call):
+    def interpolate(call):
         x = _x(call)
         p = call.prov(x)
         if p is None:
@@ -493,7 +522,13 @@ def _interp(d: int):
         lead = tuple(x.shape[:-d])
         res, _ = windows(p, x.shape, len(lead), _interp_tables(call, d))
         return [res]
-    return rule
+    return interpolate
+
+
+register([aten.upsample_linear1d], _interp(1))
+register([aten.upsample_bilinear2d, aten.upsample_bicubic2d, aten._upsample_bilinear2d_aa,
+          aten._upsample_bicubic2d_aa], _interp(2))
+register([aten.upsample_trilinear3d], _interp(3))
 
 
 # -- grid sampling ------------------------------------------------------------------------------
@@ -560,6 +595,7 @@ def _taps(g, size: int, mode: int, interp: int, ac: bool, tol: float):
     return idx, moving
 
 
+@rule(aten.grid_sampler_2d, aten.grid_sampler_3d, aten._grid_sampler_2d_cpu_fallback)
 def grid_sampler(call, interp_default=None, pad_default=None, ac_default=None):
     x, grid, o = _x(call), call.bound["grid"], call.outs[0]
     interp = int(call.bound.get("interpolation_mode", interp_default))
@@ -628,7 +664,14 @@ def grid_sampler(call, interp_default=None, pad_default=None, ac_default=None):
     return [_merge(parts, numel, dev)]
 
 
+@rule(aten.cudnn_grid_sampler)
+def cudnn_grid_sampler(call):
+    """``cudnn_grid_sampler(self, grid)``: bilinear, zeros padding, ``align_corners=True``."""
+    return grid_sampler(call, _BILINEAR, _ZEROS, True)
+
+
 # -- embedding bags -----------------------------------------------------------------------------
+@rule(aten._embedding_bag, aten._embedding_bag_forward_only)
 def embedding_bag(call):
     if _derived_choice(call):
         return all_candidates(call)
@@ -637,7 +680,6 @@ def embedding_bag(call):
     off = call.value(call.bound["offsets"]).to(I64)
     mode = int(call.bound.get("mode", 0))
     psw = call.bound.get("per_sample_weights")
-    ilo = bool(call.bound.get("include_last_offset", False))
     pad = call.bound.get("padding_idx", -1)
     pad = -1 if pad is None else int(pad)
     nbag, dim = o.shape[0], w.shape[1]
@@ -672,39 +714,4 @@ def embedding_bag(call):
     if pp is not None:
         jv = torch.arange(idx.numel(), dtype=I64, device=dev)[valid].view(-1, 1)
         parts.append(scatter(pp, (bv * dim + dd).reshape(-1), numel, jv.expand(-1, dim).reshape(-1)))
-    return [_merge(parts, numel, dev)] + [None] * (len(call.outs) - 1)
-
-
-TABLE: Dict[object, Callable] = {
-    **{op: _conv_rule() for op in (aten.convolution, aten._convolution, aten.convolution_overrideable)},
-    **{op: _conv_rule() for op in (
-        aten._slow_conv2d_forward, aten.slow_conv3d_forward, aten._nnpack_spatial_convolution,
-        aten.slow_conv_dilated2d, aten.slow_conv_dilated3d, aten._conv_depthwise2d,
-        aten.conv_depthwise3d, aten.mkldnn_convolution, aten.cudnn_convolution,
-        aten.miopen_convolution, aten._mps_convolution)},
-    **{op: _conv_rule(transposed_default=True) for op in (
-        aten.slow_conv_transpose2d, aten.slow_conv_transpose3d, aten.cudnn_convolution_transpose)},
-    aten.conv_tbc: conv_tbc,
-    aten.max_pool2d_with_indices: _max_pool(2),
-    aten.max_pool3d_with_indices: _max_pool(3),
-    aten.avg_pool2d: _avg_pool(2),
-    aten.avg_pool3d: _avg_pool(3),
-    aten._adaptive_avg_pool2d: _adaptive(2, False),
-    aten._adaptive_avg_pool3d: _adaptive(3, False),
-    aten.adaptive_max_pool2d: _adaptive(2, True),
-    aten.adaptive_max_pool3d: _adaptive(3, True),
-    aten.fractional_max_pool2d: _fractional(2),
-    aten.fractional_max_pool3d: _fractional(3),
-    aten.upsample_linear1d: _interp(1),
-    aten.upsample_bilinear2d: _interp(2),
-    aten.upsample_trilinear3d: _interp(3),
-    aten.upsample_bicubic2d: _interp(2),
-    aten._upsample_bilinear2d_aa: _interp(2),
-    aten._upsample_bicubic2d_aa: _interp(2),
-    aten.grid_sampler_2d: grid_sampler,
-    aten.grid_sampler_3d: grid_sampler,
-    aten._grid_sampler_2d_cpu_fallback: grid_sampler,
-    aten.cudnn_grid_sampler: lambda c: grid_sampler(c, _BILINEAR, _ZEROS, True),
-    aten._embedding_bag: embedding_bag,
-    aten._embedding_bag_forward_only: embedding_bag,
-}
+    return _merge(parts, numel, dev)

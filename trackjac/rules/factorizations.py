@@ -31,13 +31,14 @@ Rules cost one boolean of size ``out_matrix x in_matrix`` plus the pattern; abov
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
+from typing import Callable, Optional
 
 import torch
 
 from ..provenance import Provenance, scatter
-from .shapes import bcast, codes, reduce, union_opt
 from .linalg import batch_dense
+from .registry import rule
+from .shapes import bcast, codes, reduce, union_opt
 
 aten = torch.ops.aten
 
@@ -123,12 +124,14 @@ def _chol_lower(i, j, a, c):
     return (j <= i) & in_s(a) & in_s(c) & ~((a == i) & (c == i) & (i > j))
 
 
+@rule(aten.cholesky, aten.linalg_cholesky_ex)
 def cholesky(call):
     a, o = call.bound["self"], call.outs[0]
     cond = _mT(_chol_lower) if call.bound.get("upper") else _chol_lower
-    return [by_index(call, a, o, cond)] + [None] * (len(call.outs) - 1)
+    return by_index(call, a, o, cond)
 
 
+@rule(aten.cholesky_inverse)
 def cholesky_inverse(call):
     t, o = call.bound["self"], call.outs[0]
     if call.bound.get("upper"):
@@ -148,6 +151,7 @@ def _everything(i, j, a, c):
     return torch.ones((), dtype=torch.bool, device=i.device)
 
 
+@rule(aten.cholesky_solve)
 def cholesky_solve(call):
     b, f, o = call.bound["self"], call.bound["input2"], call.outs[0]
     return [_union(o, by_index(call, b, o, _columns), by_index(call, f, o, _everything))]
@@ -169,6 +173,7 @@ def _tri_solve(upper: bool, unit: bool, transpose: bool):
     return on_t, on_b
 
 
+@rule(aten.triangular_solve)
 def triangular_solve(call):
     """``triangular_solve(b, A, upper, transpose, unitriangular) -> (X, A.clone())``."""
     b, t = call.bound["self"], call.bound["A"]
@@ -184,6 +189,7 @@ def _bcast_to(p, t, o):
     return bcast(p, t.shape, o.shape)
 
 
+@rule(aten.linalg_solve_triangular)
 def solve_triangular(call):
     """``linalg_solve_triangular(A, B, upper, left, unitriangular)``; ``left=False``: ``X A = B``."""
     t, b, x = call.bound["self"], call.bound["B"], call.outs[0]
@@ -202,6 +208,7 @@ def _is_vector_rhs(a, b) -> bool:
     return b.dim() == 1 or (b.dim() == a.dim() - 1 and tuple(b.shape) == tuple(a.shape[:-1]))
 
 
+@rule(aten.linalg_solve, aten._linalg_solve_ex)
 def solve(call):
     """``linalg_solve``/``_linalg_solve_ex(A, B, left)``: ``X`` depends on all of ``A`` and on the
     matching column of ``B`` (row, for ``left=False``); ``LU``/``pivots``/``info`` have none."""
@@ -212,7 +219,7 @@ def solve(call):
         pb = dense(call, b, x, 1, 1)
     else:
         pb = by_index(call, b, x, _columns if call.bound.get("left", True) else _rows)
-    return [_union(x, pa, pb)] + [None] * (len(call.outs) - 1)
+    return _union(x, pa, pb)
 
 
 # -- LU --------------------------------------------------------------------------------------
@@ -236,6 +243,7 @@ def _perm(pivots: torch.Tensor, m: int) -> torch.Tensor:
     return perm
 
 
+@rule(aten.linalg_lu_factor_ex)
 def lu_factor(call):
     """``linalg_lu_factor_ex(A, pivot) -> (LU, pivots, info)``."""
     a, lu = call.bound["A"], call.outs[0]
@@ -246,9 +254,10 @@ def lu_factor(call):
             row_map = _perm(call.outs[1], a.shape[-2])
         else:
             cond = _lu_cond(True)
-    return [by_index(call, a, lu, cond, row_map)] + [None] * (len(call.outs) - 1)
+    return by_index(call, a, lu, cond, row_map)
 
 
+@rule(aten.linalg_lu)
 def linalg_lu(call):
     """``linalg_lu(A, pivot) -> (P, L, U)``: ``L`` is the strictly lower part of the packed LU
     (unit diagonal), ``U`` the upper part."""
@@ -265,6 +274,7 @@ def linalg_lu(call):
             by_index(call, a, up, lambda i, j, r, c: (i <= j) & cond(i, j, r, c), row_map)]
 
 
+@rule(aten.lu_unpack)
 def lu_unpack(call):
     """``lu_unpack(LU, pivots) -> (P, L, U)``: ``L``/``U`` are parts of ``LU`` (data movement)."""
     lu = call.bound["LU_data"]
@@ -274,6 +284,7 @@ def lu_unpack(call):
             by_index(call, lu, up, lambda i, j, a, c: (i <= j) & (a == i) & (c == j))]
 
 
+@rule(aten.linalg_lu_solve)
 def lu_solve(call):
     """``linalg_lu_solve(LU, pivots, B, left, adjoint)`` with ``A = P L U``.
 
@@ -285,7 +296,6 @@ def lu_solve(call):
     left, adjoint = call.bound.get("left", True), call.bound.get("adjoint", False)
     transposed = not left
     solve_adjoint = adjoint != transposed   # X A = B  <=>  A^T X^T = B^T
-    row_map = None
     if not solve_adjoint:
         def on_lu(i, j, a, c):
             return (a > c) | ((a <= c) & (a >= i))
@@ -309,6 +319,7 @@ def lu_solve(call):
 
 
 # -- QR and Householder -------------------------------------------------------------------------
+@rule(aten.linalg_qr)
 def qr(call):
     """``linalg_qr(A, mode) -> (Q, R)``."""
     a = call.bound["A"]
@@ -329,6 +340,7 @@ def _reflector_cols(j, k):
     return torch.clamp(j, max=k - 1)
 
 
+@rule(aten.linalg_householder_product)
 def householder_product(call):
     """``Q = H_0 ... H_{k-1}`` (first ``n`` columns), ``H_c = I - tau_c v_c v_c^H``,
     ``v_c = (0, .., 1, A[c+1:, c])``.  Column ``j`` goes through reflectors ``0..c*``,
@@ -348,6 +360,7 @@ def householder_product(call):
     return [_union(q, by_index(call, a, q, on_a), ptau)]
 
 
+@rule(aten.ormqr)
 def ormqr(call):
     """``ormqr(A, tau, C, left, transpose)``: ``op(Q) C`` or ``C op(Q)`` with ``Q`` the full
     product of the reflectors in ``A``."""
@@ -370,6 +383,7 @@ def ormqr(call):
 
 
 # -- SVD, pinv, lstsq, determinants -------------------------------------------------------------
+@rule(aten._linalg_svd)
 def svd(call):
     """``_linalg_svd(A, full_matrices) -> (U, S, Vh)``: vectors beyond ``min(m, n)`` have none."""
     a = call.bound["A"]
@@ -383,6 +397,7 @@ def svd(call):
     return res
 
 
+@rule(aten.linalg_pinv)
 def pinv(call):
     """``linalg_pinv``: dense, except that in local mode a matrix whose singular values are all
     cut off is the constant zero."""
@@ -416,6 +431,7 @@ def _all_zero(v):
     return bool((torch.as_tensor(v) == 0).all())
 
 
+@rule(aten.linalg_lstsq)
 def lstsq(call):
     """``linalg_lstsq(A, B) -> (solution, residuals, rank, singular_values)``: the solution and the
     residual of column ``l`` depend on all of ``A`` and on column ``l`` of ``B``; ``rank`` and the
@@ -434,38 +450,13 @@ def lstsq(call):
     return [px, pr, None, None]
 
 
+@rule(aten._linalg_det, aten.linalg_inv_ex)
 def first_only(call):
     """Determinants and friends: the value is dense in its matrix; ``LU``/``pivots``/``sign``
     outputs have no derivative (autograd)."""
-    res = batch_dense(call)
-    return [res[0]] + [None] * (len(res) - 1)
+    return batch_dense(call)[0]
 
 
+@rule(aten._linalg_slogdet)
 def slogdet(call):
-    res = batch_dense(call)
-    return [None, res[1]] + [None] * (len(res) - 2)
-
-
-TABLE: Dict[object, Callable] = {
-    aten.cholesky: cholesky,
-    aten.linalg_cholesky_ex: cholesky,
-    aten.cholesky_inverse: cholesky_inverse,
-    aten.cholesky_solve: cholesky_solve,
-    aten.triangular_solve: triangular_solve,
-    aten.linalg_solve_triangular: solve_triangular,
-    aten.linalg_solve: solve,
-    aten._linalg_solve_ex: solve,
-    aten.linalg_lu_factor_ex: lu_factor,
-    aten.linalg_lu: linalg_lu,
-    aten.lu_unpack: lu_unpack,
-    aten.linalg_lu_solve: lu_solve,
-    aten.linalg_qr: qr,
-    aten.linalg_householder_product: householder_product,
-    aten.ormqr: ormqr,
-    aten._linalg_svd: svd,
-    aten.linalg_pinv: pinv,
-    aten.linalg_lstsq: lstsq,
-    aten._linalg_det: first_only,
-    aten.linalg_inv_ex: first_only,
-    aten._linalg_slogdet: slogdet,
-}
+    return [None, batch_dense(call)[1]]

@@ -7,12 +7,13 @@ Factorizations and solvers are dense within each batch matrix.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
+from typing import Optional
 
 import torch
 
 from ..provenance import Provenance, scatter, union
 from ..dtypes import DIFFERENTIABLE
+from .registry import register, rule
 from .shapes import bcast, codes, reduce, union_opt
 
 aten = torch.ops.aten
@@ -79,7 +80,7 @@ def _product(call, a_name, b_name, add_name=None):
         c = call.bound[add_name]
         if isinstance(c, torch.Tensor) and not no_self:
             parts.append(bcast(call.prov(c), c.shape, out))
-        return [union_opt(parts, o.numel(), o.device)] + [None] * (len(call.outs) - 1)
+        return union_opt(parts, o.numel(), o.device)
     if call.drops_zeros and not (_live(call, a).all() and _live(call, b).all()):
         parts = _value_aware_product(call, a, b, o)
     elif a.dim() == 1 and b.dim() == 1:                       # dot
@@ -96,9 +97,45 @@ def _product(call, a_name, b_name, add_name=None):
         c = call.bound[add_name]
         if isinstance(c, torch.Tensor):
             parts.append(bcast(call.prov(c), c.shape, out))
-    return [union_opt(parts, o.numel(), o.device)] + [None] * (len(call.outs) - 1)
+    return union_opt(parts, o.numel(), o.device)
 
 
+@rule(aten.mm, aten.bmm)
+def mm(call):
+    return _product(call, "self", "mat2")
+
+
+@rule(aten.mv)
+def mv(call):
+    return _product(call, "self", "vec")
+
+
+@rule(aten.dot)
+def dot(call):
+    return _product(call, "self", "tensor")
+
+
+@rule(aten.vdot)
+def vdot(call):
+    return _product(call, "self", "other")
+
+
+@rule(aten.addmm, aten._addmm_activation)
+def addmm(call):
+    return _product(call, "mat1", "mat2", "self")
+
+
+@rule(aten.baddbmm)
+def baddbmm(call):
+    return _product(call, "batch1", "batch2", "self")
+
+
+@rule(aten.addmv)
+def addmv(call):
+    return _product(call, "mat", "vec", "self")
+
+
+@rule(aten.addbmm)
 def addbmm(call):
     """``self + sum_b batch1[b] @ batch2[b]``."""
     a, b, c = call.bound["batch1"], call.bound["batch2"], call.bound["self"]
@@ -112,6 +149,7 @@ def addbmm(call):
     return [union_opt(parts, o.numel(), o.device)]
 
 
+@rule(aten.addr)
 def addr(call):
     """``self + outer(vec1, vec2)``."""
     v1, v2, c = call.bound["vec1"], call.bound["vec2"], call.bound["self"]
@@ -153,6 +191,13 @@ def batch_dense(call):
     return res
 
 
+# dense within each batch matrix; factorizations and structured solves: see .factorizations
+register([aten._linalg_eigh, aten.linalg_matrix_exp, aten.geqrf, aten.logdet, aten.det,
+          aten.linalg_eig, aten._linalg_eigvals, aten.linalg_ldl_factor_ex, aten.linalg_ldl_solve,
+          aten.inverse], batch_dense)
+
+
+@rule(aten.trace)
 def trace(call):
     x = call.bound["self"]
     p = call.prov(x)
@@ -162,6 +207,7 @@ def trace(call):
     return [scatter(p, torch.zeros_like(diag), 1, diag)]
 
 
+@rule(aten.linalg_cross, aten.cross)
 def cross(call):
     """Cross product along ``dim``: component ``k`` depends on the two other components of each input."""
     o = call.outs[0]
@@ -180,6 +226,7 @@ def cross(call):
     return [union_opt(parts, o.numel(), o.device)]
 
 
+@rule(aten._cdist_forward)
 def cdist(call):
     """``out[..., i, j] = ||x1[..., i, :] - x2[..., j, :]||_p``: rows ``i`` of ``x1`` and ``j`` of ``x2``.
     ``p = 0`` counts nonzeros (no derivative); ``p = inf`` in local mode keeps the components
@@ -189,7 +236,7 @@ def cdist(call):
     if p_ == 0:
         return [None]
     batch = tuple(o.shape[:-2])
-    P, R = o.shape[-2], o.shape[-1]
+    R = o.shape[-1]
     if call.local and p_ == float("inf"):
         a, b = call.value(x1), call.value(x2)
         full = tuple(o.shape) + (a.shape[-1],)
@@ -208,6 +255,7 @@ def cdist(call):
     return [union_opt(parts, o.numel(), o.device)]
 
 
+@rule(aten._pdist_forward)
 def pdist(call):
     """``pdist``: pair ``(i, j)``, ``i < j``, depends on rows ``i`` and ``j`` (``p = 0``: none;
     ``p = inf`` in local mode: the components whose difference is the maximum)."""
@@ -229,6 +277,7 @@ def pdist(call):
     return [union([r.gather(i), r.gather(j)], o.numel())]
 
 
+@rule(aten._trilinear)
 def trilinear(call):
     """``_trilinear`` (``bilinear``): each input, unsqueezed at its ``expand`` dims, multiplies the
     others and ``sumdim`` is summed away: an input's elements reach the outputs whose kept
@@ -247,30 +296,3 @@ def trilinear(call):
         kept = tuple(s for d, s in enumerate(shape) if d not in sumdim)
         parts.append(bcast(reduce(pt, shape, sumdim), kept, o.shape) if sumdim else bcast(pt, kept, o.shape))
     return [union_opt(parts, o.numel(), o.device)]
-
-
-TABLE: Dict[object, Callable] = {
-    aten.mm: lambda c: _product(c, "self", "mat2"),
-    aten.bmm: lambda c: _product(c, "self", "mat2"),
-    aten.mv: lambda c: _product(c, "self", "vec"),
-    aten.dot: lambda c: _product(c, "self", "tensor"),
-    aten.vdot: lambda c: _product(c, "self", "other"),
-    aten.addmm: lambda c: _product(c, "mat1", "mat2", "self"),
-    aten._addmm_activation: lambda c: _product(c, "mat1", "mat2", "self"),
-    aten.baddbmm: lambda c: _product(c, "batch1", "batch2", "self"),
-    aten.addmv: lambda c: _product(c, "mat", "vec", "self"),
-    aten.addbmm: addbmm,
-    aten.addr: addr,
-    aten.trace: trace,
-    # dense within each batch matrix; factorizations and structured solves: see .factorizations
-    **{op: batch_dense for op in (
-        aten._linalg_eigh, aten.linalg_matrix_exp, aten.geqrf, aten.logdet, aten.det,
-        aten.linalg_eig, aten._linalg_eigvals, aten.linalg_ldl_factor_ex, aten.linalg_ldl_solve,
-        aten.inverse,
-    )},
-    aten.linalg_cross: cross,
-    aten._cdist_forward: cdist,
-    aten._pdist_forward: pdist,
-    aten._trilinear: trilinear,
-    aten.cross: cross,
-}

@@ -4,17 +4,17 @@ Convolution, pooling and interpolation live in :mod:`.conv`.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict
-
 import torch
 
 from ..dtypes import DIFFERENTIABLE
 from ..provenance import scatter
+from .registry import register, rule
 from .shapes import bcast, codes, keep_shape, reduce, slice_union, union_opt
 
 aten = torch.ops.aten
 
 
+@rule(aten._softmax, aten._safe_softmax)
 def softmax(call, log: bool = False):
     """Each element depends on its whole slice along ``dim``.
 
@@ -50,6 +50,11 @@ def softmax(call, log: bool = False):
                       x.numel(), p.device)]
 
 
+@rule(aten._log_softmax)
+def log_softmax(call):
+    return softmax(call, log=True)
+
+
 def _affine(call, o, names, channel_shape):
     """Per-channel parameters (weight, bias, running stats) broadcast over the output."""
     parts = []
@@ -63,6 +68,7 @@ def _affine(call, o, names, channel_shape):
 # The statistics outputs of the fused normalization ops (mean, rstd, running stats) are saved for
 # the backward pass only: autograd gives them no derivative, so neither does trackjac.
 
+@rule(aten.native_layer_norm)
 def layer_norm(call):
     x = call.bound["input"]
     k = len(call.bound["normalized_shape"])
@@ -76,9 +82,11 @@ def layer_norm(call):
         parts = _affine(call, out, ("bias",), shape)
     else:
         parts = [slice_union(call.prov(x), x.shape, dims)] + _affine(call, out, ("weight", "bias"), shape)
-    return [union_opt(parts, out.numel(), out.device)] + [None] * (len(call.outs) - 1)
+    return union_opt(parts, out.numel(), out.device)
 
 
+@rule(aten.native_batch_norm, aten._native_batch_norm_legit, aten._native_batch_norm_legit_functional,
+      aten._batch_norm_with_update, aten._batch_norm_with_update_functional)
 def batch_norm(call):
     x = call.bound["input"]
     out = call.outs[0]
@@ -91,9 +99,17 @@ def batch_norm(call):
         parts = _affine(call, out, ("bias",), ch)
     else:
         parts = _affine(call, out, ("weight", "bias"), ch) + [slice_union(call.prov(x), x.shape, dims)]
-    return [union_opt(parts, out.numel(), out.device)] + [None] * (len(call.outs) - 1)
+    return union_opt(parts, out.numel(), out.device)
 
 
+@rule(aten._native_batch_norm_legit_no_training, aten._batch_norm_no_update)
+def batch_norm_no_training(call):
+    """The batch-norm ops without a ``training`` argument: the running statistics are used."""
+    call.bound["training"] = False
+    return batch_norm(call)
+
+
+@rule(aten.native_group_norm)
 def group_norm(call):
     x = call.bound["input"]
     n, c, g = call.bound["N"], call.bound["C"], call.bound["group"]
@@ -110,6 +126,7 @@ def group_norm(call):
     return [union_opt(parts, out.numel(), out.device), mean, rstd]
 
 
+@rule(aten._weight_norm_interface)
 def weight_norm(call):
     """``w = g * v / ||v||`` with the norm over every dim but ``dim``."""
     v, g = call.bound["v"], call.bound["g"]
@@ -165,10 +182,15 @@ def attention(call):
         pm = bcast(call.prov(mask), mask.shape, full)
         parts.append(scatter(pm, pairs_out, rows.numel(), codes(full, out.device)[allowed]))
     row = union_opt(parts, rows.numel(), out.device)
-    res = None if row is None else bcast(row, tuple(batch) + (L, 1), tuple(out.shape))
-    return [res] + [None] * (len(call.outs) - 1)
+    return None if row is None else bcast(row, tuple(batch) + (L, 1), tuple(out.shape))
 
 
+register([aten._scaled_dot_product_flash_attention_for_cpu, aten._scaled_dot_product_flash_attention,
+          aten._scaled_dot_product_efficient_attention, aten._scaled_dot_product_cudnn_attention,
+          aten._scaled_dot_product_fused_attention_overrideable], attention)
+
+
+@rule(aten._ctc_loss)
 def ctc_loss(call):
     """``_ctc_loss``: the loss of sequence ``n`` depends on ``log_probs[t, n, :]`` for ``t`` within its
     input length: the labels of its target through the alignments, and every class through
@@ -179,7 +201,7 @@ def ctc_loss(call):
     p = call.prov(lp)
     loss = call.outs[0]
     if p is None:
-        return [None] * len(call.outs)
+        return None
     x = lp if lp.dim() == 3 else lp.unsqueeze(1)
     steps, n_seq, n_cls = x.shape
     il = _as_list(call.value(call.bound["input_lengths"]), n_seq)
@@ -189,7 +211,7 @@ def ctc_loss(call):
     if call.local and call.bound.get("zero_infinity"):
         mask &= ~torch.isinf(loss.reshape(-1)).view(1, -1, 1)
     red = reduce(p, x.shape, [0, 2], mask)
-    return [red if loss.numel() == n_seq else None] + [None] * (len(call.outs) - 1)
+    return red if loss.numel() == n_seq else None
 
 
 def _as_list(v, n):
@@ -197,30 +219,3 @@ def _as_list(v, n):
         v = v.reshape(-1).tolist()
     v = list(v)
     return v if len(v) == n else v * n
-
-
-TABLE: Dict[object, Callable] = {
-    aten._softmax: softmax,
-    aten._log_softmax: lambda c: softmax(c, log=True),
-    aten._safe_softmax: softmax,
-    aten.native_layer_norm: layer_norm,
-    aten.native_batch_norm: batch_norm,
-    aten._native_batch_norm_legit: batch_norm,
-    aten._native_batch_norm_legit_no_training: lambda c: batch_norm(_no_training(c)),
-    aten._native_batch_norm_legit_functional: batch_norm,
-    aten._batch_norm_with_update: batch_norm,
-    aten._batch_norm_with_update_functional: batch_norm,
-    aten._batch_norm_no_update: lambda c: batch_norm(_no_training(c)),
-    aten.native_group_norm: group_norm,
-    aten._weight_norm_interface: weight_norm,
-    aten._ctc_loss: ctc_loss,
-    **{op: attention for op in (
-        aten._scaled_dot_product_flash_attention_for_cpu, aten._scaled_dot_product_flash_attention,
-        aten._scaled_dot_product_efficient_attention, aten._scaled_dot_product_cudnn_attention,
-        aten._scaled_dot_product_fused_attention_overrideable)},
-}
-
-
-def _no_training(call):
-    call.bound["training"] = False
-    return call
