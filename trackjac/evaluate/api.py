@@ -36,6 +36,7 @@ EFFORT = {
     "fast": dict(orders=("largest_first",), polish=1, local_search=False),
     "best": dict(),
 }
+_COLOR = {"rev": color_rows, "fwd": color_columns}  # the coloring each product needs
 
 
 # ----------------------------------------------------------------------------
@@ -50,42 +51,41 @@ def _symmetric(rows: Tensor, cols: Tensor, n: int) -> bool:
     return torch.equal(a, b)
 
 
-def _choose(structure: Structure, mode: str, effort: str, seed: int) -> Tuple[str, Coloring]:
+def _choose(structure: Structure, mode: str, effort: str, seed: int) -> Coloring:
     """Color rows (rev) and/or columns (fwd); "auto" keeps fewer colors (rev on ties:
-    one vjp needs a single forward pass, and PyTorch's reverse mode is its fastest path)."""
+    one vjp needs a single forward pass, and PyTorch's reverse mode is its fastest path).
+    The result's ``mode`` says which product evaluates it."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
     if effort not in EFFORT:
         raise ValueError(f"coloring must be one of {tuple(EFFORT)}; got {effort!r}")
     coo = structure.global_coo()
     opts = dict(EFFORT[effort], seed=seed)
-    if mode == "rev":
-        return "rev", color_rows(coo, **opts)
-    if mode == "fwd":
-        return "fwd", color_columns(coo, **opts)
+    if mode != "auto":
+        return _COLOR[mode](coo, **opts)
     rows, cols, (M, N) = coo
     # clique lower bounds: the longest column (rev) and the longest row (fwd)
     lb_rev = int(torch.bincount(cols, minlength=N).max()) if cols.numel() else 0
     lb_fwd = int(torch.bincount(rows, minlength=M).max()) if rows.numel() else 0
     if M == N and _symmetric(rows, cols, N):  # both sides are the same problem: rev wins ties
-        return "rev", color_rows(coo, **opts)
+        return color_rows(coo, **opts)
     if lb_fwd < lb_rev:  # color the more promising side first; skip the other if it cannot win
         fwd = color_columns(coo, **opts)
         if fwd.num_colors < lb_rev:
-            return "fwd", fwd
+            return fwd
         rev = color_rows(coo, **opts)
     else:
         rev = color_rows(coo, **opts)
         if rev.num_colors <= lb_fwd:
-            return "rev", rev
+            return rev
         fwd = color_columns(coo, **opts)
-    return ("fwd", fwd) if fwd.num_colors < rev.num_colors else ("rev", rev)
+    return fwd if fwd.num_colors < rev.num_colors else rev
 
 
 def _plan(f: Callable, structure: Structure, mode: str, effort: str, seed: int, **kwargs) -> Plan:
-    chosen, col = _choose(structure, mode, effort, seed)
-    plan = Plan(f, structure, chosen, col, **kwargs)
-    if mode == "auto" and chosen == "fwd":   # if f turns out to have no forward-mode derivative
+    col = _choose(structure, mode, effort, seed)
+    plan = Plan(f, structure, col.mode, col, **kwargs)
+    if mode == "auto" and col.mode == "fwd":   # if f turns out to have no forward-mode derivative
         plan._rev_coloring = lambda: color_rows(structure.global_coo(), **EFFORT[effort], seed=seed)
     return plan
 

@@ -7,7 +7,8 @@ precomputed once and kept on the inputs' device:
   (cotangents) or (colors, inputs) for forward mode (tangents);
 - *decompression indices*: for every structural nonzero (i, j), where its value
   sits in the compressed product, ``C[color(i), j]`` (reverse) or
-  ``C[color(j), i]`` (forward);
+  ``C[color(j), i]`` (forward), as the coloring result says
+  (:meth:`~trackjac.coloring.Coloring.compressed_index`);
 - the index arrays of the requested layout (COO / CSR / BSR).
 
 Evaluating it is one batched vjp (``torch.func.vmap`` over ``torch.func.vjp``)
@@ -96,6 +97,9 @@ class Plan:
     # -- construction -------------------------------------------------------------
 
     def _set_coloring(self, mode: str, coloring: Coloring) -> None:
+        if coloring.mode != mode:
+            raise ValueError(f"mode={mode!r} needs a {'row' if mode == 'rev' else 'column'} coloring; "
+                             f"got one of the {coloring.axis}")
         self.mode, self.coloring = mode, coloring
         self.num_colors = k = coloring.num_colors
         cs = self._chunk_arg
@@ -103,47 +107,42 @@ class Plan:
         self._build(self.structure)
 
     def _build(self, st: Structure) -> None:
+        """Seeds and decompression indices; the coloring says which side is seeded and
+        where each nonzero lands in the compressed product."""
         ro, co = st.offsets()
-        colors = self.coloring.colors
-        k, dev = self.num_colors, self.device
-        rev = self.mode == "rev"
-        specs = st.out_specs if rev else st.in_specs  # the side that gets seeded
-        offs = ro if rev else co
-        # vertices with no nonzero are left out of the seeds: they add nothing,
-        # and if the pattern were wrong they could only contaminate other values
-        M, N = ro[-1], co[-1]
+        cl, k, dev = self.coloring, self.num_colors, self.device
         grows, gcols, _ = st.global_coo()
-        used = torch.zeros(M if rev else N, dtype=torch.bool)
-        used[grows if rev else gcols] = True
         bounds = list(range(0, k, self.chunk_size)) + [k]
         self._chunks = list(zip(bounds[:-1], bounds[1:]))
         # per seeded argument: each vertex's color, -1 where its row/column is empty
+        seed_colors = cl.seed_colors(grows, gcols)
         self._seed_colors = [
-            (torch.where(used[o : o + s.shape.numel()], colors[o : o + s.shape.numel()], -1).to(dev), s)
-            for s, o in zip(specs, offs)
+            (seed_colors[o : o + s.shape.numel()].to(dev), s)
+            for s, o in zip(cl.seeded(st.out_specs, st.in_specs), cl.seeded(ro, co))
         ]
         # one chunk: seeds built once; several: built per chunk when used, so that at most
         # chunk_size x (outputs or inputs) seed values exist at a time
         self._seed_cache = [self._seed_chunk(c0, c1) for c0, c1 in self._chunks] if len(self._chunks) <= 1 else None
-        # decompression: value of (r, c) in block (j, i) = compressed[color, other index]
+        # decompression: value of (r, c) in block (j, i) = compressed[part][color, position],
+        # part being the block's output (column coloring) or input (row coloring)
         self._blocks: List[List[Block]] = []
-        self._gather: List[List[List[Tuple[Optional[Tensor], Tensor]]]] = []
+        self._gather: List[List[Tuple[int, List[Tuple[Optional[Tensor], Tensor]]]]] = []
         for j, row in enumerate(st.blocks):
             brow, grow = [], []
             for i, (r, c) in enumerate(row):
                 m, n = st.out_specs[j].shape.numel(), st.in_specs[i].shape.numel()
                 brow.append(Block(r, c, (m, n), self.layout, self.blocksize, dev))
-                col = colors.index_select(0, r + ro[j]) if rev else colors.index_select(0, c + co[i])
-                other, width = (c, n) if rev else (r, m)
+                col, pos = cl.compressed_index(r, c, (ro[j], co[i]))
+                width = cl.compressed(m, n)
                 per_chunk = []
                 for c0, c1 in self._chunks:
                     if len(self._chunks) == 1:
-                        per_chunk.append((None, (col * width + other).to(dev)))
+                        per_chunk.append((None, (col * width + pos).to(dev)))
                     else:
                         sel = ((col >= c0) & (col < c1)).nonzero().squeeze(1)
-                        src = (col.index_select(0, sel) - c0) * width + other.index_select(0, sel)
+                        src = (col.index_select(0, sel) - c0) * width + pos.index_select(0, sel)
                         per_chunk.append((sel.to(dev), src.to(dev)))
-                grow.append(per_chunk)
+                grow.append((cl.compressed(j, i), per_chunk))
             self._blocks.append(brow)
             self._gather.append(grow)
         self.nnz = sum(b.nnz for row in self._blocks for b in row)
@@ -225,22 +224,19 @@ class Plan:
         return self._decompress(*self._compressed(g, dargs))
 
     def _decompress(self, outs, comps):
-        rev = self.mode == "rev"
+        st, cl = self.structure, self.coloring
         values = []
         for j, row in enumerate(self._gather):
             vrow = []
-            for i, per_chunk in enumerate(row):
+            for i, (part, per_chunk) in enumerate(row):
                 parts = []
                 for (sel, src), comp in zip(per_chunk, comps):
-                    flat = comp[i if rev else j].reshape(-1)
-                    parts.append((sel, flat.index_select(0, src)))
-                vrow.append(merge(parts, self._blocks[j][i].nnz, self._dtype(i, j), self.device))
+                    parts.append((sel, comp[part].reshape(-1).index_select(0, src)))
+                # the compressed products have the dtype of the side they run along
+                dtype = cl.compressed(st.out_specs[j].dtype, st.in_specs[i].dtype)
+                vrow.append(merge(parts, self._blocks[j][i].nnz, dtype, self.device))
             values.append(vrow)
         return outs, values
-
-    def _dtype(self, i: int, j: int) -> torch.dtype:
-        st = self.structure
-        return st.in_specs[i].dtype if self.mode == "rev" else st.out_specs[j].dtype
 
     def _run(self, args: Sequence[Any]):
         self._validate(args)
