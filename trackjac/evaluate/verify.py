@@ -17,20 +17,12 @@ class JacobianCheckError(AssertionError):
 _TOL = {torch.float64: (1e-7, 1e-9), torch.float32: (1e-4, 1e-6)}
 
 
-def compare(
-    f: Callable,
-    args: Sequence[Any],
-    jac: Any,
-    rows: int = 8,
-    cols: int = 8,
-    rtol: Optional[float] = None,
-    atol: Optional[float] = None,
-    seed: int = 0,
-) -> None:
+def compare(f: Callable, args: Sequence[Any], jac: Any, *, rows: int = 8, cols: int = 8,
+            rtol: Optional[float] = None, atol: Optional[float] = None, seed: int = 0) -> None:
     """Compare random rows (vjp of basis vectors) and columns (jvp) of ``jac`` with autograd.
 
-    Raises :class:`JacobianCheckError` naming the first disagreeing entry (see
-    :func:`trackjac.check_jacobian`).
+    Raises :class:`JacobianCheckError` naming the first disagreeing entry; the options
+    are those of :func:`trackjac.check_jacobian`.
     """
     pos = diff_positions(args)
     out_specs, out_tuple = output_specs(f, args)

@@ -422,25 +422,11 @@ def _union_columns(blocks: Sequence[torch.Tensor], n: int, padded: bool) -> SetP
     return _from_matrix(c, keep)
 
 
-def union_sets(provs: Sequence["SetProv"], numel: Optional[int] = None) -> "SetProv":
-    """Element-wise union of set provenances of equal length."""
-    provs = [p for p in provs if p is not None]
-    if not provs:
-        raise ValueError("union of nothing")
-    n = provs[0].numel if numel is None else numel
-    if n == 0:
-        return provs[0] if provs[0].numel == 0 else SetProv.empty(0, provs[0].device)
-    nonempty, seen = [], set()
-    for p in provs:
-        if id(p) not in seen and p.nnz:  # x * x: the same sets twice
-            seen.add(id(p))
-            nonempty.append(p)
-    if not nonempty:
-        return SetProv.empty(n, provs[0].device)
-    if len(nonempty) == 1:
-        return nonempty[0]
+def union_sets(provs: Sequence["SetProv"], n: int) -> "SetProv":
+    """Element-wise union of at least two distinct, non-empty set provenances of ``n`` rows
+    (:func:`~.mixed.union` filters and dispatches)."""
     seen, uniq = set(), []
-    for p in nonempty:  # two provenances sharing their id arrays (views of one store)
+    for p in provs:  # two provenances sharing their id arrays (views of one store)
         key = id(p._t) if p._t is not None else id(p._col)
         if key not in seen:
             seen.add(key)

@@ -18,9 +18,5 @@ from . import (conv, factorizations, foreach, indexing, linalg, movement, nn, po
 from .api import Call, Carrier, conservative, conservative_from
 from .registry import find, find_with_kind, register, rule, tag_rule
 
-__all__ = ["Call", "Carrier", "conservative", "conservative_from", "find", "find_with_kind", "register", "rule", "tag_rule"]
-
-# Transitional: modules that still hold a TABLE register it here (this loop goes when no module has one).
-for _mod in (pointwise, reductions, movement, indexing, linalg, factorizations, nn, conv, spectral, foreach):
-    for _op, _fn in getattr(_mod, "TABLE", {}).items():
-        register([_op], _fn, always=True, kind="table:" + _mod.__name__.rsplit(".", 1)[-1])
+__all__ = ["Call", "Carrier", "conservative", "conservative_from", "find", "find_with_kind", "register", "rule",
+           "tag_rule"]
