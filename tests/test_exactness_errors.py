@@ -71,3 +71,38 @@ def test_tensor_of_tracked_elements_inside_a_traced_function():
     # as_tensor keeps the elements (autograd: stack); torch.tensor copies them (autograd: a new leaf)
     assert torch.equal(_dense(lambda x: torch.as_tensor([x[0], x[2]]), x), torch.eye(4)[[0, 2]].bool())
     assert not _dense(lambda x: torch.tensor([[x[0]], [x[1]]]).reshape(-1) + 0 * x[:2], x)[:, 2:].any()
+
+
+@pytest.mark.parametrize("inner", ["hessian", "jacfwd", "jacrev", "vmap"])
+def test_torch_func_transforms_inside_f_are_sound(inner):
+    x = torch.rand(4, dtype=torch.float64)
+    f = {
+        "hessian": lambda x: torch.func.hessian(lambda y: (y ** 3).sum() + y[0] * y[1])(x).sum(0),
+        "jacfwd": lambda x: torch.func.jacfwd(torch.sin)(x).sum(0),
+        "jacrev": lambda x: torch.func.jacrev(torch.sin)(x).sum(0),
+        "vmap": lambda x: torch.func.vmap(torch.sin)(x.reshape(2, 2)).reshape(-1),
+    }[inner]
+    P = _dense(f, x)
+    J = torch.autograd.functional.jacobian(f, x) != 0
+    assert not bool((J & ~P).any())
+
+
+@pytest.mark.parametrize("transform", [torch.func.vmap, torch.func.grad])
+def test_trackjac_inside_a_torch_func_transform_is_a_clear_error(transform):
+    g = lambda x: trackjac.jacobian(torch.sin, x).to_dense().sum()  # noqa: E731
+    x = torch.rand(3, 4, dtype=torch.float64)
+    with pytest.raises(TypeError, match="inside a torch.func transform"):
+        transform(g)(x if transform is torch.func.vmap else x[0])
+
+
+def test_a_foreign_subclass_wrapping_a_tracked_tensor_is_a_clear_error():
+    class LieLike(torch.Tensor):
+        pass
+
+    with pytest.raises(trackjac.TrackingError, match="as_subclass.*functional ops on plain tensors"):
+        trackjac.jacobian_sparsity(lambda x: x.as_subclass(LieLike) * 2, torch.rand(3))
+
+
+def test_primitives_use_the_rule_of_their_aten_twin():
+    from trackjac.tracer import resolve
+    assert resolve.rule_kind(torch.ops.prims.mul.default) == resolve.rule_kind(torch.ops.aten.mul.Tensor)

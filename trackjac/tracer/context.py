@@ -14,6 +14,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from ..provenance import policy
+from .decomp import _trackable
 from .state import Config, config
 from .tensor import Tracked
 
@@ -75,7 +76,7 @@ class _FactoryMode(TorchFunctionMode):
             return made
         args = _foreach_scalar_tensor(func, args)
         out = func(*args, **(kwargs or {}))
-        if func in _FACTORIES and type(out) is torch.Tensor:
+        if func in _FACTORIES and _trackable(out):   # not meta, not inside a torch.func transform
             return Tracked._constant(out)
         return out
 

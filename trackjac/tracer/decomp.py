@@ -88,7 +88,13 @@ class _TrackAll(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        return tree_map(lambda t: self.cls._constant(t) if type(t) is torch.Tensor else t, out)
+        return tree_map(lambda t: self.cls._constant(t) if _trackable(t) else t, out)
+
+
+def _trackable(t) -> bool:
+    """A plain tensor with data (not meta, as shape computations make; not inside a torch.func transform)."""
+    return (type(t) is torch.Tensor and t.device.type != "meta"
+            and not torch._C._functorch.is_functorch_wrapped_tensor(t))
 
 
 def tracked_type(obj):

@@ -186,9 +186,9 @@ def _outputs(schema, bound, written, out) -> Tuple[list, List[tuple]]:
                     kinds.append(("write" if r.alias_info.is_write else "view", s))
     # Views that reinterpret elements (view_as_real, view_as_complex) share the store too: it maps
     # element sizes (a complex element is two real slots, see tensor._store_rows).  A "may alias"
-    # return of another dtype that got storage of its own (``to(dtype)``) is a new tensor.
+    # return of another dtype or device that got storage of its own (``to(...)``) is a new tensor.
     kinds = [("new", None) if k == "view" and isinstance(s, Carrier) and isinstance(v, torch.Tensor)
-             and v.dtype != s.dtype and not _same_storage(v, s.value) else (k, s)
+             and (v.dtype != s.dtype or v.device != s.device) and not _same_storage(v, s.value) else (k, s)
              for v, (k, s) in zip(values, kinds)]
     return values, kinds
 
@@ -233,8 +233,9 @@ def _wrap(cls, values, kinds, provs, origin, no_grad) -> list:
     """Outputs as tracked tensors: views share their source's store, writes update the target's."""
     wrapped, k = [], 0
     for v, (kind, src) in zip(values, kinds):
-        if not isinstance(v, torch.Tensor):
-            wrapped.append(v)
+        if not isinstance(v, torch.Tensor) or (v.device.type == "meta" and kind == "new"):
+            wrapped.append(v)   # a meta tensor has no values: it only feeds shape computations
+            k += isinstance(v, torch.Tensor)
             continue
         p = provs[k] if v.dtype in DIFFERENTIABLE else None
         k += 1

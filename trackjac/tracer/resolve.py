@@ -6,14 +6,23 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
+import torch
+
 from ..rules import find_with_kind
 from . import autograd_function, decomp
+
+aten = torch.ops.aten
 
 
 def _resolve(func):
     rule, kind = find_with_kind(func)
     if rule is not None:
         return rule, kind
+    if func.namespace == "prims":   # a primitive (from a reference decomposition): its ATen twin's rule
+        twin = getattr(getattr(aten, func.overloadpacket.__name__, None), "default", None)
+        rule, kind = find_with_kind(twin) if twin is not None else (None, None)
+        if rule is not None:
+            return rule, kind
     if func.namespace != "aten":
         rule = autograd_function.custom_op_rule(func)
         if rule is not None:

@@ -23,6 +23,11 @@ def track_args(args) -> Tuple[list, List[int]]:
         if isinstance(a, Tracked):
             raise TypeError(f"jacobian_sparsity: argument {i} is already a Tracked tensor; pass the plain "
                             "tensor (its .value): the function's floating arguments are tracked for you")
+        if isinstance(a, torch.Tensor) and torch._C._functorch.is_functorch_wrapped_tensor(a):
+            raise TypeError(
+                f"argument {i} is inside a torch.func transform (vmap, grad, jacrev ...): trackjac traces "
+                "concrete tensors. Call jacobian_sparsity / jacobian / jacobian_plan outside the transform "
+                "(a plan built once can then be evaluated per sample), or use torch.func inside f instead.")
         if isinstance(a, torch.Tensor) and a.dtype in FLOATING:
             t = Tracked(a)
             t._store.argument = i

@@ -242,6 +242,17 @@ class Tracked(torch.Tensor, Carrier):
         except RuntimeError as e:
             raise TrackingError(f"cannot apply an in-place view op to a Tracked tensor here: {e}") from e
 
+    def as_subclass(self, cls):
+        """Refused with a clear error: the new object would share this wrapper without its provenance."""
+        if isinstance(cls, type) and issubclass(cls, Tracked):
+            return super().as_subclass(cls)
+        raise TrackingError(
+            f"as_subclass({getattr(cls, '__name__', cls)}): a Tracked tensor cannot be re-wrapped as another "
+            "tensor subclass (as libraries like pypose's LieTensor do): the new object would carry no "
+            "provenance. Use the library's functional ops on plain tensors inside the traced function "
+            "(for pypose: the functions of pypose.lietensor on .tensor() values), or track the plain "
+            "tensor computation they perform.")
+
     def untyped_storage(self):
         """The value's storage (the wrapper's own is a placeholder without data)."""
         return self.value.untyped_storage()
