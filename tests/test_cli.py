@@ -4,14 +4,13 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 import torch
 
 import trackjac
 from trackjac import spy
-from trackjac.__main__ import _Progress, load_function, main
+from trackjac.__main__ import load_function, main
 from trackjac.demo import brusselator, seed_func
 
 HAVE_MPL = importlib.util.find_spec("matplotlib") is not None
@@ -146,10 +145,10 @@ def test_spy_png(tmp_path):
 
 
 def test_cli_spy_builtin(capsys):
-    assert main(["spy", "trackjac.__main__:brusselator", "--shapes", "2,4,4", "--ascii", "-q",
+    assert main(["spy", "trackjac.demo:brusselator", "--shapes", "2,4,4", "--ascii", "-q",
                  "--no-color"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("trackjac.__main__:brusselator: 32 x 32 pattern, 192 nonzeros")
+    assert out.startswith("trackjac.demo:brusselator: 32 x 32 pattern, 192 nonzeros")
 
 
 def test_cli_spy_file_two_inputs_progress(tmp_path, capsys):
@@ -181,35 +180,39 @@ def test_cli_spy_errors(capsys):
     with pytest.raises(SystemExit, match="cannot import"):
         load_function("surely_not_a_module_xyz:f")
     with pytest.raises(SystemExit, match="no attribute"):
-        load_function("trackjac.__main__:nope")
+        load_function("trackjac.demo:nope")
     with pytest.raises(SystemExit, match="without arguments"):
         load_function("torch.nn:LayerNorm")
     assert isinstance(load_function("torch.nn:Tanh"), torch.nn.Tanh)
     with pytest.raises(SystemExit, match="--shapes"):
-        main(["spy", "trackjac.__main__:brusselator", "-q"])
+        main(["spy", "trackjac.demo:brusselator", "-q"])
     with pytest.raises(SystemExit):  # argparse: bad shape
-        main(["spy", "trackjac.__main__:brusselator", "--shapes", "a,b"])
+        main(["spy", "trackjac.demo:brusselator", "--shapes", "a,b"])
 
 
 @pytest.mark.skipif(HAVE_MPL, reason="matplotlib is installed")
 def test_cli_spy_png_needs_matplotlib(tmp_path, capsys):
-    rc = main(["spy", "trackjac.__main__:brusselator", "--shapes", "2,4,4", "-q", "--no-color",
+    rc = main(["spy", "trackjac.demo:brusselator", "--shapes", "2,4,4", "-q", "--no-color",
                "--png", str(tmp_path / "p.png")])
     assert rc == 2 and "matplotlib" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not HAVE_MPL, reason="needs matplotlib")
 def test_cli_spy_png(tmp_path):
-    assert main(["spy", "trackjac.__main__:brusselator", "--shapes", "2,8,8", "-q", "--no-color",
+    assert main(["spy", "trackjac.demo:brusselator", "--shapes", "2,8,8", "-q", "--no-color",
                  "--png", str(tmp_path / "p.png")]) == 0
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_progress_heartbeat(capsys):
-    prog = _Progress(every=0.05)
-    assert prog.stage("waiting", lambda: time.sleep(0.3) or 7) == 7
-    err = capsys.readouterr().err
-    assert "waiting ..." in err and "still running" in err and "waiting: done in" in err
+def test_progress_heartbeat(tmp_path, capsys):
+    # a stage running longer than the heartbeat period (2 s) reports that it still runs
+    mod = tmp_path / "slowmod_for_spy.py"
+    mod.write_text("import time\ndef f(x):\n    time.sleep(3.0)\n    return x * 7\n")
+    assert main(["spy", f"{mod}:f", "--shapes", "3", "--ascii", "--no-color"]) == 0
+    cap = capsys.readouterr()
+    assert "3 x 3 pattern, 3 nonzeros" in cap.out   # the stage's result is used
+    err = cap.err
+    assert "tracking ..." in err and "still running" in err and "tracking: done in" in err
 
 
 def test_cli_help(capsys):

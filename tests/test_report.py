@@ -5,8 +5,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benches"))
-import report  # noqa: E402
+import report  # benches/report.py (benches/ is on sys.path: pyproject's pytest options)
 
 MACHINE = dict(device="cpu", device_name="Test CPU (2 cores)", torch="2.13.0+cpu")
 

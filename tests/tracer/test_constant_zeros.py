@@ -4,7 +4,7 @@ import torch
 
 import trackjac
 
-from _dense import assert_equal, assert_sound, dense_nonzeros
+from dense_reference import assert_equal, assert_sound, dense_nonzeros
 
 T, D = 5, 3
 

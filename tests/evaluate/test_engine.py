@@ -1,7 +1,5 @@
 """Sparse Jacobian engine: values vs torch.autograd.functional.jacobian, layouts, plans, checks, errors."""
-import sys
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,25 +9,11 @@ import trackjac
 from trackjac import JacobianCheckError, check_jacobian, jacobian, jacobian_plan
 from trackjac import Plan
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benches"))
-from problems import brusselator, brusselator_pattern, brusselator_point, bundle_adjustment  # noqa: E402
+from dense_reference import dense_jacobian
+from problems import brusselator, brusselator_pattern, brusselator_point, bundle_adjustment  # benches/problems.py
 
 LAYOUTS = [(torch.sparse_coo, None), (torch.sparse_csr, None), (torch.sparse_bsr, (1, 1))]
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-
-
-def dense_jacobian(f, *args):
-    """torch.autograd.functional.jacobian reshaped to 2-D blocks, nested the same way."""
-    J = torch.autograd.functional.jacobian(f, args if len(args) > 1 else args[0])
-    out = f(*args)
-    outs = out if isinstance(out, (tuple, list)) else (out,)
-    rows = J if isinstance(out, (tuple, list)) else (J,)
-    table = []
-    for o, r in zip(outs, rows):
-        r = r if len(args) > 1 else (r,)
-        table.append(tuple(b.reshape(o.numel(), a.numel()) for b, a in zip(r, args)))
-    table = [t if len(args) > 1 else t[0] for t in table]
-    return tuple(table) if isinstance(out, (tuple, list)) else table[0]
 
 
 def value_pattern(f, *args):

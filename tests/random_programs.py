@@ -1,20 +1,14 @@
-"""Hypothesis-generated programs compared with dense autograd Jacobians.
+"""Random programs for the tests (``tracer/test_programs.py``, ``provenance/test_representations.py``).
 
 A program is a random sequence of steps on an ``(m, n)`` state built from up to three
 sources ``x`` (m, n), ``r`` (n,) and ``c`` (m,): pointwise maths with broadcasting, views,
 in-place writes into buffers, reductions, scans, data movement and products.  Programs
 have no zero constants, no value-dependent choices, asymmetric coefficients (so no
 two entries cancel by symmetry) and a square root after softmax (no linear combination of
-its outputs is constant), so the global pattern must equal the union of the dense
-Jacobian's nonzeros over a few random points.
+its outputs is constant).  ``CHOICES`` are value-dependent choices to append to one.
 """
 import torch
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import trackjac
-
-from _dense import assert_equal, assert_sound, dense_nonzeros, union_nonzeros
 
 
 def _perm(n, seed):
@@ -85,22 +79,13 @@ programs = st.lists(st.tuples(st.sampled_from(sorted(STEPS)), st.integers(0, 5))
 shapes = st.tuples(st.integers(1, 4), st.integers(1, 4))
 
 
-def _args(shape, seed):
+def program_args(shape, seed):
+    """``[x, r, c]`` for a program on an ``(m, n)`` state, in [0.5, 1.5)."""
     g = torch.Generator().manual_seed(seed)
     m, n = shape
     return [torch.rand(m, n, generator=g, dtype=torch.float64) + 0.5,
             torch.rand(n, generator=g, dtype=torch.float64) + 0.5,
             torch.rand(m, generator=g, dtype=torch.float64) + 0.5]
-
-
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(programs, shapes)
-def test_program_pattern_equals_union_of_nonzeros(steps, shape):
-    f = lambda x, r, c: run_program(steps, x, r, c)  # noqa: E731
-    pats = trackjac.jacobian_sparsity(f, *_args(shape, 0))
-    expected = union_nonzeros(f, lambda s: _args(shape, 100 + s), points=3)
-    for p, e, name in zip(pats, expected, "xrc"):
-        assert_equal(p, e, f" for {name} in {steps}")
 
 
 # value-dependent choices appended to a program ("none": the program alone)
@@ -112,38 +97,3 @@ CHOICES = {
     "sort": lambda h: h.sort(1).values,
     "none": lambda h: h,
 }
-
-
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(programs, shapes, st.sampled_from(["relu", "max", "where", "clamp", "sort"]))
-def test_program_with_choices_sound_in_both_modes(steps, shape, choice):
-    choose = CHOICES[choice]
-    f = lambda x, r, c: choose(run_program(steps, x, r, c))  # noqa: E731
-    args = _args(shape, 1)
-    glob = trackjac.jacobian_sparsity(f, *args)
-    loc = trackjac.jacobian_sparsity(f, *args, local=True)
-    for g, l, nz in zip(glob, loc, dense_nonzeros(f, args)):
-        assert_sound(g, nz, " (global)")
-        assert_sound(l, nz, " (local)")
-        assert not (l.to_dense() & ~g.to_dense()).any()
-
-
-@settings(max_examples=40, deadline=None)
-@given(st.lists(st.integers(1, 3), min_size=1, max_size=3), st.lists(st.integers(1, 3), min_size=1, max_size=3),
-       st.sampled_from([torch.add, torch.mul, torch.atan2, torch.maximum]))
-def test_broadcasting_binary(shape_a, shape_b, op):
-    # right-align and make the shapes broadcastable by putting 1s where they differ
-    n = max(len(shape_a), len(shape_b))
-    a = [1] * (n - len(shape_a)) + shape_a
-    b = [1] * (n - len(shape_b)) + shape_b
-    b = [bb if bb == aa else 1 for aa, bb in zip(a, b)]
-    xa, xb = torch.rand(a, dtype=torch.float64) + 0.1, torch.rand(b, dtype=torch.float64) + 0.2
-    f = lambda u, v: op(u, v) * 1.0  # noqa: E731
-    pats = trackjac.jacobian_sparsity(f, xa, xb)
-    ref = union_nonzeros(f, lambda s: [torch.rand(a, dtype=torch.float64) + 0.1,
-                                       torch.rand(b, dtype=torch.float64) + 0.2])
-    for p, e in zip(pats, ref):
-        if op is torch.maximum:
-            assert_sound(p, e)
-        else:
-            assert_equal(p, e)

@@ -1,8 +1,8 @@
 """CSR index sets and packed bitmasks give identical patterns on random programs.
 
-The programs are those of ``test_programs`` (pointwise maths, views, in-place writes
-into buffers, reductions, scans, data movement, products), run once per provenance
-representation; the patterns must be equal entry for entry.  Larger shapes than in
+The programs are those of ``test_programs`` (``tests/random_programs.py``: pointwise maths,
+views, in-place writes into buffers, reductions, scans, data movement, products), run once
+per provenance representation; the patterns must be equal entry for entry.  Larger shapes than in
 ``test_programs`` make bitmasks span several words and id ranges straddle word
 boundaries; sources created under different representations exercise the conversions.
 """
@@ -11,11 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import trackjac
-from trackjac.provenance import policy as _bits
+from trackjac.provenance import policy
 from trackjac.provenance import BitProv
 from trackjac.provenance import SetProv as Prov
 
-from test_programs import CHOICES, _args, programs, run_program  # noqa: I001  (tests/ is on sys.path)
+from random_programs import CHOICES, program_args, programs, run_program
 
 REPS = ("sets", "bits", "auto")
 
@@ -40,7 +40,7 @@ def _assert_same(pats, msg):
        st.booleans())
 def test_programs_identical_patterns(steps, shape, choice, local):
     f = lambda x, r, c: CHOICES[choice](run_program(steps, x, r, c))  # noqa: E731
-    _assert_same(_patterns(f, _args(shape, 3), local=local), f" in {steps} + {choice} (local={local})")
+    _assert_same(_patterns(f, program_args(shape, 3), local=local), f" in {steps} + {choice} (local={local})")
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -48,7 +48,7 @@ def test_programs_identical_patterns(steps, shape, choice, local):
        st.tuples(*[st.sampled_from(["sets", "bits"])] * 4))
 def test_sources_of_different_representations(steps, shape, reps):
     """x, r, c created as bitmasks or CSR in any mix, combined under any setting."""
-    args = _args(shape, 5)
+    args = program_args(shape, 5)
     f = lambda x, r, c: run_program(steps, x, r, c)  # noqa: E731
     expected = [p.to_dense() for p in trackjac.jacobian_sparsity(f, *args, representation="sets")]
     srcs = []
@@ -68,28 +68,28 @@ def test_auto_switches_dense_intermediates_to_bits(steps, shape, choice):
     """With no size threshold, "auto" starts from sets and turns rows full enough into
     bitmasks (dense intermediates), mixing both representations: same patterns."""
     f = lambda x, r, c: CHOICES[choice](run_program(steps + [("softmax", 0), ("matmul", 1)], x, r, c))  # noqa: E731
-    args = _args(shape, 4)
+    args = program_args(shape, 4)
     expected = [p.to_dense() for p in trackjac.jacobian_sparsity(f, *args, representation="sets")]
-    saved = _bits.AUTO_MAX_INPUTS, _bits.AUTO_MAX_SPAN
-    _bits.AUTO_MAX_INPUTS, _bits.AUTO_MAX_SPAN = 0, 0
+    saved = policy.AUTO_MAX_INPUTS, policy.AUTO_MAX_SPAN
+    policy.AUTO_MAX_INPUTS, policy.AUTO_MAX_SPAN = 0, 0
     try:
         got = trackjac.jacobian_sparsity(f, *args, representation="auto")
     finally:
-        _bits.AUTO_MAX_INPUTS, _bits.AUTO_MAX_SPAN = saved
+        policy.AUTO_MAX_INPUTS, policy.AUTO_MAX_SPAN = saved
     for name, e, g in zip("xrc", expected, got):
         assert torch.equal(g.to_dense(), e), f"auto (no threshold) differs for {name} in {steps} + {choice}"
 
 
 def test_dense_intermediate_becomes_bits():
     x = torch.rand(200, dtype=torch.float64)
-    saved = _bits.AUTO_MAX_INPUTS, _bits.AUTO_MAX_SPAN
-    _bits.AUTO_MAX_INPUTS, _bits.AUTO_MAX_SPAN = 0, 0
+    saved = policy.AUTO_MAX_INPUTS, policy.AUTO_MAX_SPAN
+    policy.AUTO_MAX_INPUTS, policy.AUTO_MAX_SPAN = 0, 0
     try:
         t = trackjac.Tracked(x)
         s = torch.softmax(t, 0)       # every element depends on all 200 inputs
         y = s * t.roll(1)             # mixes with a sparse CSR operand
     finally:
-        _bits.AUTO_MAX_INPUTS, _bits.AUTO_MAX_SPAN = saved
+        policy.AUTO_MAX_INPUTS, policy.AUTO_MAX_SPAN = saved
     assert isinstance(t._store.prov, Prov)
     assert isinstance(s._store.prov, BitProv) and isinstance(y._store.prov, BitProv)
     assert y.depends_on(t, layout=torch.strided).all()
@@ -106,8 +106,8 @@ def test_representation_is_used():
 
 
 def test_auto_threshold_by_input_count():
-    small = torch.rand(_bits.AUTO_MAX_INPUTS, dtype=torch.float64)
-    large = torch.rand(_bits.AUTO_MAX_INPUTS + 1, dtype=torch.float64)
+    small = torch.rand(policy.AUTO_MAX_INPUTS, dtype=torch.float64)
+    large = torch.rand(policy.AUTO_MAX_INPUTS + 1, dtype=torch.float64)
     seen = []
 
     def f(*xs):
@@ -116,16 +116,13 @@ def test_auto_threshold_by_input_count():
 
     trackjac.jacobian_sparsity(f, small)
     trackjac.jacobian_sparsity(f, large)
-    half = small[: _bits.AUTO_MAX_INPUTS // 2 + 1]
+    half = small[: policy.AUTO_MAX_INPUTS // 2 + 1]
     trackjac.jacobian_sparsity(f, half, half)  # the count is over all tracked arguments
     assert seen == [[BitProv], [Prov], [Prov, Prov]]
 
 
 def test_bits_on_brusselator_match_sets():
-    import os
-    import sys
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benches"))
-    import problems
+    import problems   # benches/problems.py (benches/ is on sys.path: pyproject's pytest options)
     x = problems.brusselator_point(8)
     ref = problems.brusselator_pattern(8).to_dense()
     for rep in REPS:

@@ -7,6 +7,8 @@ and local mode.  Max pooling in local mode equals the dense nonzeros at the poin
 inputs have no ties); in global mode it equals the window, obtained independently by
 pooling one-hot images.
 """
+from functools import partial
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,8 +17,8 @@ from hypothesis import strategies as st
 
 import trackjac
 
-import _dense
-from _dense import as_dense, assert_equal, assert_sound
+import dense_reference
+from dense_reference import as_dense, assert_equal, assert_sound
 
 SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
@@ -30,25 +32,11 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-def dense_nonzeros(f, args, reverse_too=False):
-    """Nonzero masks ``(out.numel(), arg.numel())`` of the dense Jacobian (forward mode, vmapped;
-    ``reverse_too``: united with reverse mode's, for ops whose backward disagrees with their forward)."""
-    args = tuple(a.detach().clone().double() for a in args)
-    fl = lambda *a: f(*a).reshape(-1)
-    try:
-        jac = torch.func.jacfwd(fl, argnums=tuple(range(len(args))))(*args)
-    except (RuntimeError, NotImplementedError):
-        jac, reverse_too = torch.autograd.functional.jacobian(fl, args), False
-    nz = [j.reshape(j.shape[0], -1) != 0 for j in jac]
-    if reverse_too:
-        rev = torch.autograd.functional.jacobian(fl, args)
-        nz = [a | (r.reshape(r.shape[0], -1) != 0) for a, r in zip(nz, rev)]
-    return nz
-
-
-def union_nonzeros(f, make_args, points=3, reverse_too=False):
-    return _dense.union_nonzeros(f, make_args, points,
-                                 reference=lambda f, args: dense_nonzeros(f, args, reverse_too))
+# dense references in forward mode (vmapped: fast on these ops), reverse mode where an op has
+# no forward rule; ``reverse_too=True``: united with reverse mode's, for ops whose backward
+# disagrees with their forward
+dense_nonzeros = partial(dense_reference.dense_nonzeros, forward=True)
+union_nonzeros = partial(dense_reference.union_nonzeros, forward=True)
 
 
 def patterns(f, args, local):
@@ -67,8 +55,8 @@ def randn_args(shapes, dtype=torch.float64):
 def check(f, make_args, *, global_exact=None, points=3, reverse_too=False):
     """Global pattern == union over points (or ``global_exact``); local == nonzeros here."""
     args = make_args(0)
-    union = union_nonzeros(f, make_args, points, reverse_too)
-    here = dense_nonzeros(f, args, reverse_too)
+    union = union_nonzeros(f, make_args, points, reverse_too=reverse_too)
+    here = dense_nonzeros(f, args, reverse_too=reverse_too)
     glob = patterns(f, args, local=False)
     loc = patterns(f, args, local=True)
     expected = union if global_exact is None else global_exact

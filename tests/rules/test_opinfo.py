@@ -44,8 +44,10 @@ import torch
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 import trackjac
-import trackjac.tracer.resolve as _rules
-from trackjac.errors import StrictModeError, UnsupportedOpWarning
+from trackjac import StrictModeError, UnsupportedOpWarning
+from trackjac.tracer import resolve
+
+from dense_reference import dense_jacobian, finite_differences, rows_jacobian
 
 FLOAT = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 COMPLEX = (torch.complex32, torch.complex64, torch.complex128)
@@ -320,53 +322,7 @@ def _like_tree(a):
     return tree_unflatten([torch.empty_like(t) if isinstance(t, torch.Tensor) else t for t in flat], spec)
 
 
-# -- references ------------------------------------------------------------------------------------
-def dense_jacobian(fn, x, rows=None) -> Optional[torch.Tensor]:
-    """``(out rows, x.numel())`` Jacobian by reverse mode, or ``None`` where autograd has none."""
-    x = x.detach().clone().requires_grad_()
-    try:
-        with torch.enable_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            y = fn(x)
-            n = y.numel() if rows is None else rows.numel()
-            if not y.requires_grad:
-                return torch.zeros(n, x.numel(), dtype=y.dtype)
-            seeds = torch.eye(y.numel(), dtype=y.dtype) if rows is None else \
-                torch.zeros(n, y.numel(), dtype=y.dtype).scatter_(1, rows.unsqueeze(1), 1.0)
-            try:
-                if n <= LOOP_ROWS:   # row by row: batched backward can take vmap fallbacks
-                    raise RuntimeError
-                (g,) = torch.autograd.grad(y, x, seeds, is_grads_batched=True, allow_unused=True,
-                                           retain_graph=True)
-                g = _zero_if_none(g, x, n)
-            except Exception:
-                g = torch.stack([_zero_if_none(torch.autograd.grad(y, x, s, allow_unused=True,
-                                                                   retain_graph=True)[0], x)
-                                 for s in seeds])
-    except Exception:
-        return None
-    return g.reshape(n, x.numel()).detach()
-
-
-def finite_differences(fn, x, rows=None, h: float = 1e-6) -> torch.Tensor:
-    """Central differences, for ops whose autograd formula is wrong (``FD_REFERENCE``)."""
-    cols = []
-    with torch.no_grad():
-        for j in range(x.numel()):
-            e = torch.zeros(x.numel(), dtype=x.dtype)
-            e[j] = h
-            e = e.reshape(x.shape)
-            cols.append((fn(x + e) - fn(x - e)) / (2 * h))
-    J = torch.stack(cols, 1)
-    return J if rows is None else J[rows]
-
-
-def _zero_if_none(g, x, batch=None):
-    if g is not None:
-        return g
-    return torch.zeros(((batch,) if batch is not None else ()) + tuple(x.shape), dtype=x.dtype)
-
-
+# -- references (the Jacobians themselves: tests/dense_reference.py) --------------------------------
 def _group_rows(M: torch.Tensor, groups: Optional[torch.Tensor]) -> torch.Tensor:
     if groups is None:
         return M
@@ -425,18 +381,18 @@ class Result:
 @contextlib.contextmanager
 def recording(res: Result):
     """Record where the rule of every ATen op that needs one comes from."""
-    orig = _rules.lookup
+    orig = resolve.lookup
 
     def lookup(func):
         rule = orig(func)
         res.aten[func.overloadpacket.__name__] = "conservative" if rule is None else (
-            _rules.rule_kind(func) or "conservative")
+            resolve.rule_kind(func) or "conservative")
         return rule
-    _rules.lookup = lookup
+    resolve.lookup = lookup
     try:
         yield
     finally:
-        _rules.lookup = orig
+        resolve.lookup = orig
 
 
 def _short(e: BaseException) -> str:
@@ -462,7 +418,7 @@ def _check(op, variant, res: Result) -> None:
     cases = make_cases(op, variant, sparse=unsupported)
     res.n_cases = len(cases)
     res.n_samples = sum(c.primary for c in cases) if unsupported else 0
-    reference = finite_differences if name in FD_REFERENCE else dense_jacobian
+    reference = finite_differences if name in FD_REFERENCE else functools.partial(rows_jacobian, loop_rows=LOOP_ROWS)
     with recording(res), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for c in cases:
@@ -721,8 +677,8 @@ class _Opaque(torch.autograd.Function):
 
 
 def _autograd_pattern(f, *xs):
-    J = torch.autograd.functional.jacobian(f, xs)
-    return [nonzero(j.reshape(-1, x.numel())) for j, x in zip(J, xs)]
+    J = dense_jacobian(f, *xs)
+    return [nonzero(j) for j in (J if len(xs) > 1 else (J,))]
 
 
 def test_function_square_matches_autograd():

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import trackjac
-from trackjac import provenance as _prov
-from trackjac.provenance import policy as _bits
+from trackjac import provenance
+from trackjac.provenance import policy
 from trackjac.provenance.bits import BitProv, or_reduce, popcount, to_bits
 from trackjac.provenance import SetProv as Prov
 
@@ -121,7 +121,7 @@ def test_scatter(ref, kind, data, with_in_rows):
         if i >= 0 and o >= 0:
             expected[o] |= ref[i]
     p = make(ref, kind)
-    res = _prov.scatter(p, torch.tensor(out_rows, dtype=torch.int64), numel,
+    res = provenance.scatter(p, torch.tensor(out_rows, dtype=torch.int64), numel,
                     None if in_rows is None else torch.tensor(in_rows, dtype=torch.int64))
     check(res, expected)
 
@@ -138,7 +138,7 @@ def test_scatter_regular_groups(ref, kind, group, shuffle):
     expected = [set() for _ in range(n // group)]
     for i, o in enumerate(out_rows):
         expected[o] |= ref[i]
-    res = _prov.scatter(make(ref, kind), torch.tensor(out_rows, dtype=torch.int64), n // group)
+    res = provenance.scatter(make(ref, kind), torch.tensor(out_rows, dtype=torch.int64), n // group)
     check(res, expected)
 
 
@@ -155,7 +155,7 @@ def test_replace_rows(ref, new_ref, kind, new_kind, data):
         expected[i] = set()
     for j, i in enumerate(idx):
         expected[i] |= new_ref[j]
-    res = _prov.replace_rows(make(ref, kind), torch.tensor(idx, dtype=torch.int64), make(new_ref, new_kind, 2))
+    res = provenance.replace_rows(make(ref, kind), torch.tensor(idx, dtype=torch.int64), make(new_ref, new_kind, 2))
     check(res, expected)
 
 
@@ -168,7 +168,7 @@ def test_union_mixed(n, data, kinds, rep):
     provs = [make(r, k, j) for j, (r, k) in enumerate(zip(refs, kinds))]
     provs.append(provs[0])  # the same object twice
     with trackjac.tracking(representation=rep):
-        res = _prov.union(provs, n)
+        res = provenance.union(provs, n)
     check(res, [set().union(*(r[i] for r in refs)) for i in range(n)])
     if rep == "sets" and any(isinstance(p, Prov) and p.nnz for p in provs):
         assert isinstance(res, Prov)  # a mix falls back to CSR
@@ -182,15 +182,15 @@ def test_union_wide_rows(a, b, data):
     many = [data.draw(uniform_sets(n_max=n, id_max=1000).filter(lambda r: len(r) == n)) for _ in range(6)]
     refs = [a[:n], b[:n]] + many
     provs = [make(r, "uniform") for r in refs]
-    check(_prov.union(provs, n), [set().union(*(r[i] for r in refs)) for i in range(n)])
+    check(provenance.union(provs, n), [set().union(*(r[i] for r in refs)) for i in range(n)])
     provs[0] = make(refs[0], "csr")
-    check(_prov.union(provs, n), [set().union(*(r[i] for r in refs)) for i in range(n)])
+    check(provenance.union(provs, n), [set().union(*(r[i] for r in refs)) for i in range(n)])
 
 
 @settings(**SETTINGS)
 @given(st.lists(st.tuples(any_sets, st.sampled_from(KINDS)), min_size=1, max_size=3))
 def test_cat_rows(parts):
-    res = _prov.cat_rows([make(r, k) for r, k in parts])
+    res = provenance.cat_rows([make(r, k) for r, k in parts])
     check(res, [s for r, _ in parts for s in r])
 
 
@@ -218,19 +218,19 @@ def test_to_coo(ref, kind, lo, n, layout):
 @settings(**SETTINGS)
 @given(any_sets, st.sampled_from(KINDS))
 def test_all_ids(ref, kind):
-    assert _prov.all_ids(make(ref, kind)).tolist() == sorted(set().union(*ref))
+    assert provenance.all_ids(make(ref, kind)).tolist() == sorted(set().union(*ref))
 
 
 @settings(**SETTINGS)
 @given(st.integers(0, 300), st.integers(0, 200), st.sampled_from(["sets", "bits"]))
 def test_identity(first, numel, rep):
-    p = _prov.identity(numel, first, torch.device("cpu"), rep)
+    p = provenance.identity(numel, first, torch.device("cpu"), rep)
     assert isinstance(p, BitProv if rep == "bits" else Prov)
     check(p, [{first + i} for i in range(numel)])
 
 
 def test_broadcast_row():
-    p = _prov.broadcast_row(torch.tensor([5, 2, 9]), 4)
+    p = provenance.broadcast_row(torch.tensor([5, 2, 9]), 4)
     check(p, [{2, 5, 9}] * 4)
     assert p.width == 3
 
@@ -267,12 +267,12 @@ def test_or_reduce(m, W, n, data):
 
 def test_choose_threshold():
     with trackjac.tracking(representation="auto"):
-        assert _bits.choose(_bits.AUTO_MAX_INPUTS) == "bits"
-        assert _bits.choose(_bits.AUTO_MAX_INPUTS + 1) == "sets"
+        assert policy.choose(policy.AUTO_MAX_INPUTS) == "bits"
+        assert policy.choose(policy.AUTO_MAX_INPUTS + 1) == "sets"
     with trackjac.tracking(representation="sets"):
-        assert _bits.choose(1) == "sets"
+        assert policy.choose(1) == "sets"
     with trackjac.tracking(representation="bits"):
-        assert _bits.choose(10 ** 7) == "bits"
+        assert policy.choose(10 ** 7) == "bits"
     with pytest.raises(ValueError):
         with trackjac.tracking(representation="dense"):
             pass
@@ -284,11 +284,11 @@ def test_bits_range_realignment():
     b = BitProv.identity(3, 130, torch.device("cpu"))
     far = BitProv.identity(3, 10 ** 6, torch.device("cpu"))
     with trackjac.tracking(representation="auto"):
-        u = _prov.union([a, b], 3)
+        u = provenance.union([a, b], 3)
         assert isinstance(u, BitProv) and u.lo == 0
         check(u, [{10, 130}, {11, 131}, {12, 132}])
-        v = _prov.union([a, far], 3)
+        v = provenance.union([a, far], 3)
         assert isinstance(v, Prov)
         check(v, [{10, 10 ** 6}, {11, 10 ** 6 + 1}, {12, 10 ** 6 + 2}])
     with trackjac.tracking(representation="bits"):
-        assert isinstance(_prov.union([a, far], 3), BitProv)
+        assert isinstance(provenance.union([a, far], 3), BitProv)

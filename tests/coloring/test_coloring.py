@@ -1,7 +1,4 @@
 """Distance-2 coloring: validity on random patterns, quality on the Brusselator, API errors."""
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
@@ -14,8 +11,7 @@ from trackjac.coloring import (
     is_structurally_orthogonal,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benches"))
-from problems import brusselator_pattern  # noqa: E402
+from problems import brusselator_pattern  # benches/problems.py
 
 
 def _sparse(dense: torch.Tensor) -> torch.Tensor:
