@@ -13,6 +13,7 @@ import torch
 from ..dtypes import DIFFERENTIABLE
 from ..provenance import Provenance, cat_rows, empty, scatter
 from .api import conservative
+from .movement import moved
 from .registry import rule
 from .shapes import bcast, codes, reduce, union_opt
 
@@ -105,3 +106,11 @@ def mkldnn_rnn_layer(call):
         [p if p is not None else empty(B * H, dev) for p in ys])
     outs = [y, h, c if lstm else None]
     return [p if o.dtype in DIFFERENTIABLE else None for p, o in zip(outs, call.outs)] + [None]
+
+
+@rule(aten._pack_padded_sequence, always=True)
+def pack_padded_sequence(call):
+    """``_pack_padded_sequence``: ``data`` moves elements of ``input`` (index codes, as the other
+    data-movement ops); ``batch_sizes`` is computed from the given ``lengths``, a constant."""
+    res = moved(call)
+    return [res[0], None]
