@@ -269,6 +269,77 @@ def conv_prov(px, pw, pb, xshape, wshape, out_shape, stride, padding, dilation, 
     return _merge(parts, numel, device)
 
 
+def _live(call, a) -> Optional[torch.Tensor]:
+    """Entries of ``a`` that connect the other factor: nonzero, or carrying provenance."""
+    live = call.value(a) != 0
+    p = call.prov(a)
+    if p is not None:
+        live |= (p.lengths() > 0).reshape(live.shape)
+    return live
+
+
+def _tap_table(tabs, s_in) -> torch.Tensor:
+    """``(prod(S_out), prod(K))``: flat input position read by flat output position ``o`` through
+    flat kernel position ``k`` (``-1``: none), from the per-dimension tables."""
+    full = None
+    for j, (ti, _) in enumerate(tabs):
+        if full is None:
+            full = ti
+            continue
+        a, b = full[:, None, :, None], ti[None, :, None, :]
+        full = torch.where((a >= 0) & (b >= 0), a * s_in[j] + b, torch.full_like(a * b, -1))
+        full = full.reshape(a.shape[0] * b.shape[1], a.shape[2] * b.shape[3])
+    return full
+
+
+def conv_prov_dropping(px, pw, lx, lw, xshape, wshape, out_shape, stride, padding, dilation, transposed,
+                       groups) -> Optional[Provenance]:
+    """Input and weight parts of a convolution where ``lw`` / ``lx`` (boolean masks of weight and
+    input) say which entries connect the other operand: a product with a constant exact zero
+    connects nothing (``constant_zeros="drop"``, local mode).  Not separable, so one pair per
+    (live weight entry, output position) for the input part, per (live input entry, tap, output
+    channel) for the weight part: the cost of the convolution itself."""
+    d = len(wshape) - 2
+    batched = len(xshape) == d + 2
+    xs = tuple(xshape) if batched else (1,) + tuple(xshape)
+    os_ = tuple(out_shape) if batched else (1,) + tuple(out_shape)
+    n, c_in, s_in = xs[0], xs[1], xs[2:]
+    c_out, s_out = os_[1], os_[2:]
+    g = groups
+    icg, ocg = c_in // g, c_out // g
+    ksz = tuple(wshape[2:])
+    kf, so, si = _prod(ksz), _prod(s_out), _prod(s_in)
+    device = next(p.device for p in (px, pw) if p is not None)
+    tabs = [_conv_tables(s_in[j], s_out[j], ksz[j], stride[j], padding[j], dilation[j], transposed, device)
+            for j in range(d)]
+    taps = _tap_table(tabs, s_in)                                   # (so, kf)
+    numel = n * c_out * so
+    bn = torch.arange(n, dtype=I64, device=device).view(-1, 1)
+    if not transposed:   # weight (C_out, ICg, K...) as (G, OCg, ICg, Kf)
+        wcode = codes((g, ocg, icg, kf), device)
+    else:                # weight (C_in, OCg, K...) as (G, ICg, OCg, Kf)
+        wcode = codes((g, icg, ocg, kf), device).permute(0, 2, 1, 3)
+    parts = []
+    if px is not None:
+        lw5 = lw.reshape(g, icg, ocg, kf).permute(0, 2, 1, 3) if transposed else lw.reshape(g, ocg, icg, kf)
+        gg, oc, ic, kk = lw5.nonzero(as_tuple=True)
+        ii = taps[:, kk]                                             # (so, live entries)
+        o_idx, e = (ii >= 0).nonzero(as_tuple=True)
+        dst = ((gg * ocg + oc)[e] * so + o_idx).view(1, -1) + bn * (c_out * so)
+        src = ((gg * icg + ic)[e] * si + ii[o_idx, e]).view(1, -1) + bn * (c_in * si)
+        parts.append(scatter(px, dst.reshape(-1), numel, src.reshape(-1)))
+    if pw is not None:
+        o_idx, kk = (taps >= 0).nonzero(as_tuple=True)               # valid (o, k) pairs
+        lxv = lx.reshape(n, g, icg, si)[..., taps[o_idx, kk]]        # (n, g, icg, pairs)
+        nn_, gg, ic, e = lxv.nonzero(as_tuple=True)
+        oc = torch.arange(ocg, dtype=I64, device=device).view(1, -1)
+        dst = ((nn_ * g + gg) * ocg).view(-1, 1) + oc
+        dst = dst * so + o_idx[e].view(-1, 1)
+        src = wcode[gg.view(-1, 1), oc, ic.view(-1, 1), kk[e].view(-1, 1)]
+        parts.append(scatter(pw, dst.reshape(-1), numel, src.reshape(-1)))
+    return _merge(parts, numel, device)
+
+
 def _conv_rule(transposed_default=False):
     def convolution(call):
         x, w = _x(call), call.bound["weight"]
@@ -283,9 +354,20 @@ def _conv_rule(transposed_default=False):
         padding = _expand(call.bound.get("padding"), d, 0)
         dilation = _expand(call.bound.get("dilation"), d, 1)
         pb = call.prov(b) if isinstance(b, torch.Tensor) else None
-        p = conv_prov(call.prov(x), call.prov(w), pb, x.shape, w.shape, o.shape,
-                      stride, padding, dilation, transposed, int(groups))
-        return p
+        px, pw = call.prov(x), call.prov(w)
+        args = (x.shape, w.shape, o.shape, stride, padding, dilation, transposed, int(groups))
+        if call.drops_zeros:
+            lw = _live(call, w) if px is not None else None
+            lx = _live(call, x) if pw is not None else None
+            masked_x = lw is not None and not bool(lw.all())
+            masked_w = lx is not None and not bool(lx.all())
+            if masked_x or masked_w:
+                parts = [conv_prov_dropping(px if masked_x else None, pw if masked_w else None, lx, lw, *args),
+                         conv_prov(None if masked_x else px, None if masked_w else pw, pb, *args)
+                         if (not masked_x and px is not None) or (not masked_w and pw is not None)
+                         or pb is not None else None]
+                return _merge(parts, o.numel(), o.device)
+        return conv_prov(px, pw, pb, *args)
     return convolution
 
 

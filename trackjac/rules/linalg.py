@@ -41,8 +41,34 @@ def _live(call, a) -> torch.Tensor:
     return live
 
 
+def _is_sparse(a) -> bool:
+    return isinstance(a, torch.Tensor) and a.layout != torch.strided
+
+
+def _stored(call, a, shape3) -> tuple:
+    """``(t, i, k)`` of the entries of a sparse operand that connect the other factor: its stored
+    entries (entries that are not stored are constant zeros), less the stored exact zeros when
+    ``call.drops_zeros``.  ``shape3``: the operand viewed as ``(batch, rows, cols)``."""
+    c = a.to_sparse_coo() if a.layout != torch.sparse_coo else a
+    c = c.coalesce()
+    if c.dense_dim() == 0:
+        idx, vals = c.indices(), c.values()
+        if call.drops_zeros:
+            idx = idx[:, vals != 0]
+        flat = torch.zeros(idx.shape[1], dtype=torch.int64, device=idx.device)
+        for d, s in enumerate(a.shape):
+            flat = flat * s + idx[d]
+    else:   # hybrid: stored blocks as a dense mask
+        ones = torch.sparse_coo_tensor(c.indices(), c.values() != 0 if call.drops_zeros
+                                       else torch.ones_like(c.values(), dtype=torch.bool), c.shape)
+        flat = ones.to_dense().reshape(-1).nonzero().reshape(-1)
+    bt, m, k = shape3
+    return flat // (m * k), (flat // k) % m, flat % k
+
+
 def _value_aware_product(call, a, b, o):
     """``(A @ B)[i, j]`` depends on ``B[k, j]`` only where ``A[i, k]`` is live, and vice versa.
+    A sparse operand's live entries are its stored entries (see :func:`_stored`).
 
     Work is one pair per live entry of a factor times the other dimension (``nnz(A) * n``).
     """
@@ -54,16 +80,15 @@ def _value_aware_product(call, a, b, o):
     n = B3[2]
     dev = o.device
     parts = []
-    la, lb = _live(call, a).reshape(A3), _live(call, b).reshape(B3)
     pb, pa = call.prov(b), call.prov(a)
     ar_n, ar_m = torch.arange(n, device=dev), torch.arange(m, device=dev)
     if pb is not None:
-        t, i, kk = la.nonzero(as_tuple=True)
+        t, i, kk = _stored(call, a, A3) if _is_sparse(a) else _live(call, a).reshape(A3).nonzero(as_tuple=True)
         out_rows = ((t * m + i) * n)[:, None] + ar_n
         in_rows = ((t * k + kk) * n)[:, None] + ar_n
         parts.append(scatter(pb, out_rows.reshape(-1), o.numel(), in_rows.reshape(-1)))
     if pa is not None:
-        t, kk, j = lb.nonzero(as_tuple=True)
+        t, kk, j = _stored(call, b, B3) if _is_sparse(b) else _live(call, b).reshape(B3).nonzero(as_tuple=True)
         out_rows = (t * m * n + j)[:, None] + ar_m * n
         in_rows = (t * m * k + kk)[:, None] + ar_m * k
         parts.append(scatter(pa, out_rows.reshape(-1), o.numel(), in_rows.reshape(-1)))
@@ -81,7 +106,9 @@ def _product(call, a_name, b_name, add_name=None):
         if isinstance(c, torch.Tensor) and not no_self:
             parts.append(bcast(call.prov(c), c.shape, out))
         return union_opt(parts, o.numel(), o.device)
-    if call.drops_zeros and not (_live(call, a).all() and _live(call, b).all()):
+    if _is_sparse(a) or _is_sparse(b):   # a constant sparse operand: only its stored entries connect
+        parts = _value_aware_product(call, a, b, o)
+    elif call.drops_zeros and not (_live(call, a).all() and _live(call, b).all()):
         parts = _value_aware_product(call, a, b, o)
     elif a.dim() == 1 and b.dim() == 1:                       # dot
         parts = [_contract(call.prov(a), a.shape, [0], (), out),
@@ -120,9 +147,16 @@ def vdot(call):
     return _product(call, "self", "other")
 
 
-@rule(aten.addmm, aten._addmm_activation)
+@rule(aten.addmm, aten._addmm_activation, aten._sparse_addmm)
 def addmm(call):
     return _product(call, "mat1", "mat2", "self")
+
+
+@rule(aten._sparse_mm)
+def sparse_mm(call):
+    """``_sparse_mm(sparse, dense)``; the ``reduce`` overload (``sum``, ``mean``, ``amax`` ...) reads
+    the same entries: ``amax``/``amin`` pick one of them, so every stored entry is a candidate."""
+    return _product(call, "sparse", "dense")
 
 
 @rule(aten.baddbmm)

@@ -138,8 +138,8 @@ def weight_norm(call):
 
 
 def attention(call):
-    """Fused scaled dot-product attention: ``out[..., i, :]`` depends on ``q[..., i, :]`` and on
-    ``k[..., j, :]``, ``v[..., j, :]`` (and a tracked float mask's ``[..., i, j]``) for every key
+    """Fused scaled dot-product attention: ``out[..., i, c]`` depends on ``q[..., i, :]`` and on
+    ``k[..., j, :]``, ``v[..., j, c]`` (and a tracked float mask's ``[..., i, j]``) for every key
     ``j`` that query ``i`` may attend to (causal mask, boolean mask, ``-inf`` bias).  A query that
     attends to a single key copies its value: its weights are the constant 1.  The logsumexp and
     bookkeeping outputs have no derivative."""
@@ -171,7 +171,6 @@ def attention(call):
         sel = allowed & keep
         parts.append(scatter(kr, rows.unsqueeze(-1).expand(full)[sel], rows.numel(), src[sel]))
 
-    per_key(v, torch.ones_like(allowed))
     per_key(k, ~single)
     pq = call.prov(q)
     if pq is not None:
@@ -182,7 +181,17 @@ def attention(call):
         pm = bcast(call.prov(mask), mask.shape, full)
         parts.append(scatter(pm, pairs_out, rows.numel(), codes(full, out.device)[allowed]))
     row = union_opt(parts, rows.numel(), out.device)
-    return None if row is None else bcast(row, tuple(batch) + (L, 1), tuple(out.shape))
+    row = None if row is None else bcast(row, tuple(batch) + (L, 1), tuple(out.shape))
+    pv = call.prov(v)
+    if pv is None:
+        return row
+    # out[..., i, c] reads v[..., j, c] only (the weights are per (i, j), the channels do not mix)
+    ev = v.shape[-1]
+    pv = bcast(pv, tuple(v.shape), tuple(batch) + (S, ev))
+    keys = codes(tuple(batch) + (S,), out.device).unsqueeze(-2).expand(full)[allowed]
+    ch = torch.arange(ev, device=out.device)
+    vals = scatter(pv, (pairs_out[:, None] * ev + ch).reshape(-1), out.numel(), (keys[:, None] * ev + ch).reshape(-1))
+    return vals if row is None else union_opt([row, vals], out.numel(), out.device)
 
 
 register([aten._scaled_dot_product_flash_attention_for_cpu, aten._scaled_dot_product_flash_attention,
