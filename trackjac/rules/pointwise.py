@@ -171,21 +171,16 @@ maximum = register([aten.maximum, aten.fmax], _choice(_binary_extreme(True)))
 minimum = register([aten.minimum, aten.fmin], _choice(_binary_extreme(False)))
 
 
-@rule(aten.where)
+@rule(aten.where, indices=("condition",), candidates=generic)
 def _where(call):
-    cond = call.bound["condition"]
-    if call.is_derived(cond) and not call.local:
-        return generic(call)
-    c = call.value(cond)
+    """A derived condition in global mode keeps both inputs (``candidates``, see the registry)."""
+    c = call.value(call.bound["condition"])
     return _select(call, {"self": c, "other": ~c})
 
 
-@rule(aten.masked_fill)
+@rule(aten.masked_fill, indices=("mask",), candidates=generic)
 def _masked_fill(call):
-    mask = call.bound["mask"]
-    if call.is_derived(mask) and not call.local:
-        return generic(call)
-    m = call.value(mask)
+    m = call.value(call.bound["mask"])
     return _select(call, {"self": ~m, "value": m})
 
 
@@ -232,13 +227,21 @@ def _logit_masks(call):
 register([aten.logit], _choice(_logit_masks))
 
 
-@rule(aten.native_dropout_backward)
+def _varying_mask_kept(call):
+    """``native_dropout_backward`` with a mask that varies (derived, or drawn at random): the
+    product connects ``grad_output`` everywhere, except that a zero ``scale`` still cuts it."""
+    if call.drops_zeros and call.bound["scale"] == 0:
+        return None
+    return generic(call)
+
+
+@rule(aten.native_dropout_backward, indices=("mask",), candidates=_varying_mask_kept)
 def _dropout_backward(call):
-    """``grad * mask * scale``: the mask is a constant choice (the dropout's random draw);
-    with ``constant_zeros="drop"`` a zero ``scale`` cuts everything."""
+    """``grad * mask * scale``: the mask is the dropout's draw (a constant when built outside and
+    not derived); with ``constant_zeros="drop"`` a zero ``scale`` cuts everything."""
     mask = call.bound["mask"]
-    if call.is_derived(mask) and not call.local:
-        return generic(call)
+    if call.varies(mask):   # a random draw in global mode: another draw at the next call
+        return _varying_mask_kept(call)
     live = call.value(mask)
     if call.drops_zeros and call.bound["scale"] == 0:
         live = torch.zeros_like(live)
@@ -246,7 +249,9 @@ def _dropout_backward(call):
 
 
 def _nonzero_factor(call, name: str, factor=lambda v: v) -> torch.Tensor:
-    """Where ``factor(value of name)`` is not an exact zero, or ``name`` carries provenance."""
+    """Where ``factor(value of name)`` is not an exact zero, or ``name`` carries provenance, or its
+    values vary (computed from tracked values, ``x * (x > 0)``, or drawn at random, dropout masks:
+    a zero here is not a zero at another point; see :meth:`.api.Call.varies`)."""
     v = call.bound.get(name)
     if not isinstance(v, torch.Tensor):
         return torch.tensor(factor(v) != 0, device=_out(call).device)

@@ -105,7 +105,7 @@ def variance(call):
     return res
 
 
-@rule(aten.segment_reduce)
+@rule(aten.segment_reduce, indices=("lengths", "indices", "offsets"))
 def segment_reduce(call):
     """Segments along ``axis`` (from ``lengths`` or ``offsets``) reduce to one element each;
     ``max``/``min`` in local mode keep the elements equal to the result (``initial`` may win)."""
