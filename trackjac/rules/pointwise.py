@@ -73,13 +73,29 @@ def _select(call, masks: Dict[str, torch.Tensor]):
 
 
 def _choice(mask_fn: Callable) -> Callable:
-    """A selection made by the tracked values themselves: all candidates unless local."""
+    """A selection made by the tracked values themselves: all candidates unless local, where the
+    branch taken is kept (ties keep both, nan keeps every input)."""
     def run(call):
         if not call.local:
             return generic(call)
-        return _select(call, mask_fn(call))
+        return _select(call, _nan_kept(call, mask_fn(call)))
     run.__name__ = run.__qualname__ = "choice" + mask_fn.__name__
     return run
+def _nan_kept(call, masks: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Where an operand is nan, every input stays: comparisons are ``False`` at nan, and autograd's
+    formulas pass the derivative through there (``relu``, ``threshold``, ``maximum``, ``fmax`` ...)."""
+    o = _out(call)
+    nan = None
+    for _, a in _float_tensors(call):
+        v = call.value(a)
+        if v.is_floating_point() or v.is_complex():
+            n = torch.isnan(v).expand(o.shape)
+            nan = n if nan is None else nan | n
+    if nan is None or not bool(nan.any()):
+        return masks
+    return {name: m.expand(o.shape) | nan for name, m in masks.items()}
+
+
 
 
 def _v(call, name):
