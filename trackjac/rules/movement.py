@@ -185,6 +185,7 @@ def random_sample(call) -> Optional[Provenance]:
     if not any(call.is_derived(a) for n, a in call.bound.items()
                if n != "self" and isinstance(a, torch.Tensor)):
         call.derived = False
+    call.random = True
     return None
 
 

@@ -43,9 +43,17 @@ def generic(call, skip=()) -> List[Optional[object]]:
 
 
 @rule(aten.floor, aten.ceil, aten.round, aten.trunc, aten.fix, aten.sign,
-      aten.heaviside, aten.floor_divide, aten.signbit, aten.bernoulli)
+      aten.heaviside, aten.floor_divide, aten.signbit)
 def zero_derivative(call) -> Optional[object]:
     """Derivative zero everywhere: no dependencies."""
+    return None
+
+
+@rule(aten.bernoulli, always=True)
+def _bernoulli(call) -> Optional[object]:
+    """Random draws (no derivative): marked as random, so value-aware rules do not take their
+    zeros for constants (``always``: marked even when no input carries provenance)."""
+    call.random = True
     return None
 
 
@@ -72,15 +80,6 @@ def _select(call, masks: Dict[str, torch.Tensor]):
     return [union_opt(parts, o.numel(), o.device)]
 
 
-def _choice(mask_fn: Callable) -> Callable:
-    """A selection made by the tracked values themselves: all candidates unless local, where the
-    branch taken is kept (ties keep both, nan keeps every input)."""
-    def run(call):
-        if not call.local:
-            return generic(call)
-        return _select(call, _nan_kept(call, mask_fn(call)))
-    run.__name__ = run.__qualname__ = "choice" + mask_fn.__name__
-    return run
 def _nan_kept(call, masks: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Where an operand is nan, every input stays: comparisons are ``False`` at nan, and autograd's
     formulas pass the derivative through there (``relu``, ``threshold``, ``maximum``, ``fmax`` ...)."""
@@ -96,6 +95,15 @@ def _nan_kept(call, masks: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     return {name: m.expand(o.shape) | nan for name, m in masks.items()}
 
 
+def _choice(mask_fn: Callable) -> Callable:
+    """A selection made by the tracked values themselves: all candidates unless local, where the
+    branch taken is kept (ties keep both, nan keeps every input)."""
+    def run(call):
+        if not call.local:
+            return generic(call)
+        return _select(call, _nan_kept(call, mask_fn(call)))
+    run.__name__ = run.__qualname__ = "choice" + mask_fn.__name__
+    return run
 
 
 def _v(call, name):
@@ -271,6 +279,8 @@ def _nonzero_factor(call, name: str, factor=lambda v: v) -> torch.Tensor:
     v = call.bound.get(name)
     if not isinstance(v, torch.Tensor):
         return torch.tensor(factor(v) != 0, device=_out(call).device)
+    if call.varies(v):
+        return torch.ones(v.shape, dtype=torch.bool, device=v.device)
     m = factor(call.value(v)) != 0
     p = call.prov(v)
     if p is not None:
@@ -296,10 +306,17 @@ def _lerp(call):
                           "end": _nonzero_factor(call, "weight")})
 
 
-@rule(aten.zeros_like, aten.ones_like, aten.empty_like, aten.full_like, aten.rand_like,
-      aten.randn_like, aten.randint_like, always=True)
+@rule(aten.zeros_like, aten.ones_like, aten.empty_like, aten.full_like, always=True)
 def fresh_constant(call) -> Optional[object]:
-    """Factory-like ops (``zeros_like``, ``rand_like`` ...): values not computed from the input.
+    """Factory-like ops (``zeros_like`` ...): values not computed from the input.
     ``always``: the outputs are marked as fresh constants even when no input carries provenance."""
     call.derived = False
+    return None
+
+
+@rule(aten.rand_like, aten.randn_like, aten.randint_like, always=True)
+def fresh_random(call) -> Optional[object]:
+    """``rand_like`` ...: not computed from the input, but drawn at random (not constants)."""
+    call.derived = False
+    call.random = True
     return None

@@ -14,6 +14,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from ..provenance import policy
+from .origin import RANDOM
 from .state import Config, config
 from .tensor import Tracked
 
@@ -26,6 +27,10 @@ _FACTORIES = {
     torch.Tensor.new_zeros, torch.Tensor.new_ones, torch.Tensor.new_empty,
     torch.Tensor.new_full, torch.Tensor.new_tensor,
 }
+
+# factories whose values are drawn at random: not constants (another draw at the next call)
+_RANDOM_FACTORIES = {torch.rand, torch.randn, torch.randint, torch.randperm, torch.rand_like,
+                     torch.randn_like, torch.randint_like}
 
 
 def _foreach_scalar_tensor(func, args):
@@ -76,7 +81,10 @@ class _FactoryMode(TorchFunctionMode):
         args = _foreach_scalar_tensor(func, args)
         out = func(*args, **(kwargs or {}))
         if func in _FACTORIES and type(out) is torch.Tensor:
-            return Tracked._constant(out)
+            made = Tracked._constant(out)
+            if func in _RANDOM_FACTORIES:
+                made._store.origin = RANDOM
+            return made
         return out
 
 
