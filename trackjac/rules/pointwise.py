@@ -81,8 +81,10 @@ def _select(call, masks: Dict[str, torch.Tensor]):
 
 
 def _nan_kept(call, masks: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Where an operand is nan, every input stays: comparisons are ``False`` at nan, and autograd's
-    formulas pass the derivative through there (``relu``, ``threshold``, ``maximum``, ``fmax`` ...)."""
+    """Where an operand is nan, every input stays: comparisons are ``False`` at nan, while some of
+    autograd's formulas pass the derivative through there (``relu``'s ``threshold_backward`` zeroes
+    only where ``result <= 0``; ``threshold``, ``hardswish``, the shrinks, ``logit``, ``maximum``).
+    ``clamp``, ``hardtanh``, ``hardsigmoid`` test ``lo <= x <= hi`` instead: 0 at nan, as here."""
     o = _out(call)
     nan = None
     for _, a in _float_tensors(call):
@@ -95,13 +97,15 @@ def _nan_kept(call, masks: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     return {name: m.expand(o.shape) | nan for name, m in masks.items()}
 
 
-def _choice(mask_fn: Callable) -> Callable:
+def _choice(mask_fn: Callable, keep_nan: bool = False) -> Callable:
     """A selection made by the tracked values themselves: all candidates unless local, where the
-    branch taken is kept (ties keep both, nan keeps every input)."""
+    branch taken is kept (ties keep both; ``keep_nan``: autograd's formula passes the derivative
+    where an operand is nan, so every input stays there)."""
     def run(call):
         if not call.local:
             return generic(call)
-        return _select(call, _nan_kept(call, mask_fn(call)))
+        masks = mask_fn(call)
+        return _select(call, _nan_kept(call, masks) if keep_nan else masks)
     run.__name__ = run.__qualname__ = "choice" + mask_fn.__name__
     return run
 
@@ -140,11 +144,11 @@ def _hardswish_masks(call):
     return {"self": _v(call, "self") >= -3}
 
 
-register([aten.relu], _choice(_relu_masks))
+register([aten.relu], _choice(_relu_masks, keep_nan=True))
 register([aten.relu6], _choice(_relu6_masks))
 register([aten.hardtanh], _choice(_hardtanh_masks))
 register([aten.hardsigmoid], _choice(_hardsigmoid_masks))
-register([aten.hardswish], _choice(_hardswish_masks))
+register([aten.hardswish], _choice(_hardswish_masks, keep_nan=True))
 
 
 def _clamp_masks(call):
@@ -190,9 +194,25 @@ def _binary_extreme(larger: bool):
     return masks
 
 
-# the binary ``max``/``min`` overloads (:mod:`.reductions`) use these too
-maximum = register([aten.maximum, aten.fmax], _choice(_binary_extreme(True)))
-minimum = register([aten.minimum, aten.fmin], _choice(_binary_extreme(False)))
+def _nan_ignoring_extreme(larger: bool):
+    """``fmax``/``fmin``: a nan operand loses (the other is the result, and gets the derivative);
+    autograd's formula: ``self`` where ``self >= other or other is nan``, ``other`` elsewhere."""
+    ext = _binary_extreme(larger)
+
+    def masks(call):
+        a, b = _v(call, "self"), _v(call, "other")
+        m = ext(call)
+        return {"self": m["self"] | torch.isnan(b), "other": m["other"] | torch.isnan(a)}
+    masks.__name__ = masks.__qualname__ = "_fmax_masks" if larger else "_fmin_masks"
+    return masks
+
+
+# the binary ``max``/``min`` overloads (:mod:`.reductions`) use these too; at nan both sides get
+# a derivative (``where(self == other, grad / 2, grad)`` masked where the other side wins)
+maximum = register([aten.maximum], _choice(_binary_extreme(True), keep_nan=True))
+minimum = register([aten.minimum], _choice(_binary_extreme(False), keep_nan=True))
+register([aten.fmax], _choice(_nan_ignoring_extreme(True)))
+register([aten.fmin], _choice(_nan_ignoring_extreme(False)))
 
 
 @rule(aten.where, indices=("condition",), candidates=generic)
@@ -216,8 +236,8 @@ def _shrink_masks(call):
     return {"self": _v(call, "self").abs() >= _v(call, "lambd")}
 
 
-register([aten.threshold], _choice(_threshold_masks))
-register([aten.hardshrink, aten.softshrink], _choice(_shrink_masks))
+register([aten.threshold], _choice(_threshold_masks, keep_nan=True))
+register([aten.hardshrink, aten.softshrink], _choice(_shrink_masks, keep_nan=True))
 
 
 def _remainder_masks(rounding):
@@ -248,7 +268,7 @@ def _logit_masks(call):
     return {} if eps is None else {"self": _within(_v(call, "self"), eps, 1 - eps)}
 
 
-register([aten.logit], _choice(_logit_masks))
+register([aten.logit], _choice(_logit_masks, keep_nan=True))
 
 
 def _varying_mask_kept(call):

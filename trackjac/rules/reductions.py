@@ -47,8 +47,7 @@ def vector_norm(call):
     x, dims = _dims(call)
     o = call.outs[0]
     mag = call.value(x).abs()
-    # autograd: the entries equal to the norm, and nan entries
-    mask = (mag == o.reshape(keep_shape(x.shape, dims)).to(mag.dtype)) | torch.isnan(mag)
+    mask = mag == o.reshape(keep_shape(x.shape, dims)).to(mag.dtype)   # autograd: nan entries get 0
     return [reduce(call.prov(x), x.shape, dims, mask.expand(x.shape))]
 
 
