@@ -83,8 +83,9 @@ def _select(call, masks: Dict[str, torch.Tensor]):
 def _nan_kept(call, masks: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Where an operand is nan, every input stays: comparisons are ``False`` at nan, while some of
     autograd's formulas pass the derivative through there (``relu``'s ``threshold_backward`` zeroes
-    only where ``result <= 0``; ``threshold``, ``hardswish``, the shrinks, ``logit``, ``maximum``).
-    ``clamp``, ``hardtanh``, ``hardsigmoid`` test ``lo <= x <= hi`` instead: 0 at nan, as here."""
+    only where ``result <= 0``; ``hardtanh``/``relu6`` where ``x <= lo or x >= hi``; ``threshold``,
+    ``hardswish``, the shrinks, ``logit``, ``maximum``).  ``clamp`` and ``hardsigmoid`` test
+    ``lo <= x <= hi`` instead: 0 at nan, as here."""
     o = _out(call)
     nan = None
     for _, a in _float_tensors(call):
@@ -145,21 +146,22 @@ def _hardswish_masks(call):
 
 
 register([aten.relu], _choice(_relu_masks, keep_nan=True))
-register([aten.relu6], _choice(_relu6_masks))
-register([aten.hardtanh], _choice(_hardtanh_masks))
+register([aten.relu6], _choice(_relu6_masks, keep_nan=True))
+register([aten.hardtanh], _choice(_hardtanh_masks, keep_nan=True))
 register([aten.hardsigmoid], _choice(_hardsigmoid_masks))
 register([aten.hardswish], _choice(_hardswish_masks, keep_nan=True))
 
 
 def _clamp_masks(call):
     """``min(max(x, lo), hi)``: ``x`` where ``lo <= x <= hi``, ``lo`` where ``x <= lo <= hi``, ``hi``
-    where ``max(x, lo) >= hi`` (so ``hi`` wins when ``lo > hi``).  Ties keep both."""
+    where ``x >= hi`` or ``hi <= lo`` (so ``hi`` wins when ``lo > hi``).  Ties keep both."""
     x, lo, hi = _v(call, "self"), _v(call, "min"), _v(call, "max")
     m = {"self": _within(x, lo, hi)}
     if isinstance(lo, torch.Tensor):
         m["min"] = (x <= lo) if hi is None else (x <= lo) & (lo <= hi)
     if isinstance(hi, torch.Tensor):
-        m["max"] = (x >= hi) if lo is None else torch.maximum(x, torch.as_tensor(lo, dtype=x.dtype)) >= hi
+        # autograd: ``x > hi or hi < lo`` (not ``max(x, lo) >= hi``, which is False at a nan x)
+        m["max"] = (x >= hi) if lo is None else (x >= hi) | (hi <= torch.as_tensor(lo, dtype=x.dtype))
     return m
 
 
