@@ -29,7 +29,8 @@ class Carrier:
 class Call:
     """One op application as seen by a rule."""
 
-    __slots__ = ("func", "args", "kwargs", "bound", "outs", "local", "derived", "constant_zeros", "has_prov", "_pre")
+    __slots__ = ("func", "args", "kwargs", "bound", "outs", "local", "derived", "random", "constant_zeros",
+                 "has_prov", "_pre")
 
     def __init__(self, func, args, kwargs, bound, outs, local, derived, pre, constant_zeros=None,
                  has_prov=True):
@@ -40,6 +41,7 @@ class Call:
         self.outs = outs            # flattened output values (plain tensors)
         self.local = local
         self.derived = derived      # set False for outputs that are fresh constants (factories, RNG)
+        self.random = False         # set True for outputs drawn at random (RNG ops: not constants)
         self.constant_zeros = constant_zeros  # "keep", "drop" or None (see drops_zeros)
         self.has_prov = has_prov    # whether any tensor argument carries provenance
         self._pre = pre             # id(tracked) -> value before an in-place op mutated it
@@ -70,8 +72,21 @@ class Call:
         """Whether ``a``'s values were computed from tracked values (choices made by it are not constant)."""
         return isinstance(a, Carrier) and a._store.derived
 
+    def varies(self, a: Any) -> bool:
+        """Whether ``a``'s values may differ at another point: computed from tracked values or drawn
+        at random.  Value-aware rules (``constant_zeros="drop"``) may treat an exact zero of ``a`` as
+        a constant only where this is ``False``; in local mode the values at this point count, so
+        this is ``False`` there."""
+        return not self.local and isinstance(a, Carrier) and a._store.origin != 0
+
     def tensor_args(self) -> List[Any]:
         return [a for a in tree_flatten((self.args, self.kwargs))[0] if isinstance(a, torch.Tensor)]
+
+
+def all_candidates(call: Call) -> List[Optional[Provenance]]:
+    """Every float output element may come from any tracked element the op reads (a choice made
+    by tracked values, with no tighter bound known)."""
+    return conservative_from([call.prov(a) for a in call.tensor_args()], call.outs)
 
 
 def conservative_from(provs: List[Optional[Provenance]], outs: List[torch.Tensor]) -> List[Optional[Provenance]]:

@@ -15,9 +15,9 @@ from typing import List, Optional
 import torch
 
 from ..errors import TrackingError
-from ..provenance import Provenance, SetProv, broadcast_row
+from ..provenance import Provenance, SetProv
 from ..dtypes import DIFFERENTIABLE
-from .api import Carrier
+from .api import Carrier, all_candidates  # noqa: F401  (all_candidates: used by conv)
 from .registry import register, rule
 from .shapes import bcast, codes
 
@@ -37,25 +37,16 @@ def _cat_provs(provs: List[Provenance]) -> Provenance:
 
 
 def _derived_choice(call) -> bool:
-    """Global mode and an index/mask argument computed from tracked values."""
+    """Global mode and an index/mask argument computed from tracked values (for rules that cannot
+    name their index arguments; others declare them: ``indices=`` of :func:`.registry.rule`)."""
     if call.local:
         return False
     return any(call.is_derived(a) and a.dtype not in DIFFERENTIABLE for a in call.tensor_args())
 
 
-def all_candidates(call) -> List[Optional[Provenance]]:
-    """Every float output element may come from any tracked input element."""
-    cols = [p.col for p in (call.prov(a) for a in call.tensor_args()) if p is not None]
-    if not cols:
-        return [None] * len(call.outs)
-    ids = torch.unique(torch.cat(cols))
-    return [broadcast_row(ids, o.numel()) if o.dtype in DIFFERENTIABLE else None for o in call.outs]
-
-
 def moved(call) -> List[Optional[Provenance]]:
-    """Trace a data-movement op by running it on index codes."""
-    if _derived_choice(call):
-        return all_candidates(call)
+    """Trace a data-movement op by running it on index codes (index arguments computed from
+    tracked values are refused by the registry first: see ``indices=`` of :func:`.registry.rule`)."""
     provs: List[Provenance] = []
     sizes = [0]
 
@@ -129,7 +120,7 @@ register([
     aten.replication_pad1d, aten.replication_pad2d, aten.replication_pad3d, aten._pad_circular,
     aten.repeat, aten.tril, aten.triu, aten.diag_embed, aten.diag, aten.block_diag,
     aten.pixel_shuffle, aten.pixel_unshuffle, aten.channel_shuffle, aten.native_channel_shuffle,
-    aten.im2col, aten.narrow_copy, aten._unsafe_view, aten.repeat_interleave,
+    aten.im2col, aten.narrow_copy, aten._unsafe_view,
     aten.slice_scatter, aten.select_scatter, aten.diagonal_scatter, aten.as_strided_scatter,
     aten.upsample_nearest1d, aten.upsample_nearest2d, aten.upsample_nearest3d,
     aten._upsample_nearest_exact1d, aten._upsample_nearest_exact2d, aten._upsample_nearest_exact3d,
@@ -139,6 +130,7 @@ register([
     aten.split_copy, aten.split_with_sizes_copy, aten.unbind_copy, aten.view_as_real_copy,
     aten._reshape_copy, aten.reshape,
 ], moved)
+register([aten.repeat_interleave], moved, indices=("repeats",))
 
 
 def _plain(a):
@@ -193,6 +185,7 @@ def random_sample(call) -> Optional[Provenance]:
     if not any(call.is_derived(a) for n, a in call.bound.items()
                if n != "self" and isinstance(a, torch.Tensor)):
         call.derived = False
+    call.random = True
     return None
 
 

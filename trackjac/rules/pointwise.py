@@ -43,9 +43,17 @@ def generic(call, skip=()) -> List[Optional[object]]:
 
 
 @rule(aten.floor, aten.ceil, aten.round, aten.trunc, aten.fix, aten.sign,
-      aten.heaviside, aten.floor_divide, aten.signbit, aten.bernoulli)
+      aten.heaviside, aten.floor_divide, aten.signbit)
 def zero_derivative(call) -> Optional[object]:
     """Derivative zero everywhere: no dependencies."""
+    return None
+
+
+@rule(aten.bernoulli, always=True)
+def _bernoulli(call) -> Optional[object]:
+    """Random draws (no derivative): marked as random, so value-aware rules do not take their
+    zeros for constants (``always``: marked even when no input carries provenance)."""
+    call.random = True
     return None
 
 
@@ -72,12 +80,33 @@ def _select(call, masks: Dict[str, torch.Tensor]):
     return [union_opt(parts, o.numel(), o.device)]
 
 
-def _choice(mask_fn: Callable) -> Callable:
-    """A selection made by the tracked values themselves: all candidates unless local."""
+def _nan_kept(call, masks: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Where an operand is nan, every input stays: comparisons are ``False`` at nan, while some of
+    autograd's formulas pass the derivative through there (``relu``'s ``threshold_backward`` zeroes
+    only where ``result <= 0``; ``hardtanh``/``relu6`` where ``x <= lo or x >= hi``; ``threshold``,
+    ``hardswish``, the shrinks, ``logit``, ``maximum``).  ``clamp`` and ``hardsigmoid`` test
+    ``lo <= x <= hi`` instead: 0 at nan, as here."""
+    o = _out(call)
+    nan = None
+    for _, a in _float_tensors(call):
+        v = call.value(a)
+        if v.is_floating_point() or v.is_complex():
+            n = torch.isnan(v).expand(o.shape)
+            nan = n if nan is None else nan | n
+    if nan is None or not bool(nan.any()):
+        return masks
+    return {name: m.expand(o.shape) | nan for name, m in masks.items()}
+
+
+def _choice(mask_fn: Callable, keep_nan: bool = False) -> Callable:
+    """A selection made by the tracked values themselves: all candidates unless local, where the
+    branch taken is kept (ties keep both; ``keep_nan``: autograd's formula passes the derivative
+    where an operand is nan, so every input stays there)."""
     def run(call):
         if not call.local:
             return generic(call)
-        return _select(call, mask_fn(call))
+        masks = mask_fn(call)
+        return _select(call, _nan_kept(call, masks) if keep_nan else masks)
     run.__name__ = run.__qualname__ = "choice" + mask_fn.__name__
     return run
 
@@ -116,22 +145,23 @@ def _hardswish_masks(call):
     return {"self": _v(call, "self") >= -3}
 
 
-register([aten.relu], _choice(_relu_masks))
-register([aten.relu6], _choice(_relu6_masks))
-register([aten.hardtanh], _choice(_hardtanh_masks))
+register([aten.relu], _choice(_relu_masks, keep_nan=True))
+register([aten.relu6], _choice(_relu6_masks, keep_nan=True))
+register([aten.hardtanh], _choice(_hardtanh_masks, keep_nan=True))
 register([aten.hardsigmoid], _choice(_hardsigmoid_masks))
-register([aten.hardswish], _choice(_hardswish_masks))
+register([aten.hardswish], _choice(_hardswish_masks, keep_nan=True))
 
 
 def _clamp_masks(call):
     """``min(max(x, lo), hi)``: ``x`` where ``lo <= x <= hi``, ``lo`` where ``x <= lo <= hi``, ``hi``
-    where ``max(x, lo) >= hi`` (so ``hi`` wins when ``lo > hi``).  Ties keep both."""
+    where ``x >= hi`` or ``hi <= lo`` (so ``hi`` wins when ``lo > hi``).  Ties keep both."""
     x, lo, hi = _v(call, "self"), _v(call, "min"), _v(call, "max")
     m = {"self": _within(x, lo, hi)}
     if isinstance(lo, torch.Tensor):
         m["min"] = (x <= lo) if hi is None else (x <= lo) & (lo <= hi)
     if isinstance(hi, torch.Tensor):
-        m["max"] = (x >= hi) if lo is None else torch.maximum(x, torch.as_tensor(lo, dtype=x.dtype)) >= hi
+        # autograd: ``x > hi or hi < lo`` (not ``max(x, lo) >= hi``, which is False at a nan x)
+        m["max"] = (x >= hi) if lo is None else (x >= hi) | (hi <= torch.as_tensor(lo, dtype=x.dtype))
     return m
 
 
@@ -166,26 +196,37 @@ def _binary_extreme(larger: bool):
     return masks
 
 
-# the binary ``max``/``min`` overloads (:mod:`.reductions`) use these too
-maximum = register([aten.maximum, aten.fmax], _choice(_binary_extreme(True)))
-minimum = register([aten.minimum, aten.fmin], _choice(_binary_extreme(False)))
+def _nan_ignoring_extreme(larger: bool):
+    """``fmax``/``fmin``: a nan operand loses (the other is the result, and gets the derivative);
+    autograd's formula: ``self`` where ``self >= other or other is nan``, ``other`` elsewhere."""
+    ext = _binary_extreme(larger)
+
+    def masks(call):
+        a, b = _v(call, "self"), _v(call, "other")
+        m = ext(call)
+        return {"self": m["self"] | torch.isnan(b), "other": m["other"] | torch.isnan(a)}
+    masks.__name__ = masks.__qualname__ = "_fmax_masks" if larger else "_fmin_masks"
+    return masks
 
 
-@rule(aten.where)
+# the binary ``max``/``min`` overloads (:mod:`.reductions`) use these too; at nan both sides get
+# a derivative (``where(self == other, grad / 2, grad)`` masked where the other side wins)
+maximum = register([aten.maximum], _choice(_binary_extreme(True), keep_nan=True))
+minimum = register([aten.minimum], _choice(_binary_extreme(False), keep_nan=True))
+register([aten.fmax], _choice(_nan_ignoring_extreme(True)))
+register([aten.fmin], _choice(_nan_ignoring_extreme(False)))
+
+
+@rule(aten.where, indices=("condition",), candidates=generic)
 def _where(call):
-    cond = call.bound["condition"]
-    if call.is_derived(cond) and not call.local:
-        return generic(call)
-    c = call.value(cond)
+    """A derived condition in global mode keeps both inputs (``candidates``, see the registry)."""
+    c = call.value(call.bound["condition"])
     return _select(call, {"self": c, "other": ~c})
 
 
-@rule(aten.masked_fill)
+@rule(aten.masked_fill, indices=("mask",), candidates=generic)
 def _masked_fill(call):
-    mask = call.bound["mask"]
-    if call.is_derived(mask) and not call.local:
-        return generic(call)
-    m = call.value(mask)
+    m = call.value(call.bound["mask"])
     return _select(call, {"self": ~m, "value": m})
 
 
@@ -197,8 +238,8 @@ def _shrink_masks(call):
     return {"self": _v(call, "self").abs() >= _v(call, "lambd")}
 
 
-register([aten.threshold], _choice(_threshold_masks))
-register([aten.hardshrink, aten.softshrink], _choice(_shrink_masks))
+register([aten.threshold], _choice(_threshold_masks, keep_nan=True))
+register([aten.hardshrink, aten.softshrink], _choice(_shrink_masks, keep_nan=True))
 
 
 def _remainder_masks(rounding):
@@ -229,16 +270,24 @@ def _logit_masks(call):
     return {} if eps is None else {"self": _within(_v(call, "self"), eps, 1 - eps)}
 
 
-register([aten.logit], _choice(_logit_masks))
+register([aten.logit], _choice(_logit_masks, keep_nan=True))
 
 
-@rule(aten.native_dropout_backward)
+def _varying_mask_kept(call):
+    """``native_dropout_backward`` with a mask that varies (derived, or drawn at random): the
+    product connects ``grad_output`` everywhere, except that a zero ``scale`` still cuts it."""
+    if call.drops_zeros and call.bound["scale"] == 0:
+        return None
+    return generic(call)
+
+
+@rule(aten.native_dropout_backward, indices=("mask",), candidates=_varying_mask_kept)
 def _dropout_backward(call):
-    """``grad * mask * scale``: the mask is a constant choice (the dropout's random draw);
-    with ``constant_zeros="drop"`` a zero ``scale`` cuts everything."""
+    """``grad * mask * scale``: the mask is the dropout's draw (a constant when built outside and
+    not derived); with ``constant_zeros="drop"`` a zero ``scale`` cuts everything."""
     mask = call.bound["mask"]
-    if call.is_derived(mask) and not call.local:
-        return generic(call)
+    if call.varies(mask):   # a random draw in global mode: another draw at the next call
+        return _varying_mask_kept(call)
     live = call.value(mask)
     if call.drops_zeros and call.bound["scale"] == 0:
         live = torch.zeros_like(live)
@@ -246,10 +295,14 @@ def _dropout_backward(call):
 
 
 def _nonzero_factor(call, name: str, factor=lambda v: v) -> torch.Tensor:
-    """Where ``factor(value of name)`` is not an exact zero, or ``name`` carries provenance."""
+    """Where ``factor(value of name)`` is not an exact zero, or ``name`` carries provenance, or its
+    values vary (computed from tracked values, ``x * (x > 0)``, or drawn at random, dropout masks:
+    a zero here is not a zero at another point; see :meth:`.api.Call.varies`)."""
     v = call.bound.get(name)
     if not isinstance(v, torch.Tensor):
         return torch.tensor(factor(v) != 0, device=_out(call).device)
+    if call.varies(v):
+        return torch.ones(v.shape, dtype=torch.bool, device=v.device)
     m = factor(call.value(v)) != 0
     p = call.prov(v)
     if p is not None:
@@ -275,10 +328,17 @@ def _lerp(call):
                           "end": _nonzero_factor(call, "weight")})
 
 
-@rule(aten.zeros_like, aten.ones_like, aten.empty_like, aten.full_like, aten.rand_like,
-      aten.randn_like, aten.randint_like, always=True)
+@rule(aten.zeros_like, aten.ones_like, aten.empty_like, aten.full_like, always=True)
 def fresh_constant(call) -> Optional[object]:
-    """Factory-like ops (``zeros_like``, ``rand_like`` ...): values not computed from the input.
+    """Factory-like ops (``zeros_like`` ...): values not computed from the input.
     ``always``: the outputs are marked as fresh constants even when no input carries provenance."""
     call.derived = False
+    return None
+
+
+@rule(aten.rand_like, aten.randn_like, aten.randint_like, always=True)
+def fresh_random(call) -> Optional[object]:
+    """``rand_like`` ...: not computed from the input, but drawn at random (not constants)."""
+    call.derived = False
+    call.random = True
     return None

@@ -47,7 +47,7 @@ def vector_norm(call):
     x, dims = _dims(call)
     o = call.outs[0]
     mag = call.value(x).abs()
-    mask = mag == o.reshape(keep_shape(x.shape, dims)).to(mag.dtype)
+    mask = mag == o.reshape(keep_shape(x.shape, dims)).to(mag.dtype)   # autograd: nan entries get 0
     return [reduce(call.prov(x), x.shape, dims, mask.expand(x.shape))]
 
 
@@ -105,7 +105,7 @@ def variance(call):
     return res
 
 
-@rule(aten.segment_reduce)
+@rule(aten.segment_reduce, indices=("lengths", "indices", "offsets"))
 def segment_reduce(call):
     """Segments along ``axis`` (from ``lengths`` or ``offsets``) reduce to one element each;
     ``max``/``min`` in local mode keep the elements equal to the result (``initial`` may win)."""
@@ -132,7 +132,8 @@ def segment_reduce(call):
     inside = seg < n_seg
     dest = oc.gather(axis, seg.clamp(max=n_seg - 1))
     if call.local and call.bound["reduce"] in ("max", "min"):
-        inside = inside & (call.value(x) == o.gather(axis, seg.clamp(max=n_seg - 1)))
+        xv = call.value(x)
+        inside = inside & ((xv == o.gather(axis, seg.clamp(max=n_seg - 1))) | torch.isnan(xv))
     dest = torch.where(inside, dest, -1)
     return [scatter(p, dest.reshape(-1), o.numel())]
 
@@ -150,7 +151,8 @@ def _with_indices(call):
 
 @rule(aten.amax, aten.amin, aten.aminmax)
 def _tied(call):
-    """Full reductions without indices (``amax``, ``median()``): local mode keeps every tied element."""
+    """Full reductions without indices (``amax``, ``median()``): local mode keeps every tied element,
+    and every nan element (autograd's ``max()`` spreads the derivative over the nan entries)."""
     if not call.local:
         return reduction(call)
     x, dims = _dims(call)
@@ -160,7 +162,7 @@ def _tied(call):
         if o.dtype not in DIFFERENTIABLE:
             res.append(None)
             continue
-        mask = xv == o.reshape(keep_shape(x.shape, dims))
+        mask = (xv == o.reshape(keep_shape(x.shape, dims))) | torch.isnan(xv)
         res.append(reduce(call.prov(x), x.shape, dims, mask.expand(x.shape)))
     return res
 

@@ -10,17 +10,24 @@ it.  The registry does each rule's preamble once:
   without running the rule, unless the rule is registered with ``always=True``
   (rules that mark outputs as fresh constants, or refuse an op).
 
+* ``indices=("index", ...)`` names the arguments that are indices or masks (a tensor or a list
+  of tensors).  In global mode, when one of them is derived from tracked values, the choice it
+  makes is not a constant: the rule is not run, ``candidates(call)`` is (default: every output
+  element depends on every tracked element the op reads, :func:`.api.all_candidates`).  In local
+  mode, or with constant indices, the rule runs and may read the index values.  Every rule that
+  reads index or mask values declares them, so no rule can follow a derived index by mistake.
+
 Whole families are one call: ``register(ops, fn)``.  A second rule for the same
 packet is refused.  A rule for every op tagged ``torch.Tag.pointwise`` without an
 entry is registered with :func:`tag_rule`.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterable, Optional
+from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple
 
 import torch
 
-from .api import Call
+from .api import Call, all_candidates
 
 aten = torch.ops.aten
 
@@ -29,14 +36,35 @@ Rule = Callable[[Call], list]
 RULES: Dict[object, Rule] = {}      # overload packet -> normalized rule
 KIND: Dict[object, str] = {}        # overload packet -> "table:<module>"
 TAG_RULES: Dict[object, Rule] = {}  # torch.Tag -> normalized rule
+INDICES: Dict[object, Tuple[str, ...]] = {}   # overload packet -> its index/mask argument names
 
 
-def _normalized(fn: Callable, always: bool) -> Rule:
+def index_tensors(call: Call, names: Sequence[str]) -> list:
+    """The tensors passed as the arguments ``names`` (lists of tensors flattened)."""
+    out = []
+    for name in names:
+        v = call.bound.get(name)
+        for t in (v if isinstance(v, (list, tuple)) else [v]):
+            if isinstance(t, torch.Tensor):
+                out.append(t)
+    return out
+
+
+def derived_index(call: Call, names: Sequence[str]) -> bool:
+    """Global mode and one of the index arguments ``names`` computed from tracked values."""
+    return bool(names) and not call.local and any(call.is_derived(t) for t in index_tensors(call, names))
+
+
+def _normalized(fn: Callable, always: bool, indices: Sequence[str] = (),
+                candidates: Optional[Callable] = None) -> Rule:
+    indices = tuple(indices)
+    fallback = candidates or all_candidates
+
     def run(call: Call) -> list:
         n = len(call.outs)
         if not (always or call.has_prov):
             return [None] * n
-        res = fn(call)
+        res = fallback(call) if derived_index(call, indices) else fn(call)
         if not isinstance(res, (list, tuple)):
             return [res] + [None] * (n - 1)
         if len(res) < n:
@@ -52,11 +80,13 @@ def _kind(fn: Callable) -> str:
     return "table:" + getattr(fn, "__module__", "?").rsplit(".", 1)[-1]
 
 
-def register(ops: Iterable, fn: Callable, *, always: bool = False, kind: Optional[str] = None) -> Callable:
+def register(ops: Iterable, fn: Callable, *, always: bool = False, kind: Optional[str] = None,
+             indices: Sequence[str] = (), candidates: Optional[Callable] = None) -> Callable:
     """Register ``fn`` as the rule of every overload packet in ``ops``; returns ``fn``.
 
-    ``kind`` names where the rule lives (default: ``table:<module of fn>``)."""
-    wrapped = _normalized(fn, always)
+    ``kind`` names where the rule lives (default: ``table:<module of fn>``); ``indices`` and
+    ``candidates``: see the module docstring."""
+    wrapped = _normalized(fn, always, indices, candidates)
     for op in ops:
         if not isinstance(op, torch._ops.OpOverloadPacket):
             raise TypeError(f"rules are registered per overload packet (aten.add), got {op!r}")
@@ -65,13 +95,16 @@ def register(ops: Iterable, fn: Callable, *, always: bool = False, kind: Optiona
                              f"({RULES[op].__name__} in {KIND[op]}); refusing {fn.__name__}")
         RULES[op] = wrapped
         KIND[op] = kind or _kind(fn)
+        INDICES[op] = tuple(indices)
     return fn
 
 
-def rule(*ops, always: bool = False) -> Callable[[Callable], Callable]:
-    """Decorator: ``@rule(aten.trace)`` registers the function as the rule of ``aten.trace``."""
+def rule(*ops, always: bool = False, indices: Sequence[str] = (),
+         candidates: Optional[Callable] = None) -> Callable[[Callable], Callable]:
+    """Decorator: ``@rule(aten.trace)`` registers the function as the rule of ``aten.trace``
+    (``indices``, ``candidates``: see the module docstring)."""
     def deco(fn: Callable) -> Callable:
-        return register(ops, fn, always=always)
+        return register(ops, fn, always=always, indices=indices, candidates=candidates)
     return deco
 
 

@@ -15,6 +15,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..provenance import policy
 from .decomp import _trackable
+from .origin import RANDOM
 from .state import Config, config
 from .tensor import Tracked
 
@@ -27,6 +28,10 @@ _FACTORIES = {
     torch.Tensor.new_zeros, torch.Tensor.new_ones, torch.Tensor.new_empty,
     torch.Tensor.new_full, torch.Tensor.new_tensor,
 }
+
+# factories whose values are drawn at random: not constants (another draw at the next call)
+_RANDOM_FACTORIES = {torch.rand, torch.randn, torch.randint, torch.randperm, torch.rand_like,
+                     torch.randn_like, torch.randint_like}
 
 
 def _foreach_scalar_tensor(func, args):
@@ -77,7 +82,10 @@ class _FactoryMode(TorchFunctionMode):
         args = _foreach_scalar_tensor(func, args)
         out = func(*args, **(kwargs or {}))
         if func in _FACTORIES and _trackable(out):   # not meta, not inside a torch.func transform
-            return Tracked._constant(out)
+            made = Tracked._constant(out)
+            if func in _RANDOM_FACTORIES:
+                made._store.origin = RANDOM
+            return made
         return out
 
 

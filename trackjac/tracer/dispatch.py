@@ -19,7 +19,7 @@ from ..provenance import union, without_ids
 from ..rules import Call, Carrier, conservative
 from . import resolve, sources
 from .control_flow import control_flow
-from .origin import GLOBAL, LOCAL
+from .origin import GLOBAL, LOCAL, RANDOM, SOURCES
 from .state import config
 
 aten = torch.ops.aten
@@ -74,7 +74,7 @@ def _dispatch(cls, func, args, kwargs):
     origin = 0
     for t in tracked:
         origin |= t._store.origin
-    derived = origin != 0
+    derived = bool(origin & SOURCES)
     local = cfg.local or bool(origin & LOCAL)
     written = _written_args(schema, bound)
     pre = _snapshot_written(func, written, derived)
@@ -100,11 +100,14 @@ def _dispatch(cls, func, args, kwargs):
         tracked = []
     tensor_vals = [v for v in values if isinstance(v, torch.Tensor)]
     has_prov = any(t._store.prov is not None for t in tracked)
-    call = Call(func, args, kwargs, bound, tensor_vals, local, derived, pre, cfg.constant_zeros, has_prov)
+    # call.derived: the outputs inherit the inputs' origin (random draws included) unless the rule
+    # marks them as fresh constants
+    call = Call(func, args, kwargs, bound, tensor_vals, local, origin != 0, pre, cfg.constant_zeros, has_prov)
     provs = _provenance(call, values, kinds, tracked, cfg)
     if local and not cfg.local and origin & GLOBAL and any(p is not None for p in provs):
         provs = _global_part_kept(call, values, kinds, tracked, cfg, provs)
-    wrapped = _wrap(cls, values, kinds, provs, origin if call.derived else 0, no_grad)
+    out_origin = (origin if call.derived else 0) | (RANDOM if call.random else 0)
+    wrapped = _wrap(cls, values, kinds, provs, out_origin, no_grad)
     return out if not schema.returns else _renest(schema, out, wrapped)
 
 

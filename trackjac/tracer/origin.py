@@ -4,3 +4,8 @@
 LOCAL = 1
 #: computed from global sources: choices keep every candidate
 GLOBAL = 2
+#: drawn by a random op (``rand_like``, ``bernoulli``, dropout masks), or computed from such a
+#: draw: not a constant (another draw at another call), though not derived from tracked values
+RANDOM = 4
+#: the flags of values computed from tracked values (``store.derived``)
+SOURCES = LOCAL | GLOBAL

@@ -20,7 +20,7 @@ from ..rules import Carrier
 from . import sources
 from .control_flow import control_flow
 from .dispatch import dispatch
-from .origin import GLOBAL, LOCAL
+from .origin import GLOBAL, LOCAL, SOURCES
 from .state import config
 
 
@@ -29,7 +29,8 @@ class _Store:
     (the element size of the tensor that made the store; ``None``: no dependencies).
 
     ``origin`` says which kinds of source the values were computed from (even
-    non-differentiably): ``LOCAL``, ``GLOBAL``, both, or neither (a constant).
+    non-differentiably): ``LOCAL``, ``GLOBAL``, both, or neither, and ``RANDOM`` for values drawn
+    at random (see :mod:`.origin`); ``0`` is a constant.
     """
 
     __slots__ = ("prov", "numel", "unit", "origin", "argument")
@@ -44,12 +45,12 @@ class _Store:
     @property
     def derived(self) -> bool:
         """Whether the values were computed from tracked values (choices made by them are not constant)."""
-        return self.origin != 0
+        return bool(self.origin & SOURCES)
 
     @property
     def local(self) -> bool:
         """Whether the values come from local sources only."""
-        return self.origin == LOCAL
+        return self.origin & SOURCES == LOCAL
 
 
 def _storage_numel(t: torch.Tensor) -> int:
