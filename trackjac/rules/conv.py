@@ -80,7 +80,7 @@ import torch
 from ..provenance import Provenance, SetProv, empty, scatter, union
 from ..dtypes import FLOATING
 from .shapes import bcast, codes, reduce
-from .movement import _derived_choice, all_candidates
+from .api import all_candidates
 from .registry import register, rule
 
 aten = torch.ops.aten
@@ -713,7 +713,7 @@ def grid_sampler(call, interp_default=None, pad_default=None, ac_default=None):
     sp = torch.where(ok, sp, torch.full_like(sp, -1)).reshape(tuple(gv.shape[:-1]) + (-1,))  # (N, *s_out, T)
     any_tap = (sp >= 0).any(-1)                          # (N, *s_out)
     if px is not None:
-        if not call.local and call.is_derived(grid):
+        if call.varies(grid):
             red = reduce(px, (n, c, plane), [2])
             parts.append(bcast(red, (n, c) + (1,) * d, tuple(o.shape)))
         else:
@@ -753,10 +753,9 @@ def cudnn_grid_sampler(call):
 
 
 # -- embedding bags -----------------------------------------------------------------------------
-@rule(aten._embedding_bag, aten._embedding_bag_forward_only)
+@rule(aten._embedding_bag, aten._embedding_bag_forward_only, indices=("indices", "offsets"),
+      candidates=all_candidates)
 def embedding_bag(call):
-    if _derived_choice(call):
-        return all_candidates(call)
     w, o = call.bound["weight"], call.outs[0]
     idx = call.value(call.bound["indices"]).to(I64)
     off = call.value(call.bound["offsets"]).to(I64)

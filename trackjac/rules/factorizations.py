@@ -250,7 +250,7 @@ def lu_factor(call):
     pivoted = call.bound.get("pivot", True)
     row_map, cond = None, _lu_cond(False)
     if pivoted:
-        if call.local or not call.is_derived(a):
+        if not call.varies(a):
             row_map = _perm(call.outs[1], a.shape[-2])
         else:
             cond = _lu_cond(True)
@@ -265,7 +265,7 @@ def linalg_lu(call):
     _, low, up = call.outs
     row_map, cond = None, _lu_cond(False)
     if call.bound.get("pivot", True):
-        if call.local or not call.is_derived(a):       # P^T A = A[perm]: row r of P^T is e_perm[r]
+        if not call.varies(a):       # P^T A = A[perm]: row r of P^T is e_perm[r]
             row_map = call.outs[0].transpose(-2, -1).argmax(-1).reshape(-1, a.shape[-2])
         else:                                          # the pivoting is a choice made by the values
             cond = _lu_cond(True)
@@ -301,7 +301,7 @@ def lu_solve(call):
             return (a > c) | ((a <= c) & (a >= i))
     else:
         pivots = call.bound["pivots"]
-        if call.local or not call.is_derived(pivots):
+        if not call.varies(pivots):
             perm = _perm(call.value(pivots), lu.shape[-2])          # X[perm[s]] = v[s]
             inv = torch.argsort(perm, dim=-1)                       # s = inv[r]
 

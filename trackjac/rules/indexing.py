@@ -121,7 +121,7 @@ def _index_candidates(call):
     o = call.outs[0]
     idx = list(call.bound["indices"])
     tensors = [t for t in idx if t is not None]
-    if any(t.dtype == torch.bool and call.is_derived(t) for t in tensors):
+    if any(t.dtype == torch.bool and call.varies(t) for t in tensors):
         if len(idx) != 1 or idx[0].dim() > x.dim() or idx[0].dim() == 0:
             return all_candidates(call)
         m = idx[0]
@@ -138,7 +138,7 @@ def _index_candidates(call):
         elif t.dtype == torch.bool:
             plain.append(call.value(t))
             d += t.dim()
-        elif call.is_derived(t):
+        elif call.varies(t):
             dims.append(d)
             plain.append(torch.zeros(t.shape, dtype=torch.int64, device=p.device))
             d += 1

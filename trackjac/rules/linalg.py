@@ -33,7 +33,12 @@ def _scaled_out(call):
 
 
 def _live(call, a) -> torch.Tensor:
-    """Entries that connect the other factor: nonzero, or carrying provenance."""
+    """Entries that connect the other factor: nonzero, carrying provenance, or varying (a tensor
+    computed from tracked values without a derivative, or drawn at random: a zero here is not one
+    at another point).  In a tensor that carries provenance, an entry without any is structurally
+    constant (``softmax`` of a constant ``-inf``)."""
+    if call.varies(a) and call.prov(a) is None:   # a mask made from tracked values, or at random
+        return torch.ones(a.shape, dtype=torch.bool, device=a.device)
     live = call.value(a) != 0
     p = call.prov(a)
     if p is not None:

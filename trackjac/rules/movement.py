@@ -17,7 +17,7 @@ import torch
 from ..errors import TrackingError
 from ..provenance import Provenance, SetProv
 from ..dtypes import DIFFERENTIABLE
-from .api import Carrier, all_candidates  # noqa: F401  (all_candidates: used by conv)
+from .api import Carrier
 from .registry import register, rule
 from .shapes import bcast, codes
 
@@ -34,14 +34,6 @@ def _cat_provs(provs: List[Provenance]) -> Provenance:
     device = provs[0].device
     ptrs.append(torch.tensor([base], dtype=torch.int64, device=device))
     return SetProv(torch.cat(ptrs), torch.cat([p.col for p in provs]))
-
-
-def _derived_choice(call) -> bool:
-    """Global mode and an index/mask argument computed from tracked values (for rules that cannot
-    name their index arguments; others declare them: ``indices=`` of :func:`.registry.rule`)."""
-    if call.local:
-        return False
-    return any(call.is_derived(a) and a.dtype not in DIFFERENTIABLE for a in call.tensor_args())
 
 
 def moved(call) -> List[Optional[Provenance]]:
@@ -196,8 +188,12 @@ def random_sample(call) -> Optional[Provenance]:
       aten.sparse_coo_tensor, aten._sparse_csr_tensor_unsafe, aten.sparse_compressed_tensor,
       aten.sparse_mask, aten._sparse_mask_projection, always=True)
 def sparse_result(call):
-    """Sparse layouts carry no provenance: a clear error instead of a wrong pattern (``always``:
-    refused even when no input carries provenance)."""
+    """Sparse layouts carry no provenance: a sparse tensor of constants is a constant (a sparse
+    operator built inside ``f``: the product rules follow its stored entries); one made from
+    tracked values is a clear error instead of a wrong pattern (``always``: the rule must see it)."""
+    if not any(call.is_derived(a) or call.prov(a) is not None for a in call.tensor_args()):
+        call.derived = False
+        return None
     raise TrackingError(
         f"{call.func}: the result is a sparse tensor ({call.outs[0].layout}); trackjac tracks strided "
         "(dense) tensors only. Keep tracked values dense (to_dense(), or mask with torch.where).")

@@ -153,7 +153,7 @@ def attention(call):
     allowed = torch.ones(full, dtype=torch.bool, device=out.device)
     if call.bound.get("is_causal"):
         allowed &= torch.ones(L, S, dtype=torch.bool, device=out.device).tril()
-    if isinstance(mask, torch.Tensor) and (call.local or not call.is_derived(mask)):
+    if isinstance(mask, torch.Tensor) and not call.varies(mask):
         m = call.value(mask)
         allowed &= (m if m.dtype == torch.bool else ~torch.isneginf(m)).expand(full)
     single = allowed.sum(-1, keepdim=True) == 1

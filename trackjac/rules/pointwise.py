@@ -301,7 +301,7 @@ def _nonzero_factor(call, name: str, factor=lambda v: v) -> torch.Tensor:
     v = call.bound.get(name)
     if not isinstance(v, torch.Tensor):
         return torch.tensor(factor(v) != 0, device=_out(call).device)
-    if call.varies(v):
+    if call.varies(v) and call.prov(v) is None:   # see linalg._live
         return torch.ones(v.shape, dtype=torch.bool, device=v.device)
     m = factor(call.value(v)) != 0
     p = call.prov(v)

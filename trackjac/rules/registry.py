@@ -11,7 +11,8 @@ it.  The registry does each rule's preamble once:
   (rules that mark outputs as fresh constants, or refuse an op).
 
 * ``indices=("index", ...)`` names the arguments that are indices or masks (a tensor or a list
-  of tensors).  In global mode, when one of them is derived from tracked values, the choice it
+  of tensors).  In global mode, when one of them is derived from tracked values or drawn at
+  random (it may differ at another point or draw), the choice it
   makes is not a constant: the rule is not run, ``candidates(call)`` is (default: every output
   element depends on every tracked element the op reads, :func:`.api.all_candidates`).  In local
   mode, or with constant indices, the rule runs and may read the index values.  Every rule that
@@ -52,7 +53,7 @@ def index_tensors(call: Call, names: Sequence[str]) -> list:
 
 def derived_index(call: Call, names: Sequence[str]) -> bool:
     """Global mode and one of the index arguments ``names`` computed from tracked values."""
-    return bool(names) and not call.local and any(call.is_derived(t) for t in index_tensors(call, names))
+    return bool(names) and any(call.varies(t) for t in index_tensors(call, names))
 
 
 def _normalized(fn: Callable, always: bool, indices: Sequence[str] = (),

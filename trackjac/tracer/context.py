@@ -15,7 +15,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..provenance import policy
 from .decomp import _trackable
-from .origin import RANDOM
+from .origin import RANDOM, drawn_globally
 from .state import Config, config
 from .tensor import Tracked
 
@@ -83,7 +83,7 @@ class _FactoryMode(TorchFunctionMode):
         out = func(*args, **(kwargs or {}))
         if func in _FACTORIES and _trackable(out):   # not meta, not inside a torch.func transform
             made = Tracked._constant(out)
-            if func in _RANDOM_FACTORIES:
+            if func in _RANDOM_FACTORIES and drawn_globally(kwargs or {}):
                 made._store.origin = RANDOM
             return made
         return out

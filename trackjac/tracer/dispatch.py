@@ -19,7 +19,7 @@ from ..provenance import union, without_ids
 from ..rules import Call, Carrier, conservative
 from . import resolve, sources
 from .control_flow import control_flow
-from .origin import GLOBAL, LOCAL, RANDOM, SOURCES
+from .origin import GLOBAL, LOCAL, RANDOM, SOURCES, drawn_globally
 from .state import config
 
 aten = torch.ops.aten
@@ -106,7 +106,7 @@ def _dispatch(cls, func, args, kwargs):
     provs = _provenance(call, values, kinds, tracked, cfg)
     if local and not cfg.local and origin & GLOBAL and any(p is not None for p in provs):
         provs = _global_part_kept(call, values, kinds, tracked, cfg, provs)
-    out_origin = (origin if call.derived else 0) | (RANDOM if call.random else 0)
+    out_origin = (origin if call.derived else 0) | (RANDOM if call.random and drawn_globally(bound) else 0)
     wrapped = _wrap(cls, values, kinds, provs, out_origin, no_grad)
     return out if not schema.returns else _renest(schema, out, wrapped)
 
@@ -236,8 +236,11 @@ def _wrap(cls, values, kinds, provs, origin, no_grad) -> list:
     """Outputs as tracked tensors: views share their source's store, writes update the target's."""
     wrapped, k = [], 0
     for v, (kind, src) in zip(values, kinds):
-        if not isinstance(v, torch.Tensor) or (v.device.type == "meta" and kind == "new"):
-            wrapped.append(v)   # a meta tensor has no values: it only feeds shape computations
+        plain = kind == "new" and isinstance(v, torch.Tensor) and (v.device.type == "meta" or v.layout != torch.strided)
+        if not isinstance(v, torch.Tensor) or plain:
+            # a meta tensor has no values (it feeds shape computations); a sparse one of constants
+            # is a plain operand whose stored entries the product rules read
+            wrapped.append(v)
             k += isinstance(v, torch.Tensor)
             continue
         p = provs[k] if v.dtype in DIFFERENTIABLE else None

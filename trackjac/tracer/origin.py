@@ -9,3 +9,10 @@ GLOBAL = 2
 RANDOM = 4
 #: the flags of values computed from tracked values (``store.derived``)
 SOURCES = LOCAL | GLOBAL
+
+
+def drawn_globally(arguments) -> bool:
+    """Whether a random op draws from the global generator (its values then differ between calls of
+    ``f``: ``RANDOM``).  A draw from an explicit ``generator=`` is the caller's to reproduce: a
+    generator seeded inside ``f`` gives the same values every call, so they count as constants."""
+    return arguments.get("generator") is None

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import trackjac
 
-from _dense import as_dense, assert_sound, dense_nonzeros
+from dense_reference import as_dense, assert_sound, dense_nonzeros
 
 N = 8
 

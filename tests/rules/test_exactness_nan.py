@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import trackjac
 
-from _dense import assert_sound
+from dense_reference import assert_sound
 
 NAN, INF = float("nan"), float("inf")
 POOL = [NAN, INF, -INF, 0.0, 1.0, -1.0, 0.5, 2.0, 6.0, -3.0, 3.0, 0.25]

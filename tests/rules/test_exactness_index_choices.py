@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import trackjac
 from trackjac.rules import registry
 
-from _dense import as_dense, assert_sound, dense_nonzeros
+from dense_reference import as_dense, assert_sound, dense_nonzeros
 
 aten = torch.ops.aten
 N = 6

@@ -90,9 +90,6 @@ def test_sparse_with_tracked_values_stays_an_error():
         jacobian_sparsity(f, torch.randn(N))
 
 
-@pytest.mark.xfail(raises=TrackingError, reason=(
-    "needs rules/movement.py sparse_result to let constant constructions through and "
-    "tracer/dispatch.py _wrap to return sparse outputs unwrapped (see the rules-b report)"))
 def test_constant_sparse_built_inside_f():
     def f(z):
         i = torch.arange(N)
