@@ -31,7 +31,7 @@ from torch import Tensor
 
 from ..coloring import Coloring
 from .assemble import LAYOUTS, Block, check_blocksize, merge
-from .products import ControlFlowChanged, bytes_per_color, per_color, try_compile, vectorized
+from .products import ControlFlowChanged, SameDraws, bytes_per_color, per_color, try_compile, vectorized
 from .structure import Spec, Structure, bind
 from .verify import compare
 
@@ -170,15 +170,17 @@ class Plan:
     def _compressed(self, g: Callable, dargs: Tuple[Tensor, ...]):
         """Outputs and, per chunk, the compressed product (tuple over the unseeded side)."""
         check = self._check_outputs
+        # one random draw for every forward run of f in this evaluation (dropout, rand_like)
+        draws = SameDraws(self.device)
         if self._fallback:
-            return per_color(g, dargs, self.mode, self._seeds, check)
+            return per_color(g, dargs, self.mode, self._seeds, check, draws)
         try:
-            return vectorized(g, dargs, self.mode, self._seeds, check)
+            return vectorized(g, dargs, self.mode, self._seeds, check, draws)
         except ControlFlowChanged:
             raise
         except Exception as err:  # torch.func may not support f (old-style autograd.Function, ...)
             try:
-                res = per_color(g, dargs, self.mode, self._seeds, check)
+                res = per_color(g, dargs, self.mode, self._seeds, check, draws)
             except ControlFlowChanged:
                 raise
             except Exception as loop_err:
