@@ -18,8 +18,9 @@ batched vjp/jvp of ``f`` itself needs; nothing of size outputs x inputs.
 
 The plan encodes the *global* pattern traced at build time, so it is exact at
 every point where ``f`` takes the same Python control flow (same branches,
-same shapes). Where the flow differs, the pattern may not cover the new
-derivatives: ``check`` compares rows and columns with plain autograd.
+same shapes). Where ``f`` branched on a tracked value at build time, each call
+replays the values Python reads and raises on another path (:mod:`.paths`);
+otherwise ``check`` compares rows and columns with plain autograd.
 """
 from __future__ import annotations
 
@@ -328,6 +329,8 @@ class Plan:
 
     def _run(self, args: Sequence[Any]):
         self._validate(args)
+        if self.structure.path is not None:  # f branched on a tracked value at build time
+            self.structure.path.check(args)
         if self._compiled is not None:
             try:
                 draws = SameDraws(self.device)

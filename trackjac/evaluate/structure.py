@@ -10,6 +10,7 @@ from torch import Tensor
 from .._nesting import nest, output_list
 from .._sparse import bool_coo, structural_coo
 from ..tracer import jacobian_sparsity
+from ..tracer.state import config
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class Structure:
     out_specs: List[Spec]
     out_tuple: bool
     blocks: List[List[Tuple[Tensor, Tensor]]]
+    # path-dependent f (Python read tracked values at detection): its reads, replayed per call
+    path: Optional[Any] = None
 
     @property
     def in_specs(self) -> List[Spec]:
@@ -142,15 +145,27 @@ def _grid(patterns: Any, out_specs: List[Spec], in_specs: List[Spec], out_tuple:
 
 
 def build_structure(f: Callable, args: Sequence[Any], pattern: Any, strict: bool, local: bool,
-               constant_zeros: Optional[str] = "keep") -> Structure:
+                    constant_zeros: Optional[str] = "keep", guard_path: bool = False) -> Structure:
+    """``guard_path``: if the traced pattern is path-dependent, record the reads of ``f`` at
+    ``args`` so that a plan can detect another path at each call (see :mod:`.paths`)."""
     pos = diff_positions(args)
     out_specs, out_tuple = output_specs(f, args)
+    traced: List[Any] = []
     if pattern is None:
-        pattern = jacobian_sparsity(f, *args, local=local, strict=strict, constant_zeros=constant_zeros)
+        cfg = config()
+        saved, cfg.read_log = cfg.read_log, traced
+        try:
+            pattern = jacobian_sparsity(f, *args, local=local, strict=strict, constant_zeros=constant_zeros)
+        finally:
+            cfg.read_log = saved
     arg_specs = [Spec.of(a) if isinstance(a, Tensor) else None for a in args]
     in_specs = [arg_specs[p] for p in pos]
     blocks = _grid(pattern, out_specs, in_specs, out_tuple)  # type: ignore[arg-type]
-    return Structure(len(args), pos, arg_specs, out_specs, out_tuple, blocks)
+    path = None
+    if guard_path and traced:
+        from .paths import PathGuard  # paths -> products -> structure
+        path = PathGuard(f, args, traced)
+    return Structure(len(args), pos, arg_specs, out_specs, out_tuple, blocks, path)
 
 
 def bind(f: Callable, args: Sequence[Any], pos: Sequence[int]) -> Tuple[Callable, Tuple[Tensor, ...]]:
