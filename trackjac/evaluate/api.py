@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ..coloring import Coloring, color_columns, color_rows
 from .assemble import LAYOUTS
+from .paths import PathGuard
 from .plan import Plan
 from .structure import Structure, build_structure
 from .verify import JacobianCheckError, compare
@@ -148,8 +149,9 @@ def jacobian_plan(
         raise ValueError(f"layout must be torch.sparse_coo, torch.sparse_csr or torch.sparse_bsr; got {layout}")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
-    structure = build_structure(f, args, pattern, strict, local=False, constant_zeros=constant_zeros,
-                                guard_path=True)
+    structure = build_structure(f, args, pattern, strict, local=False, constant_zeros=constant_zeros)
+    if structure.traced_reads:   # f branched on a tracked value: check the path at each call
+        structure.path = PathGuard(f, args, structure.traced_reads)
     plan = _plan(f, structure, mode, coloring, seed, layout=layout, blocksize=blocksize,
                  chunk_size=chunk_size, memory_budget=memory_budget, compile=compile)
     if verify:

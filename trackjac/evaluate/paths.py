@@ -23,9 +23,8 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ..errors import user_stacklevel
 from ..tracer.dispatch import _SCALAR_READS  # the reads the tracer treats as control flow
-from .products import ControlFlowChanged
+from .products import ControlFlowChanged, user_stacklevel
 
 _READ_METHODS = {Tensor.tolist: "tolist()", Tensor.numpy: "numpy()"}
 

@@ -31,9 +31,9 @@ import torch
 from torch import Tensor
 
 from ..coloring import Coloring
-from ..errors import user_stacklevel
 from .assemble import LAYOUTS, Block, check_blocksize, merge
-from .products import ControlFlowChanged, SameDraws, bytes_per_color, per_color, try_compile, vectorized
+from .products import (ControlFlowChanged, SameDraws, bytes_per_color, per_color, try_compile,
+                       user_stacklevel, vectorized)
 from .structure import Spec, Structure, bind
 from .verify import compare
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Optional, Tuple
 
+import sys
 import warnings
 
 import torch
@@ -10,6 +11,17 @@ import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 
 from .structure import Structure
+
+
+def user_stacklevel() -> int:
+    """Stack level of the first frame outside trackjac and torch, so warnings point at user code."""
+    f, level = sys._getframe(1), 1
+    while f is not None:
+        mod = f.f_globals.get("__name__", "")
+        if not (mod == "trackjac" or mod.startswith(("trackjac.", "torch"))):
+            return level
+        f, level = f.f_back, level + 1
+    return 1
 
 
 class ControlFlowChanged(ValueError):

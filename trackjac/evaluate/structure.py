@@ -1,7 +1,7 @@
 """What a plan is built for: the arguments, the outputs, and the pattern of each block."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import torch
@@ -43,7 +43,10 @@ class Structure:
     out_specs: List[Spec]
     out_tuple: bool
     blocks: List[List[Tuple[Tensor, Tensor]]]
-    # path-dependent f (Python read tracked values at detection): its reads, replayed per call
+    # reads of tracked values by Python control flow at detection, (op, value) in order: the
+    # pattern is then path-dependent
+    traced_reads: List[Any] = field(default_factory=list)
+    # for path-dependent plans, the guard that replays the reads per call (set by jacobian_plan)
     path: Optional[Any] = None
 
     @property
@@ -145,9 +148,8 @@ def _grid(patterns: Any, out_specs: List[Spec], in_specs: List[Spec], out_tuple:
 
 
 def build_structure(f: Callable, args: Sequence[Any], pattern: Any, strict: bool, local: bool,
-                    constant_zeros: Optional[str] = "keep", guard_path: bool = False) -> Structure:
-    """``guard_path``: if the traced pattern is path-dependent, record the reads of ``f`` at
-    ``args`` so that a plan can detect another path at each call (see :mod:`.paths`)."""
+                    constant_zeros: Optional[str] = "keep") -> Structure:
+    """Specs and pattern blocks; ``traced_reads`` lists the control-flow reads of tracked values."""
     pos = diff_positions(args)
     out_specs, out_tuple = output_specs(f, args)
     traced: List[Any] = []
@@ -161,11 +163,7 @@ def build_structure(f: Callable, args: Sequence[Any], pattern: Any, strict: bool
     arg_specs = [Spec.of(a) if isinstance(a, Tensor) else None for a in args]
     in_specs = [arg_specs[p] for p in pos]
     blocks = _grid(pattern, out_specs, in_specs, out_tuple)  # type: ignore[arg-type]
-    path = None
-    if guard_path and traced:
-        from .paths import PathGuard  # paths -> products -> structure
-        path = PathGuard(f, args, traced)
-    return Structure(len(args), pos, arg_specs, out_specs, out_tuple, blocks, path)
+    return Structure(len(args), pos, arg_specs, out_specs, out_tuple, blocks, traced)
 
 
 def bind(f: Callable, args: Sequence[Any], pos: Sequence[int]) -> Tuple[Callable, Tuple[Tensor, ...]]:
