@@ -1,6 +1,7 @@
 """Sparse Jacobians from a pattern: coloring choice, seeds, compressed products, assembly, plans."""
 from .api import check_jacobian, jacobian, jacobian_plan
+from .paths import PathChangedError
 from .plan import Plan
 from .verify import JacobianCheckError
 
-__all__ = ["jacobian", "jacobian_plan", "check_jacobian", "Plan", "JacobianCheckError"]
+__all__ = ["jacobian", "jacobian_plan", "check_jacobian", "Plan", "JacobianCheckError", "PathChangedError"]

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ..coloring import Coloring, color_columns, color_rows
 from .assemble import LAYOUTS
+from .paths import PathGuard
 from .plan import Plan
 from .structure import Structure, build_structure
 from .verify import JacobianCheckError, compare
@@ -116,8 +117,11 @@ def jacobian_plan(
     ``plan(*new_args)`` evaluates the sparse Jacobian at new points with the
     same shapes, dtypes and devices (a ``ValueError`` otherwise). The plan uses
     the *global* pattern, valid at every point reached by the same Python
-    control flow: a different branch may need a new plan (``verify``/
-    ``plan.check`` catch it).
+    control flow. If ``f`` branched on a tracked value at ``args`` (a
+    ``ControlFlowWarning``), the plan records the values Python read and, at
+    each call, runs ``f`` once more (without autograd) to compare them: a call
+    at a point that takes another path raises ``PathChangedError``
+    (a ``ValueError``); build a new plan there.
 
     Args:
         mode: "rev" (row coloring, batched vjp), "fwd" (column coloring,
@@ -146,6 +150,8 @@ def jacobian_plan(
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
     structure = build_structure(f, args, pattern, strict, local=False, constant_zeros=constant_zeros)
+    if structure.traced_reads:   # f branched on a tracked value: check the path at each call
+        structure.path = PathGuard(f, args, structure.traced_reads)
     plan = _plan(f, structure, mode, coloring, seed, layout=layout, blocksize=blocksize,
                  chunk_size=chunk_size, memory_budget=memory_budget, compile=compile)
     if verify:

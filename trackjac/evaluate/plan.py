@@ -18,8 +18,9 @@ batched vjp/jvp of ``f`` itself needs; nothing of size outputs x inputs.
 
 The plan encodes the *global* pattern traced at build time, so it is exact at
 every point where ``f`` takes the same Python control flow (same branches,
-same shapes). Where the flow differs, the pattern may not cover the new
-derivatives: ``check`` compares rows and columns with plain autograd.
+same shapes). Where ``f`` branched on a tracked value at build time, each call
+replays the values Python reads and raises on another path (:mod:`.paths`);
+otherwise ``check`` compares rows and columns with plain autograd.
 """
 from __future__ import annotations
 
@@ -31,11 +32,38 @@ from torch import Tensor
 
 from ..coloring import Coloring
 from .assemble import LAYOUTS, Block, check_blocksize, merge
-from .products import ControlFlowChanged, bytes_per_color, per_color, try_compile, vectorized
+from .products import (ControlFlowChanged, SameDraws, bytes_per_color, per_color, try_compile,
+                       user_stacklevel, vectorized)
 from .structure import Spec, Structure, bind
 from .verify import compare
 
 __all__ = ["Plan"]
+
+# autograd nodes whose torch.func batching is known to give wrong derivatives, and their op
+_SUSPECTS = {"CdistBackward0": "torch.cdist", "EuclideanDistBackward0": "torch.cdist"}
+
+
+def _backward_ops(g: Callable, dargs: Tuple[Tensor, ...], draws: SameDraws) -> List[str]:
+    """Names of the autograd nodes of ``g`` at ``dargs`` (first seen first), for messages."""
+    try:
+        draws()
+        with torch.enable_grad():
+            outs = g(*[a.detach().requires_grad_() for a in dargs])
+        names: List[str] = []
+        todo = [o.grad_fn for o in outs if o.grad_fn is not None]
+        seen = set()
+        while todo:
+            node = todo.pop(0)
+            if node is None or node in seen:
+                continue
+            seen.add(node)
+            n = type(node).__name__
+            if n != "AccumulateGrad" and n not in names:
+                names.append(n)
+            todo.extend(nf for nf, _ in node.next_functions)
+        return names
+    except Exception:
+        return []
 
 
 class Plan:
@@ -87,6 +115,8 @@ class Plan:
         self._chunk_arg = chunk_size
         self._set_coloring(mode, coloring)
         self._fallback = False  # set when torch.func cannot transform f: loop over colors
+        # the batched product has been compared with plain autograd on a few colors (first call)
+        self._audited = False
         # mode="auto" picked fwd: how to get a row coloring if f has no forward-mode derivative
         self._rev_coloring: Optional[Callable[[], Coloring]] = None
         self._compiled: Optional[Callable] = None
@@ -170,15 +200,17 @@ class Plan:
     def _compressed(self, g: Callable, dargs: Tuple[Tensor, ...]):
         """Outputs and, per chunk, the compressed product (tuple over the unseeded side)."""
         check = self._check_outputs
+        # one random draw for every forward run of f in this evaluation (dropout, rand_like)
+        draws = SameDraws(self.device)
         if self._fallback:
-            return per_color(g, dargs, self.mode, self._seeds, check)
+            return per_color(g, dargs, self.mode, self._seeds, check, draws)
         try:
-            return vectorized(g, dargs, self.mode, self._seeds, check)
+            res = vectorized(g, dargs, self.mode, self._seeds, check, draws)
         except ControlFlowChanged:
             raise
         except Exception as err:  # torch.func may not support f (old-style autograd.Function, ...)
             try:
-                res = per_color(g, dargs, self.mode, self._seeds, check)
+                res = per_color(g, dargs, self.mode, self._seeds, check, draws)
             except ControlFlowChanged:
                 raise
             except Exception as loop_err:
@@ -197,6 +229,63 @@ class Plan:
             )
             self._fallback = True
             return res
+        if not self._audited:
+            self._audited = True
+            res = self._audit(g, dargs, res, draws)
+        return res
+
+    # colors of the batched product compared with unbatched autograd on the first call
+    AUDIT_COLORS = 2
+    _AUDIT_TOL = {torch.float64: (1e-6, 1e-9), torch.float32: (1e-3, 1e-5)}
+
+    def _audit(self, g: Callable, dargs: Tuple[Tensor, ...], res, draws: SameDraws):
+        """Compare a few random colors of the batched product with one plain torch.autograd
+        call each (``per_color`` on those seeds). ``torch.func.vmap`` over vjp/jvp is wrong
+        for some ops in torch itself (``torch.cdist`` on small inputs); where the two
+        disagree, warn and evaluate this plan one color at a time from now on."""
+        outs, comps = res
+        k = self.num_colors
+        if k == 0:
+            return res
+        gen = torch.Generator().manual_seed(0)
+        ids = torch.randperm(k, generator=gen)[: self.AUDIT_COLORS].sort().values
+        seeds = self._seed_ids(ids)
+        try:
+            _, ref = per_color(g, dargs, self.mode, [seeds], lambda o: None, draws)
+        except Exception:  # plain autograd cannot run f where torch.func can: nothing to compare with
+            return res
+        cs = self.chunk_size
+        for part, want in enumerate(ref[0]):
+            got = torch.stack([comps[int(c) // cs][part][int(c) % cs] for c in ids])
+            rtol, atol = self._AUDIT_TOL.get(want.dtype, (1e-1, 1e-2))
+            scale = max(1.0, float(want.abs().max())) if want.numel() else 1.0
+            err = (got - want).abs()
+            if bool((err > atol * scale + rtol * want.abs()).any()):
+                self._warn_batched_wrong(g, dargs, draws, float(err.max()), scale)
+                self._fallback = True
+                return per_color(g, dargs, self.mode, self._seeds, self._check_outputs, draws)
+        return res
+
+    def _seed_ids(self, ids: Tensor) -> Tuple[Tensor, ...]:
+        """One-hot seeds of the colors ``ids``, one tensor ``(len(ids), *shape)`` per argument."""
+        out = []
+        for cv, s in self._seed_colors:
+            sel = ids.to(cv.device).unsqueeze(1)
+            out.append((cv.unsqueeze(0) == sel).to(s.dtype).view(ids.numel(), *s.shape))
+        return tuple(out)
+
+    def _warn_batched_wrong(self, g: Callable, dargs: Tuple[Tensor, ...], draws: SameDraws,
+                            err: float, scale: float) -> None:
+        name = getattr(self.f, "__qualname__", None) or type(self.f).__name__
+        ops = _backward_ops(g, dargs, draws)
+        known = sorted({_SUSPECTS[o] for o in ops if o in _SUSPECTS})
+        where = (f"; the batched derivative of {', '.join(known)} is known to be wrong in torch.func"
+                 if known else (f"; its autograd graph has {', '.join(ops[:8])}" if ops else ""))
+        warnings.warn(
+            f"trackjac: the batched {'vjp' if self.mode == 'rev' else 'jvp'} (torch.func.vmap) of {name} "
+            f"disagrees with plain torch.autograd on the checked colors (max difference {err:.3g}, "
+            f"scale {scale:.3g}){where}. This plan evaluates one color at a time with torch.autograd "
+            "from now on.", RuntimeWarning, stacklevel=user_stacklevel())
 
     def _switch_to_rev(self, g: Callable, dargs: Tuple[Tensor, ...], err: Exception):
         """mode="auto" chose fwd, but f has no forward-mode derivative (a custom Function
@@ -240,10 +329,18 @@ class Plan:
 
     def _run(self, args: Sequence[Any]):
         self._validate(args)
+        if self.structure.path is not None:  # f branched on a tracked value at build time
+            self.structure.path.check(args)
         if self._compiled is not None:
             try:
+                draws = SameDraws(self.device)
                 outs, comps = self._compiled(*args)
                 self._check_outputs(outs)
+                if not self._audited:  # the compiled product is checked like the eager one
+                    self._audited = True
+                    outs, comps = self._audit(*self._bind(args), (outs, comps), draws)
+                    if self._fallback:
+                        self._compiled = None
                 outs, values = self._decompress(outs, comps)
             except Exception as err:
                 outs, values = self._evaluate(args)  # raises the user-facing error, if any
@@ -252,6 +349,8 @@ class Plan:
                 self._compiled = None
         else:
             outs, values = self._evaluate(args)
+            if self._fallback:
+                self._compiled = None  # the batched product cannot be used for this f
         jac = self.structure.nest(
             [[self._blocks[j][i].assemble(v) for i, v in enumerate(row)] for j, row in enumerate(values)]
         )

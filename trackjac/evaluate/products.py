@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Optional, Tuple
 
+import sys
 import warnings
 
 import torch
@@ -12,14 +13,58 @@ from torch import Tensor
 from .structure import Structure
 
 
+def user_stacklevel() -> int:
+    """Stack level of the first frame outside trackjac and torch, so warnings point at user code."""
+    f, level = sys._getframe(1), 1
+    while f is not None:
+        mod = f.f_globals.get("__name__", "")
+        if not (mod == "trackjac" or mod.startswith(("trackjac.", "torch"))):
+            return level
+        f, level = f.f_back, level + 1
+    return 1
+
+
 class ControlFlowChanged(ValueError):
     """The outputs no longer have the shapes the plan was built for."""
 
 
+class SameDraws:
+    """Every forward run of ``f`` in one evaluation starts from the same RNG state.
+
+    An evaluation may run ``f`` several times (one jvp per chunk of colors, one
+    per color in the loop, a recompute): with dropout or ``torch.rand_like`` in
+    ``f``, each run would draw anew and the colors would belong to different
+    functions. Calling the object before each run rewinds the generators of the
+    CPU and of the inputs' CUDA device to the state captured at construction, so
+    every run sees the draw of a single call of ``f``; afterwards the generators
+    are where one call of ``f`` leaves them.
+    """
+
+    def __init__(self, device: torch.device):
+        self.cuda = device if device.type == "cuda" else None
+        self.cpu_state = torch.get_rng_state()
+        self.cuda_state = torch.cuda.get_rng_state(self.cuda) if self.cuda is not None else None
+
+    def __call__(self) -> None:
+        torch.set_rng_state(self.cpu_state)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state(self.cuda_state, self.cuda)
+
+
+def _rewind(draws: Optional[Callable]) -> None:
+    if draws is not None:
+        draws()
+
+
 def vectorized(g: Callable, dargs: Tuple[Tensor, ...], mode: str, seeds: Iterable[Tuple[Tensor, ...]],
-                check: Callable):
-    """Batched vjp (rev) or jvp (fwd) over every chunk of seeds; ``check`` vets the outputs first."""
+                check: Callable, draws: Optional[Callable] = None):
+    """Batched vjp (rev) or jvp (fwd) over every chunk of seeds; ``check`` vets the outputs first.
+
+    ``draws`` (a :class:`SameDraws`) is called before each forward run of ``g``; inside
+    the batched jvp, random ops draw once for the whole batch (``randomness="same"``).
+    """
     if mode == "rev":
+        _rewind(draws)
         outs, vjp_fn = torch.func.vjp(g, *dargs)
         check(outs)
         comps = [torch.func.vmap(vjp_fn)(s) for s in seeds]
@@ -30,7 +75,8 @@ def vectorized(g: Callable, dargs: Tuple[Tensor, ...], mode: str, seeds: Iterabl
 
     outs, comps = None, []
     for s in seeds:   # a list, or a generator building each chunk's seeds when it is used
-        o, t = torch.func.vmap(jv)(*s)
+        _rewind(draws)
+        o, t = torch.func.vmap(jv, randomness="same")(*s)
         outs = tuple(x[0] for x in o)  # the primal is not batched: vmap broadcast it
         check(outs)
         comps.append(t)
@@ -42,9 +88,13 @@ def vectorized(g: Callable, dargs: Tuple[Tensor, ...], mode: str, seeds: Iterabl
 
 
 def per_color(g: Callable, dargs: Tuple[Tensor, ...], mode: str, seeds: Iterable[Tuple[Tensor, ...]],
-          check: Callable):
-    """One torch.autograd call per color: slower, but works wherever autograd does."""
+              check: Callable, draws: Optional[Callable] = None):
+    """One torch.autograd call per color: slower, but works wherever autograd does.
+
+    ``draws`` is called before each forward run of ``g`` (one in reverse mode, one
+    per color in forward mode), so that every color sees the same random draws."""
     if mode == "rev":
+        _rewind(draws)
         with torch.enable_grad():
             leaves = [a.detach().requires_grad_() for a in dargs]
             outs = g(*leaves)
@@ -56,6 +106,7 @@ def per_color(g: Callable, dargs: Tuple[Tensor, ...], mode: str, seeds: Iterable
     for s in seeds:
         cols = []
         for c in range(s[0].shape[0]):
+            _rewind(draws)
             with fwAD.dual_level():
                 res = g(*[fwAD.make_dual(a, t[c]) for a, t in zip(dargs, s)])
                 pairs = [fwAD.unpack_dual(o) for o in res]

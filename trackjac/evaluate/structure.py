@@ -1,7 +1,7 @@
 """What a plan is built for: the arguments, the outputs, and the pattern of each block."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import torch
@@ -10,6 +10,7 @@ from torch import Tensor
 from .._nesting import nest, output_list
 from .._sparse import bool_coo, structural_coo
 from ..tracer import jacobian_sparsity
+from ..tracer.state import config
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,11 @@ class Structure:
     out_specs: List[Spec]
     out_tuple: bool
     blocks: List[List[Tuple[Tensor, Tensor]]]
+    # reads of tracked values by Python control flow at detection, (op, value) in order: the
+    # pattern is then path-dependent
+    traced_reads: List[Any] = field(default_factory=list)
+    # for path-dependent plans, the guard that replays the reads per call (set by jacobian_plan)
+    path: Optional[Any] = None
 
     @property
     def in_specs(self) -> List[Spec]:
@@ -142,15 +148,22 @@ def _grid(patterns: Any, out_specs: List[Spec], in_specs: List[Spec], out_tuple:
 
 
 def build_structure(f: Callable, args: Sequence[Any], pattern: Any, strict: bool, local: bool,
-               constant_zeros: Optional[str] = "keep") -> Structure:
+                    constant_zeros: Optional[str] = "keep") -> Structure:
+    """Specs and pattern blocks; ``traced_reads`` lists the control-flow reads of tracked values."""
     pos = diff_positions(args)
     out_specs, out_tuple = output_specs(f, args)
+    traced: List[Any] = []
     if pattern is None:
-        pattern = jacobian_sparsity(f, *args, local=local, strict=strict, constant_zeros=constant_zeros)
+        cfg = config()
+        saved, cfg.read_log = cfg.read_log, traced
+        try:
+            pattern = jacobian_sparsity(f, *args, local=local, strict=strict, constant_zeros=constant_zeros)
+        finally:
+            cfg.read_log = saved
     arg_specs = [Spec.of(a) if isinstance(a, Tensor) else None for a in args]
     in_specs = [arg_specs[p] for p in pos]
     blocks = _grid(pattern, out_specs, in_specs, out_tuple)  # type: ignore[arg-type]
-    return Structure(len(args), pos, arg_specs, out_specs, out_tuple, blocks)
+    return Structure(len(args), pos, arg_specs, out_specs, out_tuple, blocks, traced)
 
 
 def bind(f: Callable, args: Sequence[Any], pos: Sequence[int]) -> Tuple[Callable, Tuple[Tensor, ...]]:

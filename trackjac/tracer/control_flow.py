@@ -16,6 +16,8 @@ def control_flow(what, flat_tracked) -> None:
     if cfg.local or not any(t._store.origin & GLOBAL for t in flat_tracked):
         return   # only local sources' values were read: their pattern is the one at this point
     cfg.path_dependent = True
+    if cfg.read_log is not None:
+        cfg.read_log.append((str(what), _value_read(what, flat_tracked)))
     if cfg.strict:
         raise StrictModeError(
             f"Python read the value of a tracked tensor ({what}): the pattern would hold only on "
@@ -27,3 +29,15 @@ def control_flow(what, flat_tracked) -> None:
             f"Python read the value of a tracked tensor ({what}: bool(), item(), tolist() or "
             "'if t > 0:'): the Jacobian pattern holds only for inputs that take the same "
             "control-flow path.", ControlFlowWarning, stacklevel=user_stacklevel())
+
+
+def _value_read(what, flat_tracked):
+    """The Python value Python is about to read, where it is one tensor's (else None)."""
+    if len(flat_tracked) != 1:
+        return None   # aten.equal of two tracked tensors: not one tensor's value
+    v = flat_tracked[0].value
+    if what == "tolist()":
+        return v.tolist()
+    if isinstance(what, str) or v.numel() != 1:
+        return None
+    return v.item()

@@ -17,6 +17,9 @@ class Config:
     n_inputs: Optional[int] = None  # tracked input elements of the computation, if known
     constant_zeros: Optional[str] = None  # "drop": a product with an exact zero that has no provenance
     # drops; "keep": it connects; None: "drop" in local mode only (rules' Call.drops_zeros)
+    # when a list: control_flow appends (what, Python value read) for each read that makes the
+    # pattern path-dependent, in order (plans record it; tracking() leaves it alone)
+    read_log: Optional[list] = None
 
 
 _state = threading.local()

@@ -1,0 +1,81 @@
+"""Plans of functions that draw random numbers: every color must see the same draw."""
+import warnings
+
+import pytest
+import torch
+
+import trackjac
+
+torch.set_default_dtype(torch.float64)
+
+
+def f(x):
+    return torch.nn.functional.dropout(x, 0.5, training=True) * x + torch.rand_like(x) * x.roll(1)
+
+
+def _dense(fn, x, seed):
+    torch.manual_seed(seed)
+    return torch.autograd.functional.jacobian(fn, x)
+
+
+def _plan_jac(plan, x, seed):
+    torch.manual_seed(seed)
+    return plan.value_and_jacobian(x)
+
+
+@pytest.mark.parametrize("mode", ["rev", "fwd"])
+@pytest.mark.parametrize("chunk_size", [None, 2])
+@pytest.mark.parametrize("fallback", [False, True])
+def test_random_draws_are_shared_by_all_colors(mode, chunk_size, fallback):
+    x = torch.randn(12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = trackjac.jacobian_plan(f, x, mode=mode, chunk_size=chunk_size)
+    if fallback:
+        plan._fallback = True  # the per-color torch.autograd loop
+    for seed in (0, 1, 2):
+        value, J = _plan_jac(plan, x, seed)
+        torch.manual_seed(seed)
+        want_value = f(x)
+        assert torch.equal(value, want_value)
+        torch.testing.assert_close(J.to_dense(), _dense(f, x, seed))
+
+
+def test_rng_advances_like_one_call():
+    """After an evaluation the generator is where one call of f leaves it."""
+    x = torch.randn(10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = trackjac.jacobian_plan(f, x, mode="fwd", chunk_size=3)
+        plan._fallback = True
+    torch.manual_seed(5)
+    plan(x)
+    after_plan = torch.rand(3)
+    torch.manual_seed(5)
+    f(x)
+    assert torch.equal(after_plan, torch.rand(3))
+
+
+class _Old(torch.autograd.Function):  # old-style: torch.func cannot transform it
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.sin()
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * x.cos()
+
+
+def test_old_style_function_forces_loop_with_one_draw():
+    def h(x):
+        return torch.nn.functional.dropout(_Old.apply(x), 0.3, training=True) * x.roll(-1)
+
+    x = torch.randn(9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = trackjac.jacobian_plan(h, x, mode="rev")
+        _, J = _plan_jac(plan, x, 3)
+    assert plan._fallback
+    torch.testing.assert_close(J.to_dense(), _dense(h, x, 3))
