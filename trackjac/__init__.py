@@ -10,7 +10,7 @@
 """
 from .errors import (ControlFlowWarning, StrictModeError, TrackingError, TrackJacWarning,
                      UnsupportedOpWarning)
-from .evaluate import JacobianCheckError, Plan, check_jacobian, jacobian, jacobian_plan
+from .evaluate import JacobianCheckError, PathChangedError, Plan, check_jacobian, jacobian, jacobian_plan
 from .spy import SpyPlot, spy
 from .tracer import Tracked, depends_on, jacobian_sparsity, tracking, untrack
 
@@ -18,6 +18,6 @@ __all__ = [
     "Tracked", "depends_on", "untrack", "tracking", "jacobian_sparsity",
     "TrackJacWarning", "UnsupportedOpWarning", "ControlFlowWarning", "StrictModeError",
     "TrackingError", "spy", "SpyPlot",
-    "jacobian", "jacobian_plan", "check_jacobian", "Plan", "JacobianCheckError",
+    "jacobian", "jacobian_plan", "check_jacobian", "Plan", "JacobianCheckError", "PathChangedError",
 ]
 __version__ = "0.1.0"

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from ..coloring import Coloring, color_columns, color_rows
-from .assemble import LAYOUTS
+from .assemble import check_layout
 from .paths import PathGuard
 from .plan import Plan
 from .structure import Structure, build_structure
@@ -52,12 +52,16 @@ def _symmetric(rows: Tensor, cols: Tensor, n: int) -> bool:
     return torch.equal(a, b)
 
 
+def _check_options(layout, mode: str) -> None:
+    check_layout(layout)
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+
+
 def _choose(structure: Structure, mode: str, effort: str, seed: int) -> Coloring:
     """Color rows (rev) and/or columns (fwd); "auto" keeps fewer colors (rev on ties:
     one vjp needs a single forward pass, and PyTorch's reverse mode is its fastest path).
     The result's ``mode`` says which product evaluates it."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
     if effort not in EFFORT:
         raise ValueError(f"coloring must be one of {tuple(EFFORT)}; got {effort!r}")
     coo = structure.global_coo()
@@ -145,10 +149,7 @@ def jacobian_plan(
         verify: compare random rows/columns with autograd at ``args``.
         seed: seed of the coloring's random tie-breaking.
     """
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be torch.sparse_coo, torch.sparse_csr or torch.sparse_bsr; got {layout}")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+    _check_options(layout, mode)
     structure = build_structure(f, args, pattern, strict, local=False, constant_zeros=constant_zeros)
     if structure.traced_reads:   # f branched on a tracked value: check the path at each call
         structure.path = PathGuard(f, args, structure.traced_reads)
@@ -189,10 +190,7 @@ def jacobian(
     Other arguments are as in :func:`jacobian_plan`; the coloring defaults to
     "fast" since it is used once.
     """
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be torch.sparse_coo, torch.sparse_csr or torch.sparse_bsr; got {layout}")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+    _check_options(layout, mode)
     structure = build_structure(f, args, pattern, strict, local, constant_zeros)
     plan = _plan(f, structure, mode, coloring, seed, layout=layout, blocksize=blocksize,
                  chunk_size=chunk_size, memory_budget=memory_budget)

@@ -11,6 +11,11 @@ from .structure import Structure
 LAYOUTS = (torch.sparse_coo, torch.sparse_csr, torch.sparse_bsr)
 
 
+def check_layout(layout) -> None:
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be torch.sparse_coo, torch.sparse_csr or torch.sparse_bsr; got {layout}")
+
+
 class Block:
     """Decompression and layout indices of one (output, input) block, on the device."""
 

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from ..coloring import Coloring
-from .assemble import LAYOUTS, Block, check_blocksize, merge
+from .assemble import Block, check_blocksize, check_layout, merge
 from .products import (ControlFlowChanged, SameDraws, bytes_per_color, per_color, try_compile,
                        user_stacklevel, vectorized)
 from .structure import Spec, Structure, bind
@@ -89,8 +89,7 @@ class Plan:
         compile: bool = False,
         memory_budget: Optional[int] = None,
     ):
-        if layout not in LAYOUTS:
-            raise ValueError(f"layout must be torch.sparse_coo, torch.sparse_csr or torch.sparse_bsr; got {layout}")
+        check_layout(layout)
         if mode not in ("rev", "fwd"):
             raise ValueError(f"mode must be 'rev' or 'fwd' here; got {mode!r}")
         if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
