@@ -160,8 +160,8 @@ def render(T, results, variants, seconds: float) -> str:
         "",
         "`table (<module>)`: an entry in `trackjac/rules/<module>.py`; `pointwise tag`: the "
         "broadcasting union for ops tagged `torch.Tag.pointwise`; `decomposition`: PyTorch's "
-        "decomposition run on the tracked inputs (`rules/decomp.py`); `custom op`: a "
-        "`torch.library` op's registered backward or body (`rules/autograd_function.py`); "
+        "decomposition run on the tracked inputs (`tracer/decomp.py`); `custom op`: a "
+        "`torch.library` op's registered backward or body (`tracer/autograd_function.py`); "
         "`no tracked op`: the op reaches no ATen op that needs a rule (views only, or no "
         "derivative).  An op lists every kind its ATen ops reach, weakest first.",
         "",
@@ -183,7 +183,26 @@ def render(T, results, variants, seconds: float) -> str:
     for r in sorted(variants, key=lambda r: (r.variant, r.name)):
         s, t, note = status(T, r)
         lines.append(f"| `{r.name}` | {r.variant} | {_cell(r.kind)} | {r.n_samples} | {s} | {t} | {_cell(note)} |")
+    lines += _registered_rules()
     return "\n".join(lines) + "\n"
+
+
+def _registered_rules():
+    """Every registered rule by module, OpInfo-covered or not (sparse operands, fused RNN layers,
+    packed sequences and ops without a derivative have no OpInfo samples of their own)."""
+    from trackjac.rules import registry
+
+    by_kind = {}
+    for packet, kind in registry.KIND.items():
+        by_kind.setdefault(kind.split(":", 1)[-1], []).append(packet.__name__)
+    lines = ["", "## Registered rules", "",
+             f"{len(registry.KIND)} overload packets have a rule of their own (in-place and `out=` "
+             "variants share it); every other op tagged `torch.Tag.pointwise` gets the broadcasting "
+             "union.", "", "| module | packets |", "|---|---|"]
+    for kind in sorted(by_kind):
+        lines.append(f"| `rules/{kind}.py` | {len(by_kind[kind])}: "
+                     + ", ".join(f"`{n}`" for n in sorted(by_kind[kind])) + " |")
+    return lines
 
 
 def main(argv=None) -> int:

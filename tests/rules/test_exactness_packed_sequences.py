@@ -64,10 +64,6 @@ def test_rnn_on_packed_data(cls):
     assert torch.equal(pat, ref), (int(pat.sum()), int(ref.sum()))
 
 
-@pytest.mark.xfail(reason=(
-    "batch_sizes comes back as a tracked tensor (C++ reads its data: crash), and the C++ body of "
-    "_pad_packed_sequence copies tracked data into a plain tensor: needs the tracer changes "
-    "described in the rules-b report"), strict=False)
 @pytest.mark.parametrize("cls", [None, torch.nn.LSTM, torch.nn.GRU])
 def test_pack_pad_round_trip(cls):
     torch.manual_seed(0)

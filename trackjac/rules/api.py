@@ -30,7 +30,7 @@ class Call:
     """One op application as seen by a rule."""
 
     __slots__ = ("func", "args", "kwargs", "bound", "outs", "local", "derived", "random", "constant_zeros",
-                 "has_prov", "_pre")
+                 "has_prov", "plain", "_pre")
 
     def __init__(self, func, args, kwargs, bound, outs, local, derived, pre, constant_zeros=None,
                  has_prov=True):
@@ -44,6 +44,7 @@ class Call:
         self.random = False         # set True for outputs drawn at random (RNG ops: not constants)
         self.constant_zeros = constant_zeros  # "keep", "drop" or None (see drops_zeros)
         self.has_prov = has_prov    # whether any tensor argument carries provenance
+        self.plain = ()             # positions of outputs to hand back as plain tensors (C++ reads them)
         self._pre = pre             # id(tracked) -> value before an in-place op mutated it
 
     def sub(self, func, bound: dict, outs: List[torch.Tensor]) -> "Call":

@@ -113,4 +113,5 @@ def pack_padded_sequence(call):
     """``_pack_padded_sequence``: ``data`` moves elements of ``input`` (index codes, as the other
     data-movement ops); ``batch_sizes`` is computed from the given ``lengths``, a constant."""
     res = moved(call)
+    call.plain = (1,)   # batch_sizes: torch's C++ reads its data, it must stay a plain tensor
     return [res[0], None]

@@ -74,9 +74,33 @@ def _tensor_of_tracked(func, args, kwargs):
         return out.to(device=device, dtype=dtype) if dtype is not None or device is not None else out
 
 
+def _pad_packed(func, args, kwargs):
+    """``_pad_packed_sequence`` of tracked data: its C++ body copies the data into a plain tensor,
+    which would lose its provenance; the same padding out of tracked ops keeps it."""
+    if func is not torch._C._VariableFunctions._pad_packed_sequence:
+        return None
+    names = ("data", "batch_sizes", "batch_first", "padding_value", "total_length")
+    a = dict(zip(names, args), **kwargs)
+    data, batch_sizes = a["data"], a["batch_sizes"]
+    if not isinstance(data, Tracked):
+        return None
+    with torch._C._EnableTorchFunction():
+        bs = torch.as_tensor(batch_sizes.value if isinstance(batch_sizes, Tracked) else batch_sizes)
+        steps, batch = bs.numel(), int(bs[0]) if bs.numel() else 0
+        total = max(int(a.get("total_length", steps)), steps)
+        t = torch.repeat_interleave(torch.arange(steps), bs)                 # time step of each data row
+        b = torch.arange(t.numel()) - torch.repeat_interleave(torch.cumsum(bs, 0) - bs, bs)
+        out = data.new_full((total, batch) + tuple(data.shape[1:]), float(a.get("padding_value", 0.0)))
+        out[t, b] = data
+        lengths = (bs.unsqueeze(0) > torch.arange(batch).unsqueeze(1)).sum(1)
+        return (out.transpose(0, 1) if a.get("batch_first", False) else out), lengths
+
+
 class _FactoryMode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         made = _tensor_of_tracked(func, args, kwargs or {})
+        if made is None:
+            made = _pad_packed(func, args, kwargs or {})
         if made is not None:
             return made
         args = _foreach_scalar_tensor(func, args)

@@ -107,7 +107,7 @@ def _dispatch(cls, func, args, kwargs):
     if local and not cfg.local and origin & GLOBAL and any(p is not None for p in provs):
         provs = _global_part_kept(call, values, kinds, tracked, cfg, provs)
     out_origin = (origin if call.derived else 0) | (RANDOM if call.random and drawn_globally(bound) else 0)
-    wrapped = _wrap(cls, values, kinds, provs, out_origin, no_grad)
+    wrapped = _wrap(cls, values, kinds, provs, call.plain, out_origin, no_grad)
     return out if not schema.returns else _renest(schema, out, wrapped)
 
 
@@ -232,14 +232,16 @@ def _global_part_kept(call, values, kinds, tracked, cfg, provs) -> list:
     return out
 
 
-def _wrap(cls, values, kinds, provs, origin, no_grad) -> list:
+def _wrap(cls, values, kinds, provs, plain_outs, origin, no_grad) -> list:
     """Outputs as tracked tensors: views share their source's store, writes update the target's."""
     wrapped, k = [], 0
     for v, (kind, src) in zip(values, kinds):
-        plain = kind == "new" and isinstance(v, torch.Tensor) and (v.device.type == "meta" or v.layout != torch.strided)
+        plain = kind == "new" and isinstance(v, torch.Tensor) and (
+            v.device.type == "meta" or v.layout != torch.strided or k in plain_outs)
         if not isinstance(v, torch.Tensor) or plain:
             # a meta tensor has no values (it feeds shape computations); a sparse one of constants
-            # is a plain operand whose stored entries the product rules read
+            # is a plain operand whose stored entries the product rules read; a rule may ask for
+            # constants that C++ code reads directly (a packed sequence's batch_sizes)
             wrapped.append(v)
             k += isinstance(v, torch.Tensor)
             continue
