@@ -230,17 +230,21 @@ def _adaptive_table(l_in: int, l_out: int, device) -> torch.Tensor:
 
 
 # -- convolution --------------------------------------------------------------------------------
-def conv_prov(px, pw, pb, xshape, wshape, out_shape, stride, padding, dilation, transposed, groups):
-    """Provenance of a convolution's output from those of input, weight and bias (any may be ``None``)."""
+def _geometry(xshape, wshape, out_shape, groups):
+    """``(d, batched, n, c_in, s_in, c_out, s_out, groups, in/out channels per group, kernel size)``
+    of a convolution (an unbatched input counts as a batch of one)."""
     d = len(wshape) - 2
     batched = len(xshape) == d + 2
     xs = tuple(xshape) if batched else (1,) + tuple(xshape)
     os_ = tuple(out_shape) if batched else (1,) + tuple(out_shape)
-    n, c_in, s_in = xs[0], xs[1], xs[2:]
-    c_out, s_out = os_[1], os_[2:]
-    g = groups
-    icg, ocg = c_in // g, c_out // g
-    ksz = tuple(wshape[2:])
+    c_in, c_out = xs[1], os_[1]
+    return (d, batched, xs[0], c_in, xs[2:], c_out, os_[2:], groups, c_in // groups, c_out // groups,
+            tuple(wshape[2:]))
+
+
+def conv_prov(px, pw, pb, xshape, wshape, out_shape, stride, padding, dilation, transposed, groups):
+    """Provenance of a convolution's output from those of input, weight and bias (any may be ``None``)."""
+    d, batched, n, c_in, s_in, c_out, s_out, g, icg, ocg, ksz = _geometry(xshape, wshape, out_shape, groups)
     device = next(p.device for p in (px, pw, pb) if p is not None)
     tabs = [_conv_tables(s_in[j], s_out[j], ksz[j], stride[j], padding[j], dilation[j], transposed, device)
             for j in range(d)]
@@ -299,15 +303,7 @@ def conv_prov_dropping(px, pw, lx, lw, xshape, wshape, out_shape, stride, paddin
     connects nothing (``constant_zeros="drop"``, local mode).  Not separable, so one pair per
     (live weight entry, output position) for the input part, per (live input entry, tap, output
     channel) for the weight part: the cost of the convolution itself."""
-    d = len(wshape) - 2
-    batched = len(xshape) == d + 2
-    xs = tuple(xshape) if batched else (1,) + tuple(xshape)
-    os_ = tuple(out_shape) if batched else (1,) + tuple(out_shape)
-    n, c_in, s_in = xs[0], xs[1], xs[2:]
-    c_out, s_out = os_[1], os_[2:]
-    g = groups
-    icg, ocg = c_in // g, c_out // g
-    ksz = tuple(wshape[2:])
+    d, batched, n, c_in, s_in, c_out, s_out, g, icg, ocg, ksz = _geometry(xshape, wshape, out_shape, groups)
     kf, so, si = _prod(ksz), _prod(s_out), _prod(s_in)
     device = next(p.device for p in (px, pw) if p is not None)
     tabs = [_conv_tables(s_in[j], s_out[j], ksz[j], stride[j], padding[j], dilation[j], transposed, device)
