@@ -112,6 +112,15 @@ def union_nonzeros(f, make_args, points=3, out_index=None, **options):
     return acc
 
 
+def random_points(shapes, seed):
+    """``make_args`` for :func:`union_nonzeros`: standard normal float64 tensors of ``shapes``,
+    point ``s`` drawn from a generator seeded with ``seed + s``."""
+    def make(s):
+        g = torch.Generator().manual_seed(seed + s)
+        return tuple(torch.randn(shape, generator=g, dtype=torch.double) for shape in shapes)
+    return make
+
+
 def _mask(j):
     return j.reshape(j.shape[0], -1) != 0
 

@@ -7,25 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.functional import jacobian
 
+from dense_reference import random_points, union_nonzeros
 from trackjac import jacobian_sparsity, tracking
 from trackjac.errors import UnsupportedOpWarning
 
 
 def _union(f, shape, points=3):
-    acc = None
-    for s in range(points):
-        g = torch.Generator().manual_seed(30 + s)
-        j = jacobian(f, torch.randn(shape, generator=g, dtype=torch.double)).reshape(-1, _numel(shape)) != 0
-        acc = j if acc is None else acc | j
-    return acc
-
-
-def _numel(shape):
-    n = 1
-    for s in shape:
-        n *= s
-    return n
-
+    return union_nonzeros(f, random_points([shape], 30), points)[0]
 
 def _pattern(f, x, **kw):
     with warnings.catch_warnings():

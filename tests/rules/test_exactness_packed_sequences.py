@@ -4,9 +4,9 @@ import warnings
 
 import pytest
 import torch
-from torch.autograd.functional import jacobian
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from dense_reference import random_points, union_nonzeros
 from trackjac import Tracked, jacobian_sparsity, tracking
 from trackjac.errors import UnsupportedOpWarning
 
@@ -14,12 +14,7 @@ LENGTHS = [5, 2, 4]
 
 
 def _union(f, x, points=3):
-    acc = None
-    for s in range(points):
-        g = torch.Generator().manual_seed(10 + s)
-        j = jacobian(f, torch.randn(x.shape, generator=g, dtype=torch.double)).reshape(-1, x.numel()) != 0
-        acc = j if acc is None else acc | j
-    return acc
+    return union_nonzeros(f, random_points([x.shape], 10), points)[0]
 
 
 def _plain(t):

@@ -4,23 +4,14 @@ import warnings
 
 import pytest
 import torch
-from torch.autograd.functional import jacobian
 
+from dense_reference import random_points, union_nonzeros
 from trackjac import jacobian_sparsity
 from trackjac.errors import UnsupportedOpWarning
 
 
 def _union(f, args, points=3):
-    acc = None
-    for s in range(points):
-        g = torch.Generator().manual_seed(100 + s)
-        pt = tuple(torch.randn(a.shape, generator=g, dtype=torch.double) for a in args)
-        js = jacobian(f, pt)
-        js = js if isinstance(js, tuple) else (js,)
-        nz = [j.reshape(-1, a.numel()) != 0 for j, a in zip(js, pt)]
-        acc = nz if acc is None else [x | y for x, y in zip(acc, nz)]
-    return acc
-
+    return union_nonzeros(f, random_points([a.shape for a in args], 100), points)
 
 def _pattern(f, *args, **kw):
     with warnings.catch_warnings():
