@@ -11,7 +11,7 @@ branching; a new kind of coloring is a new subclass.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Dict, Tuple, TypeVar
+from typing import Callable, ClassVar, Dict, Tuple, TypeVar
 
 import torch
 from torch import Tensor
@@ -94,6 +94,14 @@ class Coloring:
         """Values of the nonzeros ``(rows, cols)`` from ``compressed`` (num_colors, other side)."""
         color, pos = self.compressed_index(rows, cols)
         return compressed.reshape(compressed.shape[0], -1)[color, pos]
+
+    def decompression(self, rows: Tensor, cols: Tensor, device=None) -> Callable[[Tensor], Tensor]:
+        """``values = d(compressed)`` for the nonzeros ``(rows, cols)``, indices precomputed on ``device``.
+
+        ``compressed`` is the whole product (num_colors, other side). Colorings whose values
+        are not a plain gather (acyclic coloring's substitution) override this."""
+        color, pos = (t.to(device) for t in self.compressed_index(rows, cols))
+        return lambda compressed: compressed.reshape(compressed.shape[0], -1)[color, pos]
 
 
 class RowColoring(Coloring, axis="rows"):
