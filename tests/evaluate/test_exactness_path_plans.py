@@ -70,3 +70,22 @@ def test_reads_of_untracked_values_do_not_make_a_plan_path_dependent():
 def test_strict_plans_refuse_at_build():
     with pytest.raises(StrictModeError):
         trackjac.jacobian_plan(branchy, torch.rand(4, dtype=DT), strict=True)
+
+
+def test_plan_from_a_user_pattern_checks_the_path():
+    """With pattern= nothing is traced; Python's reads of values still choose the path."""
+    x = torch.rand(5, dtype=DT) + 0.1
+    pattern = torch.eye(5, dtype=torch.bool).to_sparse()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        plan = trackjac.jacobian_plan(branchy, x, pattern=pattern, mode="rev")
+        torch.testing.assert_close(plan(x).to_dense(), _dense(branchy, x))
+    with pytest.raises(PathChangedError):
+        plan(-x)
+
+
+def test_plan_from_a_user_pattern_without_reads_has_no_guard():
+    x = torch.rand(5, dtype=DT)
+    plan = trackjac.jacobian_plan(lambda x: x.sin(), x, pattern=torch.eye(5, dtype=torch.bool).to_sparse())
+    torch.testing.assert_close(plan(-x).to_dense(), _dense(torch.sin, -x))
+    assert plan.structure.path is None

@@ -1,6 +1,8 @@
 """Hostile inputs get correct behaviour or a clear error naming the fix, never an internal error."""
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -69,9 +71,27 @@ def test_storage_changing_ops(case):
 
 def test_tensor_of_tracked_elements_inside_a_traced_function():
     x = torch.rand(4, dtype=torch.float64)
-    # as_tensor keeps the elements (autograd: stack); torch.tensor copies them (autograd: a new leaf)
+    # inside tracking() as_tensor keeps the elements (a stack: more than autograd, which copies them
+    # too); torch.tensor copies them (a new leaf, as autograd)
     assert torch.equal(_dense(lambda x: torch.as_tensor([x[0], x[2]]), x), torch.eye(4)[[0, 2]].bool())
     assert not _dense(lambda x: torch.tensor([[x[0]], [x[1]]]).reshape(-1) + 0 * x[:2], x)[:, 2:].any()
+
+
+@pytest.mark.parametrize("make", [torch.tensor, torch.as_tensor])
+def test_tensor_of_tracked_elements_outside_tracking_copies_the_values(make):
+    """Outside tracking() torch cannot be intercepted: the values are copied with no provenance,
+    as autograd copies them with no derivative (it used to fail inside torch: 'data is not allocated')."""
+    v = torch.rand(4, dtype=torch.float64)
+    t = trackjac.Tracked(v)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch: converting a tensor to a scalar
+        y = make([t[0], t[2] * 2])
+    assert type(y) is torch.Tensor
+    assert torch.equal(y, torch.stack([v[0], v[2] * 2]))
+    leaf = v.clone().requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        assert not make([leaf[0], leaf[2] * 2]).requires_grad  # autograd drops the derivative too
 
 
 @pytest.mark.parametrize("inner", ["hessian", "jacfwd", "jacrev", "vmap"])

@@ -18,8 +18,9 @@ from torch import Tensor
 
 from ..coloring import Coloring, color_columns, color_rows
 from .assemble import check_layout
-from .paths import PathGuard
+from .paths import PathGuard, scalar_reads
 from .plan import Plan
+from .products import SameDraws
 from .structure import Structure, build_structure
 from .verify import JacobianCheckError, compare
 
@@ -144,7 +145,10 @@ def jacobian_plan(
         constant_zeros: passed to ``jacobian_sparsity``: "keep" (participation:
             ``x * 0`` keeps its entries) or "drop" (value-aware: zeros that
             depend on nothing are left out; still valid at every point).
-        pattern: skip detection and use this pattern (nested like the Jacobian).
+        pattern: skip detection and use this pattern (nested like the Jacobian). Its
+            validity is yours to ensure; if ``f`` reads tensor values in Python
+            (``if t > 0:``, ``item()``), the plan treats every such read as a path
+            choice and checks it at each call, as for a traced branch.
         coloring: "best" (several orders, refinement, local search) or "fast".
         verify: compare random rows/columns with autograd at ``args``.
         seed: seed of the coloring's random tie-breaking.
@@ -153,6 +157,10 @@ def jacobian_plan(
     structure = build_structure(f, args, pattern, strict, local=False, constant_zeros=constant_zeros)
     if structure.traced_reads:   # f branched on a tracked value: check the path at each call
         structure.path = PathGuard(f, args, structure.traced_reads)
+    elif pattern is not None:    # nothing was traced: any value Python reads may choose the path
+        reads = scalar_reads(f, args)
+        if reads:
+            structure.path = PathGuard(f, args, reads)
     plan = _plan(f, structure, mode, coloring, seed, layout=layout, blocksize=blocksize,
                  chunk_size=chunk_size, memory_budget=memory_budget, compile=compile)
     if verify:
@@ -194,9 +202,10 @@ def jacobian(
     structure = build_structure(f, args, pattern, strict, local, constant_zeros)
     plan = _plan(f, structure, mode, coloring, seed, layout=layout, blocksize=blocksize,
                  chunk_size=chunk_size, memory_budget=memory_budget)
+    draws = SameDraws(plan.device)
     jac = plan(*args)
     if verify:
-        compare(f, args, jac, seed=seed)
+        compare(f, args, jac, seed=seed, draws=draws)
     return jac
 
 
@@ -218,9 +227,14 @@ def check_jacobian(
     untracked op, a custom ``autograd.Function`` whose backward is not the
     derivative of its forward, a different control-flow path); a mismatch
     inside the pattern means wrong values. Columns are skipped when ``f`` has
-    no forward-mode derivative. Tolerances default by dtype:
+    no forward-mode derivative. A random ``f`` (dropout) is compared with the draw
+    that ``jac`` was evaluated from when ``jac`` is left to this function; a ``jac``
+    you pass was evaluated from some earlier draw, so compare those at a fixed seed. Tolerances default by dtype:
     ``|got - want| <= atol * max(1, max|want|) + rtol * |want|``.
     """
+    draws = None
     if jac is None:
-        jac = jacobian(f, *args)
-    compare(f, args, jac, rows=rows, cols=cols, rtol=rtol, atol=atol, seed=seed)
+        plan = _plan(f, build_structure(f, args, None, False, False, None), "auto", "fast", seed)
+        draws = SameDraws(plan.device)  # a random f is compared with the draw jac was evaluated from
+        jac = plan(*args)
+    compare(f, args, jac, rows=rows, cols=cols, rtol=rtol, atol=atol, seed=seed, draws=draws)

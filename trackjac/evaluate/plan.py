@@ -297,14 +297,28 @@ class Plan:
         self._set_coloring("rev", coloring)
         return self._compressed(g, dargs)
 
-    def _pure_compressed(self, *args):
+    def _pure_compressed(self, *args, seeds=None):
         """The batched vjp/jvp alone, without fallbacks: what ``compile=True`` compiles.
 
+        ``seeds``: one chunk's seeds (forward mode with several chunks), else every chunk.
         The decompression gather stays eager: fused into the compiled graph it
         made the whole kernel several times slower on CPU.
         """
         g, dargs = self._bind(args)
-        return vectorized(g, dargs, self.mode, self._seeds, lambda outs: None)
+        return vectorized(g, dargs, self.mode, self._seeds if seeds is None else [seeds], lambda outs: None)
+
+    def _compiled_products(self, args: Sequence[Any], draws: SameDraws):
+        """The compiled products. Forward mode runs ``f`` once per chunk: each chunk is its own
+        compiled call, the RNG rewound before it, so that every chunk sees the same draw."""
+        assert self._compiled is not None
+        if self.mode == "rev" or len(self._chunks) <= 1:
+            return self._compiled(*args)
+        outs, comps = None, []
+        for s in self._seeds:
+            draws()
+            outs, c = self._compiled(*args, seeds=s)
+            comps.extend(c)
+        return outs, comps
 
     def _evaluate(self, args: Sequence[Any]):
         """Outputs and the values of every block (row-major, one tensor per block)."""
@@ -329,11 +343,13 @@ class Plan:
     def _run(self, args: Sequence[Any]):
         self._validate(args)
         if self.structure.path is not None:  # f branched on a tracked value at build time
+            start = SameDraws(self.device)
             self.structure.path.check(args)
+            start()  # the replay must not use up the draw the evaluation (and ``check``) sees
         if self._compiled is not None:
             try:
                 draws = SameDraws(self.device)
-                outs, comps = self._compiled(*args)
+                outs, comps = self._compiled_products(args, draws)
                 self._check_outputs(outs)
                 if not self._audited:  # the compiled product is checked like the eager one
                     self._audited = True
@@ -366,8 +382,12 @@ class Plan:
         return value, jac
 
     def check(self, *args, **kwargs) -> None:
-        """Compare random rows/columns at ``args`` with plain autograd; see :func:`trackjac.check_jacobian`."""
-        compare(self.f, args, self(*args), **kwargs)
+        """Compare random rows/columns at ``args`` with plain autograd; see :func:`trackjac.check_jacobian`.
+
+        A random ``f`` (dropout) is compared with the draw the plan evaluated."""
+        draws = SameDraws(self.device)
+        jac = self(*args)
+        compare(self.f, args, jac, draws=draws, **kwargs)
 
     @property
     def pattern(self):

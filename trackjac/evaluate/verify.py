@@ -6,7 +6,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from .products import vjp_rows
+from .products import SameDraws, vjp_rows
 from .structure import Spec, bind, diff_positions, output_specs
 
 
@@ -18,13 +18,18 @@ _TOL = {torch.float64: (1e-7, 1e-9), torch.float32: (1e-4, 1e-6)}
 
 
 def compare(f: Callable, args: Sequence[Any], jac: Any, *, rows: int = 8, cols: int = 8,
-            rtol: Optional[float] = None, atol: Optional[float] = None, seed: int = 0) -> None:
+            rtol: Optional[float] = None, atol: Optional[float] = None, seed: int = 0,
+            draws: Optional[SameDraws] = None) -> None:
     """Compare random rows (vjp of basis vectors) and columns (jvp) of ``jac`` with autograd.
 
     Raises :class:`JacobianCheckError` naming the first disagreeing entry; the options
-    are those of :func:`trackjac.check_jacobian`.
+    are those of :func:`trackjac.check_jacobian`. ``draws``: the RNG state ``jac`` was
+    evaluated from, so that a random ``f`` (dropout) is compared with the same draw;
+    by default the state at entry, so that rows and columns at least share one draw.
     """
     pos = diff_positions(args)
+    if draws is None:
+        draws = SameDraws(args[pos[0]].device if pos else torch.device("cpu"))
     out_specs, out_tuple = output_specs(f, args)
     in_specs = [Spec.of(args[p]) for p in pos]
     blocks = _jac_grid(jac, len(out_specs), len(pos), out_tuple)
@@ -44,11 +49,13 @@ def compare(f: Callable, args: Sequence[Any], jac: Any, *, rows: int = 8, cols: 
     r_idx = torch.randperm(M, generator=gen)[: min(rows, M)]
     c_idx = torch.randperm(N, generator=gen)[: min(cols, N)]
     if r_idx.numel():
+        draws()
         want = _reference_rows(g, dargs, out_specs, ro, r_idx, dev)
         got, inpat = _extract(blocks, ro, co, r_idx, axis=0)
         _compare(want, got, inpat, r_idx, ro, co, rtol, atol, axis=0)
     if c_idx.numel():
         try:
+            draws()
             want = _reference_cols(g, dargs, in_specs, co, c_idx, dev)
         except Exception:  # no forward-mode rule (e.g. a custom autograd.Function): rows suffice
             return
@@ -93,7 +100,7 @@ def _reference_cols(g, dargs, in_specs, co, c_idx, dev) -> Tensor:
     def jv(*t):
         return torch.func.jvp(g, dargs, t)[1]
 
-    res = torch.func.vmap(jv)(*tan)
+    res = torch.func.vmap(jv, randomness="same")(*tan)  # one draw for all columns, as the plans use
     return torch.cat([r.reshape(c_idx.numel(), -1) for r in res], 1).cpu()
 
 

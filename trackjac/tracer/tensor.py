@@ -138,14 +138,7 @@ class Tracked(torch.Tensor, Carrier):
 
     @classmethod
     def _make(cls, value: torch.Tensor, store: _Store, source=None) -> "Tracked":
-        r = torch.Tensor._make_wrapper_subclass(
-            cls, value.size(), strides=value.stride(), storage_offset=value.storage_offset(),
-            dtype=value.dtype, device=value.device, layout=value.layout,
-            requires_grad=False)
-        if value.is_conj():  # lazy conjugation/negation bits live on the tensor, mirror them
-            torch._C._set_conj(r, True)
-        if value.is_neg():
-            torch._C._set_neg(r, True)
+        r = torch.Tensor._make_subclass(cls, value, False)
         r.value = value
         r._store = store
         r._source = source
