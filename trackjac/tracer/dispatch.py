@@ -15,7 +15,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 from .._threads import intra_op_threads
 from ..dtypes import DIFFERENTIABLE
 from ..errors import TrackingError, UnsupportedOpWarning, warn_or_raise
-from ..provenance import union, without_ids
+from ..provenance import broadcast_row, union, without_ids
 from ..rules import Call, Carrier, conservative
 from . import resolve, sources
 from .control_flow import control_flow
@@ -107,6 +107,8 @@ def _dispatch(cls, func, args, kwargs):
     if local and not cfg.local and origin & GLOBAL and any(p is not None for p in provs):
         provs = _global_part_kept(call, values, kinds, tracked, cfg, provs)
     out_origin = (origin if call.derived else 0) | (RANDOM if call.random and drawn_globally(bound) else 0)
+    if out_origin and call.drops_zeros and not local:
+        provs = _mark_varying(values, kinds, provs, cfg)
     wrapped = _wrap(cls, values, kinds, provs, call.plain, out_origin, no_grad)
     return out if not schema.returns else _renest(schema, out, wrapped)
 
@@ -229,6 +231,23 @@ def _global_part_kept(call, values, kinds, tracked, cfg, provs) -> list:
             g = without_ids(g, ranges)
             p = g if p is None else union([p, g], p.numel)
         out.append(p)
+    return out
+
+
+def _mark_varying(values, kinds, provs, cfg) -> list:
+    """Value-aware global tracing: a new or written float value that varies (computed from tracked
+    values, or drawn at random) but depends on nothing gets ``cfg.varying_id``.  The per-tensor
+    ``Call.varies`` cannot see such values once they sit next to others that carry provenance
+    (``cat([softmax(s), (x > 0).float()])``), where a zero of theirs would pass for a constant."""
+    out, k = list(provs), 0
+    for v, (kind, _) in zip(values, kinds):
+        if not isinstance(v, torch.Tensor):
+            continue
+        if kind in ("new", "write") and v.dtype in DIFFERENTIABLE and out[k] is None and v.numel():
+            if cfg.varying_id is None:
+                cfg.varying_id = sources.allocate(1, ()).first
+            out[k] = broadcast_row(torch.tensor([cfg.varying_id], device=v.device), v.numel())
+        k += 1
     return out
 
 

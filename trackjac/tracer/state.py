@@ -20,6 +20,11 @@ class Config:
     # when a list: control_flow appends (what, Python value read) for each read that makes the
     # pattern path-dependent, in order (plans record it; tracking() leaves it alone)
     read_log: Optional[list] = None
+    # an id owned by no source (allocated on first use): with constant_zeros="drop" in global mode,
+    # a value computed from tracked values (or drawn at random) without a derivative carries it, so
+    # that value-aware rules see, element by element, that its zeros are not constants; patterns,
+    # which read only source id ranges, never show it
+    varying_id: Optional[int] = None
 
 
 _state = threading.local()
