@@ -442,6 +442,8 @@ def union_sets(provs: Sequence["SetProv"], n: int) -> "SetProv":
     if sum(widths) <= _PADDED_MAX or (lens is None and sum(widths) - max(widths) <= _PADDED_MAX):
         blocks = [p.tmatrix() if lens is None else _padded_t(p, lens[i], widths[i])
                   for i, p in enumerate(uniq) if widths[i]]
+        if not blocks:  # every operand is empty (width 0), though distinct objects
+            return SetProv.empty(n, uniq[0].device)
         return _union_columns(blocks, n, lens is not None)
     if lens is None and sum(widths) <= _ROW_SORT_MAX:
         return _dedupe_rows(torch.cat([p.matrix() for p in uniq], 1))
