@@ -24,12 +24,14 @@ otherwise ``check`` compares rows and columns with plain autograd.
 """
 from __future__ import annotations
 
+import time
 import warnings
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
+from .._threads import intra_op_threads
 from ..coloring import Coloring
 from .assemble import Block, check_blocksize, check_layout, merge
 from .products import (ControlFlowChanged, SameDraws, bytes_per_color, per_color, try_compile,
@@ -88,8 +90,15 @@ class Plan:
         chunk_size: Optional[int] = None,
         compile: bool = False,
         memory_budget: Optional[int] = None,
+        threads: Optional[int] = None,
     ):
         check_layout(layout)
+        if threads is not None and (not isinstance(threads, int) or threads < 0):
+            raise ValueError(f"threads must be None (measure), 0 (the caller's setting) or a positive int; "
+                             f"got {threads!r}")
+        self._threads = threads
+        self._calls = 0
+        self._timed: dict = {}   # intra-op thread count -> seconds of one evaluation (trial calls)
         if mode not in ("rev", "fwd"):
             raise ValueError(f"mode must be 'rev' or 'fwd' here; got {mode!r}")
         if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
@@ -340,7 +349,45 @@ class Plan:
             values.append(vrow)
         return outs, values
 
+    # calls that time an evaluation with the caller's thread count, then with one thread (the
+    # first call pays warm-up and the audit, so it is not a fair trial)
+    _TRIALS = (1, 2)
+
+    @property
+    def threads(self) -> Optional[int]:
+        """Intra-op threads used for evaluation: an int, 0 for the caller's setting, None while
+        still measuring (``threads=None``: calls 2 and 3 time both, the faster wins)."""
+        return self._threads
+
+    def _threads_for_call(self) -> Tuple[int, Optional[int]]:
+        """(threads for this call, the trial it times or None)."""
+        if self._threads is not None:
+            return self._threads, None
+        caller = torch.get_num_threads()
+        if caller == 1:
+            return 0, None
+        k = self._calls
+        if k == self._TRIALS[0]:
+            return caller, caller
+        if k == self._TRIALS[1]:
+            return 1, 1
+        return 0, None
+
     def _run(self, args: Sequence[Any]):
+        n, trial = self._threads_for_call()
+        self._calls += 1
+        start = time.perf_counter()
+        with intra_op_threads(n):
+            res = self._run_threads(args)
+        if trial is not None:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self._timed[trial] = time.perf_counter() - start
+            if len(self._timed) == 2:  # one thread only where it measured faster
+                self._threads = 1 if self._timed[1] < min(t for k, t in self._timed.items() if k != 1) else 0
+        return res
+
+    def _run_threads(self, args: Sequence[Any]):
         self._validate(args)
         if self.structure.path is not None:  # f branched on a tracked value at build time
             start = SameDraws(self.device)
