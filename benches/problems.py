@@ -192,12 +192,12 @@ def rosenbrock(x: Tensor) -> Tensor:
 
 def sparse_quadratic(n: int, per_row: int = 3, dtype: torch.dtype = torch.float64, seed: int = 0):
     """``(f, A)``: ``f(x) = x^T A x`` with a random sparse ``A`` (about ``per_row`` nonzeros a row);
-    the Hessian is ``A + A^T`` (dense ``A`` returned for the reference)."""
+    the Hessian is ``A + A^T`` (``A`` returned as a sparse COO matrix, for the reference)."""
     g = torch.Generator().manual_seed(seed)
     rows = torch.arange(n).repeat_interleave(per_row)
     cols = torch.randint(0, n, (n * per_row,), generator=g)
     vals = torch.randn(n * per_row, generator=g, dtype=dtype)
-    A = torch.zeros(n, n, dtype=dtype).index_put_((rows, cols), vals, accumulate=True)
+    A = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, n), check_invariants=True).coalesce()
 
     def f(x: Tensor) -> Tensor:   # gathers, not a sparse matmul: torch.func transforms gathers
         return (vals * x[rows] * x[cols]).sum()
