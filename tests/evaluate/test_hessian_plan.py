@@ -349,3 +349,84 @@ def test_fallback_double_backward():
     v, g, H2 = plan.value_and_hessian(2 * x)   # stays on the fallback, without a new warning
     assert torch.allclose(g, torch.autograd.functional.jacobian(f, 2 * x))
     assert_values(H2, f, 2 * x)
+
+
+class _WrongJvpExp(torch.autograd.Function):
+    """exp whose forward-mode rule is wrong (twice the tangent) but whose backward is right:
+    forward-over-reverse reads the jvp (the backward uses the saved output), double backward not."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return x.exp()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(output)
+        ctx.save_for_forward(output)
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return g * y
+
+    @staticmethod
+    def jvp(ctx, t):
+        (y,) = ctx.saved_tensors
+        return 2 * t * y
+
+
+def test_audit_catches_wrong_batched_products():
+    def f(x):
+        return _WrongJvpExp.apply(x).sum()
+
+    x = torch.randn(4, dtype=D)
+    plan = hessian_plan(f, x, pattern=torch.eye(4, dtype=torch.bool))
+    with pytest.warns(RuntimeWarning, match="disagree with plain double backward"):
+        H = plan(x)
+    assert torch.allclose(H.to_dense(), torch.diag(x.exp()))
+    assert torch.allclose(plan(2 * x).to_dense(), torch.diag((2 * x).exp()))
+
+
+def test_compile_unavailable_falls_back_with_a_warning(monkeypatch):
+    def broken(*a, **k):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    x = torch.randn(6, dtype=D)
+    with pytest.warns(RuntimeWarning, match="torch.compile unavailable"):
+        plan = hessian_plan(rosenbrock, x, compile=True)
+    assert_values(plan(x), rosenbrock, x)
+
+
+def test_compiled_path_and_its_run_time_fallback(monkeypatch):
+    x = torch.randn(6, dtype=D)
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)   # the compiled path, without compiling
+    plan = hessian_plan(rosenbrock, x, compile=True)
+    v, g, H = plan.value_and_hessian(x)
+    assert torch.allclose(g, torch.func.grad(rosenbrock)(x)) and torch.allclose(v, rosenbrock(x))
+    assert_values(H, rosenbrock, x)
+    assert "compiled=True" in repr(plan)
+
+    def compile_to_failure(fn, **kw):
+        def run(*a):
+            raise RuntimeError("backend exploded")
+        return run
+
+    monkeypatch.setattr(torch, "compile", compile_to_failure)
+    plan = hessian_plan(rosenbrock, x, compile=True)
+    with pytest.warns(RuntimeWarning, match="compiled Hessian plan failed"):
+        H = plan(x)
+    assert_values(H, rosenbrock, x)
+
+
+def test_compiled_plan_matches_autograd():
+    x = torch.randn(12, dtype=D)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)   # torch.compile's own deprecations
+        warnings.simplefilter("ignore", FutureWarning)
+        plan = hessian_plan(rosenbrock, x, compile=True)
+        assert_values(plan(x), rosenbrock, x)
+        assert_values(plan(0.5 * x), rosenbrock, 0.5 * x)
+    assert "compiled=True" in repr(plan)   # it stayed on the compiled products
