@@ -27,6 +27,7 @@ from ..coloring import color_columns
 from ..tracer import hessian_sparsity
 from ..tracer.hessian import scalar_output
 from ..tracer.state import config
+from .api import EFFORT
 from .assemble import Block, check_blocksize, check_layout
 from .paths import PathGuard
 from .products import (ControlFlowChanged, SameDraws, bytes_per_color, try_compile, user_stacklevel,
@@ -83,20 +84,21 @@ def build_hessian_structure(f: Callable, args: Sequence[Any], pattern: Any, stri
     return st
 
 
-def _color(st: Structure, method: str):
+def _color(st: Structure, method: str, effort: str):
     """Symmetric coloring of the global pattern, or a column coloring (a valid symmetric
-    evaluation too, with more colors) where that is not available or fails."""
+    evaluation too, with more colors) where that is not available or fails; ``effort`` is the
+    column coloring's ("fast" for a one-shot Hessian, "best" for a plan)."""
     if method not in COLORINGS:
         raise ValueError(f"coloring must be one of {COLORINGS}; got {method!r}")
     rows, cols, (n, _) = st.global_coo()
     coo = (rows, cols, (n, n))
     symmetric = getattr(_coloring, "color_symmetric", None)
     if method == "columns":
-        return color_columns(coo)
+        return color_columns(coo, **EFFORT[effort])
     if symmetric is None:
         if method != "auto":
             raise ValueError(f"coloring={method!r} needs trackjac.coloring.color_symmetric, not available here")
-        return color_columns(coo)
+        return color_columns(coo, **EFFORT[effort])
     try:
         return symmetric(coo, method=method)
     except Exception as err:
@@ -104,7 +106,7 @@ def _color(st: Structure, method: str):
             raise
         warnings.warn(f"trackjac: symmetric coloring failed ({type(err).__name__}: {err}); "
                       "using a column coloring", RuntimeWarning, stacklevel=user_stacklevel())
-        return color_columns(coo)
+        return color_columns(coo, **EFFORT[effort])
 
 
 # ----------------------------------------------------------------------------
@@ -431,7 +433,7 @@ def hessian_plan(
     structure = build_hessian_structure(f, args, pattern, strict, local=False, constant_zeros=constant_zeros)
     if structure.traced_reads:   # f branched on a tracked value: check the path at each call
         structure.path = PathGuard(f, args, structure.traced_reads)
-    plan = HessianPlan(f, structure, _color(structure, coloring), layout=layout, blocksize=blocksize,
+    plan = HessianPlan(f, structure, _color(structure, coloring, "best"), layout=layout, blocksize=blocksize,
                        chunk_size=chunk_size, memory_budget=memory_budget, compile=compile)
     if verify:
         plan.check(*args)
@@ -460,7 +462,7 @@ def hessian(
     """
     check_layout(layout)
     structure = build_hessian_structure(f, args, pattern, strict, local, constant_zeros)
-    plan = HessianPlan(f, structure, _color(structure, coloring), layout=layout, blocksize=blocksize,
+    plan = HessianPlan(f, structure, _color(structure, coloring, "fast"), layout=layout, blocksize=blocksize,
                        chunk_size=chunk_size, memory_budget=memory_budget)
     hess = plan(*args)
     if verify:
