@@ -194,7 +194,8 @@ class HessianPlan:
             raise ValueError("blocksize only applies to layout=torch.sparse_bsr")
         self.f, self.structure, self.coloring = f, structure, coloring
         self.layout, self.blocksize = layout, blocksize
-        self.num_colors = k = coloring.num_colors
+        # an empty pattern needs no product, whatever the coloring says
+        self.num_colors = k = coloring.num_colors if structure.global_coo()[0].numel() else 0
         self.chunk_size = max(k, 1) if chunk_size is None else min(chunk_size, max(k, 1))
         self._fallback = False   # torch.func cannot transform f: one double backward per color
         self._audited = False
