@@ -75,6 +75,26 @@ def test_sparse_quadratic(n, per_row, seed):
     assert_equal(trackjac.hessian_sparsity(f, x), (A != 0) | (A.T != 0))
 
 
+@settings(**SETTINGS)
+@given(n=st.integers(1, 25), per_row=st.integers(1, 4), extra=st.integers(0, 20), seed=st.integers(0, 1000),
+       chunk=st.sampled_from([None, 1, 3]))
+def test_given_symmetric_pattern_with_extra_entries(n, per_row, extra, seed, chunk):
+    """Any symmetric superset of the true pattern gives the exact Hessian, zeros at the extra entries
+    (the coloring and decompression of random symmetric patterns)."""
+    f, A = sparse_quadratic(n, per_row, seed=seed)
+    H_true = (A + A.T).to_dense()
+    g = torch.Generator().manual_seed(seed)
+    pat = H_true != 0
+    r, c = torch.randint(0, n, (2, extra), generator=g)
+    pat[r, c] = pat[c, r] = True
+    x = torch.randn(n, dtype=D, generator=g)
+    plan = hessian_plan(f, x, pattern=pat, chunk_size=chunk)
+    H = plan(x).to_dense()
+    assert torch.allclose(H, H_true, rtol=1e-12, atol=1e-12)
+    assert plan.nnz == int(pat.sum())
+    assert_equal(plan.pattern, pat)
+
+
 def test_bundle_adjustment_blocks():
     ba = bundle_adjustment(4, 10, obs_per_pt=2)
     f = ba_cost(ba)
