@@ -24,6 +24,11 @@ __all__ = [
     "BundleAdjustment",
     "bundle_adjustment",
     "cpu_name",
+    "rosenbrock",
+    "sparse_quadratic",
+    "ba_cost",
+    "arrowhead",
+    "PerSampleMLP",
 ]
 
 ALPHA = 10.0  # diffusion coefficient; any nonzero value gives the same pattern
@@ -173,3 +178,57 @@ def cpu_name() -> str:
     except OSError:
         pass
     return f"cpu ({os.cpu_count()} cores)"
+
+
+# ----------------------------------------------------------------------------
+# Scalar problems with known Hessian structure (for the Hessian plans)
+# ----------------------------------------------------------------------------
+
+
+def rosenbrock(x: Tensor) -> Tensor:
+    """Chained Rosenbrock function: a tridiagonal Hessian (3 nonzeros per inner row)."""
+    return (100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2).sum()
+
+
+def sparse_quadratic(n: int, per_row: int = 3, dtype: torch.dtype = torch.float64, seed: int = 0):
+    """``(f, A)``: ``f(x) = x^T A x`` with a random sparse ``A`` (about ``per_row`` nonzeros a row);
+    the Hessian is ``A + A^T`` (``A`` returned as a sparse COO matrix, for the reference)."""
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.arange(n).repeat_interleave(per_row)
+    cols = torch.randint(0, n, (n * per_row,), generator=g)
+    vals = torch.randn(n * per_row, generator=g, dtype=dtype)
+    A = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, n), check_invariants=True).coalesce()
+
+    def f(x: Tensor) -> Tensor:   # gathers, not a sparse matmul: torch.func transforms gathers
+        return (vals * x[rows] * x[cols]).sum()
+
+    return f, A
+
+
+def ba_cost(ba: BundleAdjustment):
+    """``0.5 * ||r(cams, pts)||^2`` of a bundle-adjustment problem: camera-camera blocks on the
+    diagonal, camera-point blocks where a camera sees a point, point-point blocks on the diagonal."""
+    def f(cams: Tensor, pts: Tensor) -> Tensor:
+        return 0.5 * (ba.residual(cams, pts) ** 2).sum()
+
+    return f
+
+
+def arrowhead(x: Tensor) -> Tensor:
+    """``x[0]^2 * sum(x) + sum(x^4)``: row and column 0 dense, the rest diagonal."""
+    return x[0] ** 2 * x.sum() + (x ** 4).sum()
+
+
+class PerSampleMLP:
+    """A fixed two-layer MLP's loss summed over samples, as a function of the inputs ``X (B, d)``:
+    the Hessian is block diagonal with ``d x d`` blocks (samples do not interact)."""
+
+    def __init__(self, d: int, hidden: int = 16, dtype: torch.dtype = torch.float64, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.W1 = torch.randn(hidden, d, generator=g, dtype=dtype) / d ** 0.5
+        self.b1 = torch.randn(hidden, generator=g, dtype=dtype)
+        self.w2 = torch.randn(hidden, generator=g, dtype=dtype) / hidden ** 0.5
+
+    def __call__(self, X: Tensor) -> Tensor:
+        h = torch.tanh(X @ self.W1.T + self.b1)
+        return torch.nn.functional.softplus(h @ self.w2).sum()

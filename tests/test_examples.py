@@ -33,7 +33,7 @@ def run_example(name, *args, timeout=240):
 
 def test_every_example_is_tested():
     tested = {"seed_participation.py", "bundle_adjustment.py", "brusselator_newton.py",
-              "gnn_message_passing.py"}
+              "gnn_message_passing.py", "newton_logistic.py"}
     assert set(f for f in os.listdir(EXAMPLES) if f.endswith(".py")) == tested
 
 
@@ -68,8 +68,14 @@ def test_bundle_adjustment_small():
     assert "OK: final cost" in out and "same values" in out
 
 
+@needs_engine
+def test_newton_logistic_small():
+    out = run_example("newton_logistic.py", "--features", "2000", "--samples", "4000")
+    assert "converged in" in out and out.rstrip().endswith("OK")
+
+
 @slow
 @needs_engine
-@pytest.mark.parametrize("name", ["brusselator_newton.py", "bundle_adjustment.py"])
+@pytest.mark.parametrize("name", ["brusselator_newton.py", "bundle_adjustment.py", "newton_logistic.py"])
 def test_example_full_size(name):
     run_example(name, timeout=600)

@@ -6,11 +6,14 @@
 * :func:`jacobian` computes the sparse Jacobian's values with one vjp/jvp per color;
   :func:`jacobian_plan` prepares that once for many points; :func:`check_jacobian`
   compares with plain autograd.
+* :func:`hessian_sparsity`, :func:`hessian` and :func:`hessian_plan` do the same for the
+  Hessian of a scalar function (symmetric pattern, batched Hessian-vector products).
 * :func:`spy` draws a pattern (text, or a PNG with matplotlib).
 """
 from .errors import (ControlFlowWarning, StrictModeError, TrackingError, TrackJacWarning,
                      UnsupportedOpWarning)
-from .evaluate import JacobianCheckError, PathChangedError, Plan, check_jacobian, jacobian, jacobian_plan
+from .evaluate import (HessianPlan, JacobianCheckError, PathChangedError, Plan, check_hessian, check_jacobian,
+                       hessian, hessian_plan, jacobian, jacobian_plan)
 from .spy import SpyPlot, spy
 from .tracer import Tracked, depends_on, hessian_sparsity, jacobian_sparsity, tracking, untrack
 
@@ -19,5 +22,6 @@ __all__ = [
     "TrackJacWarning", "UnsupportedOpWarning", "ControlFlowWarning", "StrictModeError",
     "TrackingError", "spy", "SpyPlot",
     "jacobian", "jacobian_plan", "check_jacobian", "Plan", "JacobianCheckError", "PathChangedError",
+    "hessian", "hessian_plan", "check_hessian", "HessianPlan",
 ]
 __version__ = "0.1.0"

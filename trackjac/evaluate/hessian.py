@@ -1,0 +1,502 @@
+"""Sparse Hessians of scalar functions: symmetric pattern, coloring, batched Hessian-vector products.
+
+``hessian(f, *args)`` = ``hessian_plan(f, *args)(*args)``:
+
+1. the pattern (``trackjac.hessian_sparsity``, or one you pass as ``pattern=``), over all
+   floating tensor arguments flattened into one vector (offsets), symmetric;
+2. one coloring of that pattern (symmetric coloring where available, else a column coloring:
+   both seed columns, ``C[c, i] = sum_{j: color(j) = c} H[i, j]``);
+3. per chunk of colors one ``torch.func.vmap`` of forward-over-reverse
+   ``torch.func.jvp(grad_and_value(f), x, v)``: the tangents are the products ``H v``, the
+   primal is the gradient and the value, so a Newton step needs a single evaluation;
+4. the coloring's decompression, then the blocks ``H[a][b]`` cut from the global values.
+
+Peak memory is about ``nnz + chunk x 2n`` values plus what the batched products of ``f``
+need; nothing of size ``n x n``.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from .. import coloring as _coloring
+from ..coloring import color_columns
+from ..tracer import hessian_sparsity
+from ..tracer.hessian import scalar_output
+from ..tracer.state import config
+from .api import EFFORT
+from .assemble import Block, check_blocksize, check_layout
+from .paths import PathGuard
+from .products import (ControlFlowChanged, SameDraws, bytes_per_color, try_compile, user_stacklevel,
+                       vectorized, vjp_rows)
+from .structure import Spec, Structure, _grid, diff_positions
+from .verify import _TOL, _basis, _compare, _extract
+
+__all__ = ["HessianPlan", "hessian", "hessian_plan"]
+
+COLORINGS = ("auto", "star", "acyclic", "columns")
+
+
+# ----------------------------------------------------------------------------
+# Structure: the arguments and the symmetric pattern
+# ----------------------------------------------------------------------------
+
+
+def _scalar_specs(f: Callable, args: Sequence[Any]) -> None:
+    """Run ``f`` once on copies: a clear error unless it returns a scalar."""
+    with torch.no_grad():   # copies: an f that writes into its arguments must not change the caller's
+        out = f(*[a.clone() if isinstance(a, Tensor) else a for a in args])
+    scalar_output(out, "hessian")
+    if not out.is_floating_point():
+        raise TypeError(f"hessian: f returns dtype {out.dtype}; only real floating-point values have a Hessian")
+
+
+def _check_symmetric(st: Structure) -> None:
+    rows, cols, (n, _) = st.global_coo()
+    a = torch.sort(rows * n + cols).values
+    b = torch.sort(cols * n + rows).values
+    if not torch.equal(a, b):
+        raise ValueError("pattern must be symmetric (a Hessian pattern): H[i, j] is in it iff H[j, i] is")
+
+
+def build_hessian_structure(f: Callable, args: Sequence[Any], pattern: Any, strict: bool, local: bool,
+                            constant_zeros: Optional[str]) -> Structure:
+    """A :class:`Structure` whose outputs are the gradients (one per differentiated argument)."""
+    pos = diff_positions(args)
+    _scalar_specs(f, args)
+    traced: List[Any] = []
+    if pattern is None:
+        cfg = config()
+        saved, cfg.read_log = cfg.read_log, traced
+        try:
+            pattern = hessian_sparsity(f, *args, local=local, strict=strict, constant_zeros=constant_zeros)
+        finally:
+            cfg.read_log = saved
+    arg_specs = [Spec.of(a) if isinstance(a, Tensor) else None for a in args]
+    in_specs = [arg_specs[p] for p in pos]
+    several = len(pos) > 1
+    blocks = _grid(pattern, in_specs, in_specs, several)
+    st = Structure(len(args), pos, arg_specs, list(in_specs), several, blocks, traced)
+    _check_symmetric(st)
+    return st
+
+
+def _color(st: Structure, method: str, effort: str):
+    """Symmetric coloring of the global pattern, or a column coloring (a valid symmetric
+    evaluation too, with more colors) where that is not available or fails; ``effort`` is the
+    column coloring's ("fast" for a one-shot Hessian, "best" for a plan)."""
+    if method not in COLORINGS:
+        raise ValueError(f"coloring must be one of {COLORINGS}; got {method!r}")
+    rows, cols, (n, _) = st.global_coo()
+    coo = (rows, cols, (n, n))
+    symmetric = getattr(_coloring, "color_symmetric", None)
+    if method == "columns":
+        return color_columns(coo, **EFFORT[effort])
+    if symmetric is None:
+        if method != "auto":
+            raise ValueError(f"coloring={method!r} needs trackjac.coloring.color_symmetric, not available here")
+        return color_columns(coo, **EFFORT[effort])
+    try:
+        return symmetric(coo, method=method)
+    except Exception as err:
+        if method != "auto":
+            raise
+        warnings.warn(f"trackjac: symmetric coloring failed ({type(err).__name__}: {err}); "
+                      "using a column coloring", RuntimeWarning, stacklevel=user_stacklevel())
+        return color_columns(coo, **EFFORT[effort])
+
+
+# ----------------------------------------------------------------------------
+# Products
+# ----------------------------------------------------------------------------
+
+
+def _value_and_grad_fn(f: Callable, args: Sequence[Any], pos: Sequence[int]) -> Callable:
+    """``h(*dargs) -> (*gradients, value)`` by ``torch.func.grad_and_value``."""
+    full = list(args)
+
+    def scalar(*dargs):
+        for p, a in zip(pos, dargs):
+            full[p] = a
+        return scalar_output(f(*full), "hessian")
+
+    gv = torch.func.grad_and_value(scalar, argnums=tuple(range(len(pos))))
+
+    def h(*dargs):
+        grads, value = gv(*dargs)
+        return (*grads, value)
+
+    return h
+
+
+def _autograd_products(f: Callable, args: Sequence[Any], pos: Sequence[int],
+                       seeds, draws: Optional[Callable] = None):
+    """Plain torch.autograd: the gradient by backward with ``create_graph``, then one double
+    backward per seed (``H`` is symmetric, so ``v^T H = (H v)^T``). Returns what
+    :func:`~.products.vectorized` returns for ``_value_and_grad_fn``."""
+    if draws is not None:
+        draws()
+    with torch.enable_grad():
+        full = list(args)
+        leaves = [args[p].detach().requires_grad_() for p in pos]
+        for p, a in zip(pos, leaves):
+            full[p] = a
+        value = scalar_output(f(*full), "hessian")
+        if value.requires_grad:
+            grads = torch.autograd.grad(value, leaves, create_graph=True, allow_unused=True)
+        else:
+            grads = (None,) * len(leaves)
+        grads = tuple(torch.zeros_like(a) if g is None else g for a, g in zip(leaves, grads))
+        comps = [(*vjp_rows(grads, leaves, s), None) for s in seeds]
+    return (*(g.detach() for g in grads), value.detach()), comps
+
+
+# ----------------------------------------------------------------------------
+# The plan
+# ----------------------------------------------------------------------------
+
+
+class HessianPlan:
+    """A prepared sparse Hessian of scalar ``f``: call it at new points of the same specs.
+
+    Build it with :func:`trackjac.hessian_plan`. ``plan(*args)`` returns the Hessian (nested
+    like ``torch.autograd.functional.hessian``); ``plan.value_and_hessian(*args)`` returns
+    ``(value, gradient, hessian)`` from the same evaluation. Attributes: ``pattern``,
+    ``num_colors``, ``coloring``, ``nnz``, ``layout``, ``blocksize``, ``chunk_size``.
+    """
+
+    # colors of the batched product compared with unbatched autograd on the first call
+    AUDIT_COLORS = 2
+    _AUDIT_TOL = {torch.float64: (1e-6, 1e-9), torch.float32: (1e-3, 1e-5)}
+
+    def __init__(self, f: Callable, structure: Structure, coloring, layout=torch.sparse_coo,
+                 blocksize: Optional[Tuple[int, int]] = None, chunk_size: Optional[int] = None,
+                 compile: bool = False, memory_budget: Optional[int] = None):
+        check_layout(layout)
+        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+            raise ValueError(f"chunk_size must be a positive int or None; got {chunk_size!r}")
+        if memory_budget is not None:
+            if not isinstance(memory_budget, int) or memory_budget < 1:
+                raise ValueError(f"memory_budget must be a positive number of bytes or None; got {memory_budget!r}")
+            if chunk_size is not None:
+                raise ValueError("give chunk_size or memory_budget, not both")
+            chunk_size = max(1, memory_budget // bytes_per_color(structure))
+        devices = {s.device for s in structure.in_specs}
+        if len(devices) != 1:
+            raise ValueError(f"all differentiated arguments must be on one device; got {sorted(map(str, devices))}")
+        self.device = devices.pop()
+        if layout == torch.sparse_bsr:
+            blocksize = check_blocksize(blocksize, structure)
+        elif blocksize is not None:
+            raise ValueError("blocksize only applies to layout=torch.sparse_bsr")
+        self.f, self.structure, self.coloring = f, structure, coloring
+        self.layout, self.blocksize = layout, blocksize
+        # an empty pattern needs no product, whatever the coloring says
+        self.num_colors = k = coloring.num_colors if structure.global_coo()[0].numel() else 0
+        self.chunk_size = max(k, 1) if chunk_size is None else min(chunk_size, max(k, 1))
+        self._fallback = False   # torch.func cannot transform f: one double backward per color
+        self._audited = False
+        self._build()
+        self.compile = compile
+        self._compiled = try_compile(self._pure_compressed) if compile else None
+
+    def _build(self) -> None:
+        st, dev, k = self.structure, self.device, self.num_colors
+        _, co = st.offsets()
+        self._offsets = co
+        rows, cols, (n, _) = st.global_coo()
+        self.n = n
+        bounds = list(range(0, k, self.chunk_size)) + [k]
+        self._chunks = list(zip(bounds[:-1], bounds[1:]))
+        self._seed_colors = self.coloring.seed_colors(rows, cols).to(dev)
+        self._seed_cache = [self._seed_chunk(c0, c1) for c0, c1 in self._chunks] if len(self._chunks) <= 1 else None
+        self._decompress = self.coloring.decompression(rows, cols, dev)
+        # global values are row-major over (rows, cols); block (a, b) takes a row-major subsequence
+        ra = torch.bucketize(rows, torch.tensor(co[1:]), right=True)
+        cb = torch.bucketize(cols, torch.tensor(co[1:]), right=True)
+        self._blocks: List[List[Tuple[Tensor, Block]]] = []
+        for a, sa in enumerate(st.in_specs):
+            row = []
+            for b, sb in enumerate(st.in_specs):
+                sel = ((ra == a) & (cb == b)).nonzero().squeeze(1)
+                r, c = st.blocks[a][b]
+                row.append((sel.to(dev), Block(r, c, (sa.shape.numel(), sb.shape.numel()), self.layout,
+                                               self.blocksize, dev)))
+            self._blocks.append(row)
+        self.nnz = rows.numel()
+
+    def _seed_chunk(self, c0: int, c1: int) -> Tuple[Tensor, ...]:
+        """One-hot seeds of colors ``c0 .. c1 - 1``, one tensor ``(c1 - c0, *shape)`` per argument."""
+        return self._seed_ids(torch.arange(c0, c1))
+
+    def _seed_ids(self, ids: Tensor) -> Tuple[Tensor, ...]:
+        onehot = self._seed_colors.unsqueeze(0) == ids.to(self.device).unsqueeze(1)
+        co = self._offsets
+        return tuple(onehot[:, co[a]:co[a + 1]].to(s.dtype).view(ids.numel(), *s.shape)
+                     for a, s in enumerate(self.structure.in_specs))
+
+    @property
+    def _seeds(self):
+        if self._seed_cache is not None:
+            return self._seed_cache
+        return (self._seed_chunk(c0, c1) for c0, c1 in self._chunks)
+
+    # -- evaluation ---------------------------------------------------------------
+
+    def _dargs(self, args: Sequence[Any]) -> Tuple[Tensor, ...]:
+        return tuple(args[p] for p in self.structure.diff_pos)
+
+    def _check_outputs(self, outs: Sequence[Tensor]) -> None:
+        specs = self.structure.in_specs
+        if any(o.shape != s.shape for o, s in zip(outs, specs)) or outs[-1].numel() != 1:
+            raise ControlFlowChanged("f's gradient changed shape since the plan was built: build a new plan")
+
+    def _compressed(self, args: Sequence[Any]):
+        """(gradients + value, per chunk the products ``H v`` per argument)."""
+        pos = self.structure.diff_pos
+        draws = SameDraws(self.device)
+        if self._fallback:
+            return _autograd_products(self.f, args, pos, self._seeds, draws)
+        h = _value_and_grad_fn(self.f, args, pos)
+        try:
+            res = vectorized(h, self._dargs(args), "fwd", self._seeds, self._check_outputs, draws)
+        except ControlFlowChanged:
+            raise
+        except Exception as err:  # torch.func may not support f (old-style autograd.Function, ...)
+            res = _autograd_products(self.f, args, pos, self._seeds, draws)
+            warnings.warn(f"trackjac: torch.func could not transform f ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0][:200]}); evaluating one Hessian-vector product "
+                          "per color with torch.autograd double backward instead",
+                          RuntimeWarning, stacklevel=user_stacklevel())
+            self._fallback = True
+            return res
+        if not self._audited:
+            self._audited = True
+            res = self._audit(args, res, draws)
+        return res
+
+    def _audit(self, args: Sequence[Any], res, draws: SameDraws):
+        """Compare a few random colors of the batched products with plain double backward;
+        where they disagree (a torch.func batching bug), warn and loop over colors from now on."""
+        k = self.num_colors
+        if k == 0:
+            return res
+        gen = torch.Generator().manual_seed(0)
+        ids = torch.randperm(k, generator=gen)[: self.AUDIT_COLORS].sort().values
+        try:
+            _, ref = _autograd_products(self.f, args, self.structure.diff_pos, [self._seed_ids(ids)], draws)
+        except Exception:  # plain autograd cannot run f where torch.func can: nothing to compare with
+            return res
+        cs, comps = self.chunk_size, res[1]
+        for a in range(len(self.structure.in_specs)):
+            want = ref[0][a]
+            got = torch.stack([comps[int(c) // cs][a][int(c) % cs] for c in ids])
+            rtol, atol = self._AUDIT_TOL.get(want.dtype, (1e-1, 1e-2))
+            scale = max(1.0, float(want.abs().max())) if want.numel() else 1.0
+            err = (got - want).abs()
+            if bool((err > atol * scale + rtol * want.abs()).any()):
+                warnings.warn(f"trackjac: the batched Hessian-vector products (torch.func.vmap) disagree with "
+                              f"plain double backward (max difference {float(err.max()):.3g}, scale {scale:.3g}); "
+                              "this plan evaluates one color at a time with torch.autograd from now on.",
+                              RuntimeWarning, stacklevel=user_stacklevel())
+                self._fallback = True
+                return _autograd_products(self.f, args, self.structure.diff_pos, self._seeds, draws)
+        return res
+
+    def _pure_compressed(self, *args):
+        """The batched products alone, without fallbacks: what ``compile=True`` compiles."""
+        h = _value_and_grad_fn(self.f, args, self.structure.diff_pos)
+        return vectorized(h, self._dargs(args), "fwd", self._seeds, lambda outs: None)
+
+    def _values(self, comps) -> Tensor:
+        """Global values of the pattern from the compressed products of every chunk."""
+        spec = self.structure.in_specs[0]
+        if not comps:
+            return torch.zeros(0, dtype=spec.dtype, device=self.device)
+        nargs = len(self.structure.in_specs)
+        flat = [torch.cat([t.reshape(t.shape[0], -1) for t in chunk[:nargs]], 1) for chunk in comps]
+        return self._decompress(torch.cat(flat, 0) if len(flat) > 1 else flat[0])
+
+    def _run(self, args: Sequence[Any]):
+        self._validate(args)
+        if self.structure.path is not None:  # f branched on a tracked value at build time
+            self.structure.path.check(args)
+        res = None
+        if self._compiled is not None:
+            try:
+                draws = SameDraws(self.device)
+                res = self._compiled(*args)
+                self._check_outputs(res[0])
+                if not self._audited:
+                    self._audited = True
+                    res = self._audit(args, res, draws)
+                    if self._fallback:
+                        self._compiled = None
+            except Exception as err:
+                res = None
+                warnings.warn(f"trackjac: compiled Hessian plan failed ({type(err).__name__}: {err}); using eager",
+                              RuntimeWarning, stacklevel=user_stacklevel())
+                self._compiled = None
+        if res is None:
+            res = self._compressed(args)
+        outs, comps = res
+        values = self._values(comps)
+        table = [[blk.assemble(values.index_select(0, sel)) for sel, blk in row] for row in self._blocks]
+        return outs, self.structure.nest(table)
+
+    def __call__(self, *args):
+        """The Hessian at ``args`` (same shapes, dtypes and devices as at build time)."""
+        return self._run(args)[1]
+
+    def value_and_hessian(self, *args):
+        """``(value, gradient, hessian)`` at ``args`` from one forward-over-reverse evaluation.
+
+        ``value`` is 0-d; ``gradient`` has the argument's shape (a tuple over several arguments)."""
+        outs, hess = self._run(args)
+        grads = tuple(o.detach() for o in outs[:-1])
+        return outs[-1].detach().reshape(()), grads if self.structure.in_tuple else grads[0], hess
+
+    def check(self, *args, hess: Any = None, rows: int = 8, rtol: Optional[float] = None,
+              atol: Optional[float] = None, seed: int = 0) -> None:
+        """Compare random rows of the Hessian at ``args`` with plain double backward.
+
+        Raises :class:`trackjac.JacobianCheckError` naming the first disagreeing entry: a
+        nonzero outside the pattern (a missed interaction, another control-flow path) or a
+        wrong value inside it."""
+        check_hessian(self.f, *args, hess=self(*args) if hess is None else hess, rows=rows,
+                      rtol=rtol, atol=atol, seed=seed)
+
+    @property
+    def pattern(self):
+        """The structural pattern, sparse COO bool, nested like the Hessian."""
+        return self.structure.nest(self.structure.patterns(self.device))
+
+    def _validate(self, args: Sequence[Any]) -> None:
+        st = self.structure
+        if len(args) != st.n_args:
+            raise ValueError(f"plan was built for {st.n_args} arguments; got {len(args)}")
+        for p, (a, spec) in enumerate(zip(args, st.arg_specs)):
+            if spec is None:
+                if isinstance(a, Tensor):
+                    raise ValueError(f"argument {p}: plan was built with a non-tensor here; got a tensor")
+                continue
+            if not isinstance(a, Tensor):
+                raise ValueError(f"argument {p}: plan was built for a tensor ({spec.describe()}); "
+                                 f"got {type(a).__name__}")
+            if a.shape != spec.shape or a.dtype != spec.dtype or a.device != spec.device:
+                raise ValueError(f"argument {p}: plan was built for {spec.describe()}; "
+                                 f"got {Spec.of(a).describe()}. Build a new plan for new shapes/dtypes/devices.")
+
+    def __repr__(self) -> str:
+        return (f"HessianPlan(num_colors={self.num_colors}, nnz={self.nnz}, shape=({self.n}, {self.n}), "
+                f"layout={self.layout}, chunk_size={self.chunk_size}, compiled={self._compiled is not None})")
+
+
+# ----------------------------------------------------------------------------
+# Public API
+# ----------------------------------------------------------------------------
+
+
+def hessian_plan(
+    f: Callable,
+    *args: Any,
+    layout=torch.sparse_coo,
+    blocksize: Optional[Tuple[int, int]] = None,
+    chunk_size: Optional[int] = None,
+    memory_budget: Optional[int] = None,
+    compile: bool = False,
+    strict: bool = False,
+    pattern: Any = None,
+    coloring: str = "auto",
+    verify: bool = False,
+    constant_zeros: str = "keep",
+) -> HessianPlan:
+    """Detect the Hessian pattern of scalar ``f`` at ``args`` and color it once.
+
+    ``plan(*new_args)`` evaluates the sparse Hessian at new points with the same shapes,
+    dtypes and devices (a ``ValueError`` otherwise); ``plan.value_and_hessian`` also returns
+    the value and the gradient. The pattern is global: valid wherever ``f`` takes the same
+    control flow; where ``f`` branched on a tracked value at ``args``, each call checks the
+    path as :func:`trackjac.jacobian_plan` does (``PathChangedError``).
+
+    Args:
+        layout, blocksize, chunk_size, memory_budget, compile, strict, verify: as in
+            :func:`trackjac.jacobian_plan` (a color's memory is a seed and a product, ``2n`` values).
+        pattern: skip detection and use this symmetric pattern (nested like the Hessian).
+        coloring: "auto" (symmetric coloring where available, else columns), "star",
+            "acyclic" or "columns".
+        constant_zeros: passed to :func:`trackjac.hessian_sparsity`.
+    """
+    check_layout(layout)
+    structure = build_hessian_structure(f, args, pattern, strict, local=False, constant_zeros=constant_zeros)
+    if structure.traced_reads:   # f branched on a tracked value: check the path at each call
+        structure.path = PathGuard(f, args, structure.traced_reads)
+    plan = HessianPlan(f, structure, _color(structure, coloring, "best"), layout=layout, blocksize=blocksize,
+                       chunk_size=chunk_size, memory_budget=memory_budget, compile=compile)
+    if verify:
+        plan.check(*args)
+    return plan
+
+
+def hessian(
+    f: Callable,
+    *args: Any,
+    layout=torch.sparse_coo,
+    blocksize: Optional[Tuple[int, int]] = None,
+    chunk_size: Optional[int] = None,
+    memory_budget: Optional[int] = None,
+    strict: bool = False,
+    local: bool = False,
+    pattern: Any = None,
+    verify: bool = False,
+    constant_zeros: Optional[str] = None,
+    coloring: str = "auto",
+):
+    """The Hessian of scalar ``f`` at ``args`` as sparse matrices, never densely.
+
+    One argument: ``(n, n)``; several floating tensor arguments: a tuple of tuples of
+    ``(arg_a.numel(), arg_b.numel())`` blocks, nested like ``torch.autograd.functional.hessian``.
+    ``local=True`` uses the pattern at this point only. Other options as in :func:`hessian_plan`.
+    """
+    check_layout(layout)
+    structure = build_hessian_structure(f, args, pattern, strict, local, constant_zeros)
+    plan = HessianPlan(f, structure, _color(structure, coloring, "fast"), layout=layout, blocksize=blocksize,
+                       chunk_size=chunk_size, memory_budget=memory_budget)
+    hess = plan(*args)
+    if verify:
+        check_hessian(f, *args, hess=hess)
+    return hess
+
+
+def check_hessian(f: Callable, *args: Any, hess: Any = None, rows: int = 8, rtol: Optional[float] = None,
+                  atol: Optional[float] = None, seed: int = 0) -> None:
+    """Compare random rows of a sparse Hessian with plain autograd (double backward).
+
+    ``hess`` defaults to ``trackjac.hessian(f, *args)``. Raises :class:`trackjac.JacobianCheckError`
+    naming the first disagreeing entry ("output" = gradient component). Tolerances as in
+    :func:`trackjac.check_jacobian`.
+    """
+    if hess is None:
+        hess = hessian(f, *args)
+    pos = diff_positions(args)
+    specs = [Spec.of(args[p]) for p in pos]
+    co = [0]
+    for s in specs:
+        co.append(co[-1] + s.shape.numel())
+    n = co[-1]
+    blocks = [list(r) for r in hess] if len(pos) > 1 else [[hess]]
+    if len(blocks) != len(pos) or any(len(r) != len(pos) for r in blocks):
+        raise ValueError(f"hess must be nested like the Hessian of {len(pos)} argument(s)")
+    rt, at = _TOL.get(specs[0].dtype, (1e-2, 1e-3))
+    rtol = rt if rtol is None else rtol
+    atol = at if atol is None else atol
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: min(rows, n)]
+    if not idx.numel():
+        return
+    _, comps = _autograd_products(f, args, pos, [_basis(idx, co, specs, specs[0].device)])
+    want = torch.cat([t.reshape(idx.numel(), -1) for t in comps[0][: len(pos)]], 1).cpu()
+    got, inpat = _extract(blocks, co, co, idx, axis=0)
+    _compare(want, got, inpat, idx, co, co, rtol, atol, axis=0)
