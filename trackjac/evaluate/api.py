@@ -34,7 +34,7 @@ __all__ = [
 MODES = ("auto", "rev", "fwd")
 # Coloring effort: a one-shot Jacobian pays for the coloring once, a plan amortizes it.
 EFFORT = {
-    "fast": dict(orders=("largest_first",), polish=1, local_search=False),
+    "fast": dict(orders=("largest_first", "natural"), polish=1, local_search=False),
     "best": dict(),
 }
 _COLOR = {"rev": color_rows, "fwd": color_columns}  # the coloring each product needs
