@@ -8,15 +8,15 @@
   compares with plain autograd.
 * :func:`spy` draws a pattern (text, or a PNG with matplotlib).
 """
-from .errors import (ControlFlowWarning, StrictModeError, TrackingError, TrackJacWarning,
-                     UnsupportedOpWarning)
+from .errors import (ControlFlowWarning, DenseColoringWarning, StrictModeError, TrackingError,
+                     TrackJacWarning, UnsupportedOpWarning)
 from .evaluate import JacobianCheckError, PathChangedError, Plan, check_jacobian, jacobian, jacobian_plan
 from .spy import SpyPlot, spy
 from .tracer import Tracked, depends_on, hessian_sparsity, jacobian_sparsity, tracking, untrack
 
 __all__ = [
     "Tracked", "depends_on", "untrack", "tracking", "jacobian_sparsity", "hessian_sparsity",
-    "TrackJacWarning", "UnsupportedOpWarning", "ControlFlowWarning", "StrictModeError",
+    "TrackJacWarning", "UnsupportedOpWarning", "ControlFlowWarning", "DenseColoringWarning", "StrictModeError",
     "TrackingError", "spy", "SpyPlot",
     "jacobian", "jacobian_plan", "check_jacobian", "Plan", "JacobianCheckError", "PathChangedError",
 ]

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional, Tuple
 
+import warnings
+
 import torch
 from torch import Tensor
 
-from ..coloring import Coloring, color_columns, color_rows
+from ..coloring import DENSE, IDENTITY, Coloring, color_columns, color_rows
+from ..errors import DenseColoringWarning, user_stacklevel
 from .assemble import check_layout
 from .paths import PathGuard
 from .plan import Plan
@@ -61,7 +64,21 @@ def _check_options(layout, mode: str) -> None:
 def _choose(structure: Structure, mode: str, effort: str, seed: int) -> Coloring:
     """Color rows (rev) and/or columns (fwd); "auto" keeps fewer colors (rev on ties:
     one vjp needs a single forward pass, and PyTorch's reverse mode is its fastest path).
-    The result's ``mode`` says which product evaluates it."""
+    The result's ``mode`` says which product evaluates it. A (nearly) dense pattern gets
+    the identity coloring and a :class:`DenseColoringWarning`."""
+    col = _pick(structure, mode, effort, seed)
+    if col.order == IDENTITY:
+        rows, _, (M, N) = structure.global_coo()
+        warnings.warn(
+            f"the Jacobian pattern ({M} x {N}, {rows.numel()} structural nonzeros) "
+            f"is (nearly) dense: coloring would save under {100 - round(100 * DENSE)}% of the products, "
+            f"so each {'row' if col.mode == 'rev' else 'column'} gets its own color; dense "
+            f"torch.func.{'jacrev' if col.mode == 'rev' else 'jacfwd'} does the same work",
+            DenseColoringWarning, stacklevel=user_stacklevel())
+    return col
+
+
+def _pick(structure: Structure, mode: str, effort: str, seed: int) -> Coloring:
     if effort not in EFFORT:
         raise ValueError(f"coloring must be one of {tuple(EFFORT)}; got {effort!r}")
     coo = structure.global_coo()
@@ -72,6 +89,17 @@ def _choose(structure: Structure, mode: str, effort: str, seed: int) -> Coloring
     # clique lower bounds: the longest column (rev) and the longest row (fwd)
     lb_rev = int(torch.bincount(cols, minlength=N).max()) if cols.numel() else 0
     lb_fwd = int(torch.bincount(rows, minlength=M).max()) if rows.numel() else 0
+    dense_rev, dense_fwd = lb_rev >= DENSE * M, lb_fwd >= DENSE * N
+    if dense_rev or dense_fwd:  # a side that cannot save 10% gets identity seeds, at no cost
+        if dense_fwd:
+            fwd = color_columns(coo, **opts)
+            rev = color_rows(coo, **opts) if lb_rev <= fwd.num_colors else None
+        else:
+            rev = color_rows(coo, **opts)
+            fwd = color_columns(coo, **opts) if lb_fwd < rev.num_colors else None
+        if fwd is None or rev is None:
+            return fwd if rev is None else rev
+        return fwd if fwd.num_colors < rev.num_colors else rev
     if M == N and _symmetric(rows, cols, N):  # both sides are the same problem: rev wins ties
         return color_rows(coo, **opts)
     if lb_fwd < lb_rev:  # color the more promising side first; skip the other if it cannot win
