@@ -41,6 +41,7 @@ EFFORT = {
     "best": dict(),
 }
 _COLOR = {"rev": color_rows, "fwd": color_columns}  # the coloring each product needs
+_WARN_DENSE = 16  # identity colorings this small are cheap either way: no DenseColoringWarning
 
 
 # ----------------------------------------------------------------------------
@@ -65,16 +66,15 @@ def _choose(structure: Structure, mode: str, effort: str, seed: int) -> Coloring
     """Color rows (rev) and/or columns (fwd); "auto" keeps fewer colors (rev on ties:
     one vjp needs a single forward pass, and PyTorch's reverse mode is its fastest path).
     The result's ``mode`` says which product evaluates it. A (nearly) dense pattern gets
-    the identity coloring and a :class:`DenseColoringWarning`."""
+    the identity coloring, and from ``_WARN_DENSE`` colors on a :class:`DenseColoringWarning`."""
     col = _pick(structure, mode, effort, seed)
-    if col.order == IDENTITY:
+    if col.order == IDENTITY and col.num_colors >= _WARN_DENSE:
         rows, _, (M, N) = structure.global_coo()
+        side, dense = ("row", "jacrev") if col.mode == "rev" else ("column", "jacfwd")
         warnings.warn(
-            f"the Jacobian pattern ({M} x {N}, {rows.numel()} structural nonzeros) "
-            f"is (nearly) dense: coloring would save under {100 - round(100 * DENSE)}% of the products, "
-            f"so each {'row' if col.mode == 'rev' else 'column'} gets its own color; dense "
-            f"torch.func.{'jacrev' if col.mode == 'rev' else 'jacfwd'} does the same work",
-            DenseColoringWarning, stacklevel=user_stacklevel())
+            f"coloring cannot save {100 - round(100 * DENSE)}% of the products on this Jacobian pattern "
+            f"({M} x {N}, {rows.numel()} structural nonzeros: (nearly) dense), so each {side} gets its own "
+            f"color; dense torch.func.{dense} does the same work", DenseColoringWarning, stacklevel=user_stacklevel())
     return col
 
 
