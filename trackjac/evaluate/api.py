@@ -67,9 +67,12 @@ def _choose(structure: Structure, mode: str, effort: str, seed: int) -> Coloring
     one vjp needs a single forward pass, and PyTorch's reverse mode is its fastest path).
     The result's ``mode`` says which product evaluates it. A (nearly) dense pattern gets
     the identity coloring, and from ``_WARN_DENSE`` colors on a :class:`DenseColoringWarning`."""
-    col = _pick(structure, mode, effort, seed)
+    if effort not in EFFORT:
+        raise ValueError(f"coloring must be one of {tuple(EFFORT)}; got {effort!r}")
+    coo = structure.global_coo()  # not cached by the structure, and it is O(nnz)
+    col = _pick(coo, mode, dict(EFFORT[effort], seed=seed))
     if col.order == IDENTITY and col.num_colors >= _WARN_DENSE:
-        rows, _, (M, N) = structure.global_coo()
+        rows, _, (M, N) = coo
         side, dense = ("row", "jacrev") if col.mode == "rev" else ("column", "jacfwd")
         warnings.warn(
             f"coloring cannot save {100 - round(100 * DENSE)}% of the products on this Jacobian pattern "
@@ -78,11 +81,7 @@ def _choose(structure: Structure, mode: str, effort: str, seed: int) -> Coloring
     return col
 
 
-def _pick(structure: Structure, mode: str, effort: str, seed: int) -> Coloring:
-    if effort not in EFFORT:
-        raise ValueError(f"coloring must be one of {tuple(EFFORT)}; got {effort!r}")
-    coo = structure.global_coo()
-    opts = dict(EFFORT[effort], seed=seed)
+def _pick(coo: Tuple[Tensor, Tensor, Tuple[int, int]], mode: str, opts: dict) -> Coloring:
     if mode != "auto":
         return _COLOR[mode](coo, **opts)
     rows, cols, (M, N) = coo
