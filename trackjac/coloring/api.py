@@ -18,6 +18,7 @@ from .state import num_colors
 __all__ = ["color_columns", "color_rows", "is_structurally_orthogonal", "PatternLike", "DENSE", "IDENTITY"]
 
 _BIG_N = 200_000  # above this many vertices, only the first order seeds (time)
+_WINDOW = 15  # local-search rounds within which the uncolored count must halve
 DENSE = 0.9  # colors >= DENSE x vertices save too little to pay for coloring: identity instead
 IDENTITY = "identity"  # the ``order`` of an identity coloring (each vertex its own color)
 
@@ -87,7 +88,9 @@ def _color(
         return _identity(n, axis, lower)
     if local_search and k > lower:
         rounds = local_search if not isinstance(local_search, bool) else (120 if n <= _BIG_N else 80)
-        colors = reduce_classes(g, colors, lower, gen, window=15, rounds=int(rounds))
+        # spend in proportion to what can be saved: 4 windows per class above the bound
+        rounds = min(int(rounds), 4 * _WINDOW * (k - lower))
+        colors = reduce_classes(g, colors, lower, gen, window=_WINDOW, rounds=rounds)
     return Coloring(colors, num_colors(colors), axis, name, lower)
 
 
@@ -104,7 +107,8 @@ def color_columns(
     Each vertex order in ``orders`` (default: all of ``DEFAULT_ORDERS``, or
     only the first above 200k vertices) seeds a greedy coloring, polished by
     ``polish`` iterated-greedy passes; the fewest colors win, then a local
-    search drops classes while it can; all of it stops at the clique bound. A
+    search drops classes while it can (at most 60 rounds per color above the
+    clique bound); all of it stops at the bound. A
     (nearly) dense pattern (bound or greedy count >= ``DENSE`` x columns) gets
     the identity coloring, ``order == IDENTITY``. Deterministic for a given ``seed``.
     Returns a :class:`~trackjac.coloring.result.ColumnColoring`.
