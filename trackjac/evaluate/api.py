@@ -11,9 +11,8 @@
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Tuple
-
 import warnings
+from typing import Any, Callable, Optional, Tuple
 
 import torch
 from torch import Tensor
