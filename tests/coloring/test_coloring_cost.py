@@ -106,3 +106,15 @@ def test_dense_rows_over_sparse_ones_stay_valid(m, n, dense_rows, seed):
         assert is_structurally_orthogonal(S, c.colors, axis)
         if P.any():
             assert c.lower_bound == int(bound.max()) <= c.num_colors
+
+
+def test_small_dense_jacobians_do_not_warn():
+    # a 4 x 3 dense Jacobian: identity seeds, but too small for the warning to be worth it
+    def f(x):
+        return torch.stack([x.sum(), (x * x).sum(), x.prod(), x.max()])
+
+    x = torch.randn(3, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", trackjac.DenseColoringWarning)
+        J = trackjac.jacobian(f, x)
+    torch.testing.assert_close(J.to_dense(), dense_jacobian(f, x))
