@@ -118,3 +118,14 @@ def test_small_dense_jacobians_do_not_warn():
         warnings.simplefilter("error", trackjac.DenseColoringWarning)
         J = trackjac.jacobian(f, x)
     torch.testing.assert_close(J.to_dense(), dense_jacobian(f, x))
+
+
+@pytest.mark.parametrize("n", [5, 20, 60])
+def test_greedy_count_near_the_vertex_count_gives_identity_seeds(n):
+    # one row per pair of columns: the clique bound is 2, but every two columns conflict
+    pairs = torch.combinations(torch.arange(n), 2)
+    rows = torch.arange(pairs.shape[0]).repeat_interleave(2)
+    pattern = (rows, pairs.reshape(-1), (pairs.shape[0], n))
+    c = color_columns(pattern)
+    assert c.lower_bound == 2 and c.order == IDENTITY and c.num_colors == n
+    assert is_structurally_orthogonal(pattern, c.colors, "columns")
