@@ -6,7 +6,11 @@ Problems (benches/problems.py), patterns built by hand so that detection is not 
   ``color_rows``, n = 512 ... 524,288 (the pattern is symmetric, so columns would
   color the same graph);
 - the columns of the bundle-adjustment pattern (cameras and points side by side,
-  12 nonzeros per row), ``color_columns``, 1,000 ... 100,000 observations.
+  12 nonzeros per row), ``color_columns``, 1,000 ... 100,000 observations;
+- bundle adjustment with 100,000 observations in three orders (sorted by point, the
+  layout above; sorted by camera, as in BAL files; shuffled), rows and columns, each
+  next to scipy's sequential greedy column grouping (``scipy.optimize._numdiff.group_columns``,
+  method ``scipy``; skipped without scipy) on the same pattern.
 
 Both with the defaults of ``color_rows`` / ``color_columns`` (the ones
 ``jacobian_plan`` uses). Recorded per case (``extra_info`` of the pytest-benchmark
@@ -51,10 +55,19 @@ def ba_pattern(observations: int) -> Tuple[torch.Tensor, torch.Tensor, Tuple[int
     return rows, cols, (cams.shape[0], cams.shape[1] + pts.shape[1])
 
 
+BA_ORDERED = 10_000 if QUICK else 100_000  # observations of the three-order cases
+
+
 def cases() -> List[tuple]:
     """``(problem, size, axis)``: size is n for the Brusselator, observations for BA."""
     return ([("brusselator", 2 * N * N, "rows") for N in BRUSSELATOR_N]
             + [("bundle_adjustment", obs, "columns") for obs in BA_OBSERVATIONS])
+
+
+def ordered_cases() -> List[tuple]:
+    """``(order, axis, method)``: BA in each observation order, trackjac and scipy."""
+    return [(order, axis, method) for order in problems.BA_ORDERS for axis in ("columns", "rows")
+            for method in ("trackjac", "scipy")]
 
 
 def make(problem: str, size: int):
@@ -84,6 +97,34 @@ if pytest is not None:
         benchmark.extra_info.update(
             suite="coloring", problem=problem, size=size, axis=axis, rows=m, cols=n,
             nnz=int(pattern[0].numel()), colors=c.num_colors, lower_bound=c.lower_bound, order=c.order,
+            threads=torch.get_num_threads(), torch=torch.__version__, device="cpu",
+            device_name=problems.cpu_name())
+
+
+if pytest is not None:
+    @pytest.mark.parametrize("case", ordered_cases(), ids=lambda c: f"bundle_adjustment-{c[0]}-{c[1]}-{c[2]}")
+    def test_coloring_ba_orders(benchmark, case):
+        order, axis, method = case
+        rows, cols, (m, n) = pattern = problems.bundle_adjustment_coo(BA_ORDERED, order)
+        benchmark.group = f"bundle adjustment {BA_ORDERED} observations, {order} order, {axis}"
+        if method == "scipy":
+            sparse = pytest.importorskip("scipy.sparse")
+            numdiff = pytest.importorskip("scipy.optimize._numdiff")
+            A = sparse.csr_matrix((torch.ones(rows.numel()).numpy(), (rows.numpy(), cols.numpy())), shape=(m, n))
+            A = A if axis == "columns" else A.T.tocsr()
+            run = lambda: numdiff.group_columns(A)  # noqa: E731
+            k = int(run().max()) + 1
+            lower = int(torch.bincount(rows if axis == "columns" else cols).max())
+        else:
+            color = color_rows if axis == "rows" else color_columns
+            run = lambda: color(pattern)  # noqa: E731
+            c = run()
+            assert is_structurally_orthogonal(pattern, c.colors, axis)
+            k, lower = c.num_colors, c.lower_bound
+        benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=0)
+        benchmark.extra_info.update(
+            suite="coloring", problem=f"bundle_adjustment_{order}", size=BA_ORDERED, axis=axis, method=method,
+            rows=m, cols=n, nnz=int(rows.numel()), colors=k, lower_bound=lower,
             threads=torch.get_num_threads(), torch=torch.__version__, device="cpu",
             device_name=problems.cpu_name())
 

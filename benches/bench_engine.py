@@ -45,6 +45,7 @@ LOOP_MAX = 2048  # output rows beyond which the per-row autograd loop is skipped
 BRUSSELATOR_N = (16, 32, 48, 128)  # dense methods up to 48 (n = 4608; 128 would need 8.6 GB)
 BRUSSELATOR_DENSE_N = 48
 BA_SIZES = ((8, 100), (32, 1000), (128, 10000))  # (cameras, points), 4 observations per point
+DENSE_MLP = 1024  # tanh(W @ x) with a dense W: trackjac should cost about what jacrev does
 BA_DENSE = 1  # dense methods on the first BA size only: jacrev took 100 s at (32, 1000)
 
 
@@ -123,6 +124,18 @@ def cases(quick: bool = False, compile_too: bool = COMPILE) -> List[Case]:
         if k < BA_DENSE:
             for name, run, rounds in _dense_methods(ba.residual, ba.args, rows):
                 out.append(Case("bundle adjustment", size, name, run, rounds, None, info))
+    # a dense Jacobian: identity seeds (DenseColoringWarning), the same work as jacrev
+    W = torch.randn(DENSE_MLP, DENSE_MLP, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    xm = torch.randn(DENSE_MLP, dtype=torch.float64)
+
+    def mlp(x):
+        return torch.tanh((W / DENSE_MLP ** 0.5) @ x)
+
+    info = dict(problem="dense_mlp", size=DENSE_MLP, rows=DENSE_MLP, cols=DENSE_MLP)
+    size = f"{DENSE_MLP} x {DENSE_MLP}"
+    out.append(Case("dense MLP", size, "trackjac.jacobian (from scratch)", _quiet(lambda: jacobian(mlp, xm)), 3,
+                    None, info))
+    out.append(Case("dense MLP", size, "torch.func.jacrev", lambda: torch.func.jacrev(mlp)(xm), 3, None, info))
     P = brusselator_pattern(512)
     out.append(Case("coloring", "Brusselator rows, n=524288", "trackjac.color_rows",
                     lambda: color_rows(P), 3))

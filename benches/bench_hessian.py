@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from problems import (PerSampleMLP, arrowhead, ba_cost, bundle_adjustment, cpu_name, rosenbrock,  # noqa: E402
+from problems import (PerSampleMLP, arrowhead_cost, ba_cost, bundle_adjustment, cpu_name, rosenbrock,  # noqa: E402
                       sparse_quadratic)
 
 import trackjac  # noqa: E402
@@ -51,7 +51,7 @@ def _ba(cams: int, pts: int):
 
 
 def _arrow(n: int):
-    return arrowhead, (torch.randn(n, dtype=D, generator=torch.Generator().manual_seed(0)),)
+    return arrowhead_cost, (torch.randn(n, dtype=D, generator=torch.Generator().manual_seed(0)),)
 
 
 def _mlp(batch: int, d: int = 8):

@@ -28,6 +28,7 @@ __all__ = [
     "sparse_quadratic",
     "ba_cost",
     "arrowhead",
+    "arrowhead_cost",
     "PerSampleMLP",
 ]
 
@@ -168,6 +169,52 @@ def bundle_adjustment(
     )
 
 
+BA_ORDERS = ("point", "camera", "shuffled")  # observation orders: problems' layout, BAL files', random
+
+
+def bundle_adjustment_coo(observations: int, order: str = "point", seed: int = 0
+                          ) -> Tuple[Tensor, Tensor, Tuple[int, int]]:
+    """The bundle-adjustment pattern (cameras' 9 columns, then points' 3) as ``(rows, cols, (m, n))``,
+    with the observations (2 rows each) sorted by point (:func:`bundle_adjustment`'s layout), by
+    camera (BAL files) or shuffled."""
+    ba = bundle_adjustment(max(observations // 100, 10), observations // 4, seed=seed)
+    O = ba.cam_idx.numel()
+    if order == "point":
+        perm = torch.arange(O)
+    elif order == "camera":
+        perm = torch.sort(ba.cam_idx, stable=True).indices
+    elif order == "shuffled":
+        perm = torch.randperm(O, generator=torch.Generator().manual_seed(seed))
+    else:
+        raise ValueError(f"order must be one of {BA_ORDERS}; got {order!r}")
+    ci, pi = ba.cam_idx[perm], ba.pt_idx[perm]
+    C = ba.cams.shape[0]
+    r = torch.arange(2 * O)
+    o = r // 2
+    rows = torch.cat([r.repeat_interleave(9), r.repeat_interleave(3)])
+    cols = torch.cat([(ci[o].unsqueeze(1) * 9 + torch.arange(9)).reshape(-1),
+                      (9 * C + pi[o].unsqueeze(1) * 3 + torch.arange(3)).reshape(-1)])
+    return rows, cols, (2 * O, 9 * C + 3 * ba.pts.shape[0])
+
+
+def arrowhead(x: Tensor) -> Tensor:
+    """A dense row under a bidiagonal: ``x[i+1] - x[i]``, then ``sum(x**2)``; (n, n) Jacobian.
+
+    Row coloring needs 3 colors (the dense row, then two for the bidiagonal rows, which
+    conflict only with their neighbors); a greedy in a random order often needs 4.
+    """
+    return torch.cat([x[1:] - x[:-1], (x * x).sum(0, keepdim=True)])
+
+
+def arrowhead_pattern(n: int) -> Tensor:
+    """Exact pattern of :func:`arrowhead` at length ``n``: sparse COO bool (n, n)."""
+    i = torch.arange(n - 1)
+    rows = torch.cat([i, i, torch.full((n,), n - 1)])
+    cols = torch.cat([i, i + 1, torch.arange(n)])
+    vals = torch.ones(rows.numel(), dtype=torch.bool)
+    return torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, n), check_invariants=False).coalesce()
+
+
 def cpu_name() -> str:
     """The CPU's model name and core count, for the benchmarks' records."""
     try:
@@ -214,7 +261,7 @@ def ba_cost(ba: BundleAdjustment):
     return f
 
 
-def arrowhead(x: Tensor) -> Tensor:
+def arrowhead_cost(x: Tensor) -> Tensor:
     """``x[0]^2 * sum(x) + sum(x^4)``: row and column 0 dense, the rest diagonal."""
     return x[0] ** 2 * x.sum() + (x ** 4).sum()
 

@@ -15,7 +15,7 @@ ALLOWED = {
     "rules": {"rules", "provenance", "dtypes", "errors", "_sparse"},
     "tracer": {"tracer", "rules", "provenance", "dtypes", "errors", "_sparse", "_nesting", "_threads"},
     "coloring": {"coloring", "_sparse", "_bitops", "_threads"},
-    "evaluate": {"evaluate", "coloring", "tracer", "_sparse", "_nesting", "_threads"},
+    "evaluate": {"evaluate", "coloring", "tracer", "errors", "_sparse", "_nesting", "_threads"},
 }
 
 

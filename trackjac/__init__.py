@@ -10,8 +10,8 @@
   Hessian of a scalar function (symmetric pattern, batched Hessian-vector products).
 * :func:`spy` draws a pattern (text, or a PNG with matplotlib).
 """
-from .errors import (ControlFlowWarning, StrictModeError, TrackingError, TrackJacWarning,
-                     UnsupportedOpWarning)
+from .errors import (ControlFlowWarning, DenseColoringWarning, StrictModeError, TrackingError,
+                     TrackJacWarning, UnsupportedOpWarning)
 from .evaluate import (HessianPlan, JacobianCheckError, PathChangedError, Plan, check_hessian, check_jacobian,
                        hessian, hessian_plan, jacobian, jacobian_plan)
 from .spy import SpyPlot, spy
@@ -19,7 +19,7 @@ from .tracer import Tracked, depends_on, hessian_sparsity, jacobian_sparsity, tr
 
 __all__ = [
     "Tracked", "depends_on", "untrack", "tracking", "jacobian_sparsity", "hessian_sparsity",
-    "TrackJacWarning", "UnsupportedOpWarning", "ControlFlowWarning", "StrictModeError",
+    "TrackJacWarning", "UnsupportedOpWarning", "ControlFlowWarning", "DenseColoringWarning", "StrictModeError",
     "TrackingError", "spy", "SpyPlot",
     "jacobian", "jacobian_plan", "check_jacobian", "Plan", "JacobianCheckError", "PathChangedError",
     "hessian", "hessian_plan", "check_hessian", "HessianPlan",

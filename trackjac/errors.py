@@ -17,6 +17,11 @@ class ControlFlowWarning(TrackJacWarning):
     """Python read a tracked value (``bool``, ``item``, ``tolist``): the pattern holds on this path only."""
 
 
+class DenseColoringWarning(TrackJacWarning):
+    """The pattern is (nearly) dense: coloring saves under 10% of the products, so each row or
+    column gets its own color; dense ``torch.func.jacrev`` / ``jacfwd`` do the same work."""
+
+
 class StrictModeError(RuntimeError):
     """Raised in ``strict=True`` mode where a warning would otherwise be issued."""
 

@@ -9,7 +9,7 @@ import trackjac
 from trackjac import HessianPlan, JacobianCheckError, PathChangedError, hessian, hessian_plan
 
 from dense_reference import as_dense, assert_equal, assert_sound
-from problems import PerSampleMLP, arrowhead, ba_cost, bundle_adjustment, rosenbrock, sparse_quadratic
+from problems import PerSampleMLP, arrowhead_cost, ba_cost, bundle_adjustment, rosenbrock, sparse_quadratic
 
 D = torch.float64
 SETTINGS = dict(max_examples=15, deadline=None)
@@ -116,8 +116,8 @@ def test_bundle_adjustment_blocks():
 @given(n=st.integers(2, 30), seed=st.integers(0, 1000))
 def test_arrowhead(n, seed):
     x = torch.randn(n, dtype=D, generator=torch.Generator().manual_seed(seed))
-    plan = hessian_plan(arrowhead, x)
-    assert_values(plan(x), arrowhead, x)
+    plan = hessian_plan(arrowhead_cost, x)
+    assert_values(plan(x), arrowhead_cost, x)
     arrow = torch.eye(n, dtype=torch.bool)
     arrow[0, :] = arrow[:, 0] = True
     assert_equal(plan.pattern, arrow)

@@ -11,9 +11,9 @@ words, clash detection), ``orders`` (the vertex-order registry), ``greedy``
 (speculative and iterated greedy), ``search`` (class elimination), ``result``
 (result classes and their decompression), ``api`` (the functions below).
 """
-from .api import color_columns, color_rows, is_structurally_orthogonal
+from .api import DENSE, IDENTITY, color_columns, color_rows, is_structurally_orthogonal
 from .orders import DEFAULT_ORDERS, ORDERS, get_order, order
 from .result import Coloring, ColumnColoring, RowColoring
 
-__all__ = ["Coloring", "RowColoring", "ColumnColoring", "ORDERS", "DEFAULT_ORDERS", "order", "get_order",
+__all__ = ["Coloring", "RowColoring", "ColumnColoring", "ORDERS", "DEFAULT_ORDERS", "order", "get_order", "DENSE", "IDENTITY",
            "color_columns", "color_rows", "is_structurally_orthogonal"]

@@ -9,15 +9,18 @@ from torch import Tensor
 from .._sparse import structural_coo
 from .._threads import intra_op_threads
 from .graph import Graph
-from .greedy import class_order, iterated_greedy, speculative_greedy
+from .greedy import SMALL, class_order, iterated_greedy, sequential_greedy, speculative_greedy
 from .orders import DEFAULT_ORDERS, get_order
 from .result import Coloring
 from .search import reduce_classes
 from .state import num_colors
 
-__all__ = ["color_columns", "color_rows", "is_structurally_orthogonal", "PatternLike"]
+__all__ = ["color_columns", "color_rows", "is_structurally_orthogonal", "PatternLike", "DENSE", "IDENTITY"]
 
 _BIG_N = 200_000  # above this many vertices, only the first order seeds (time)
+_WINDOW = 15  # local-search rounds within which the uncolored count must halve
+DENSE = 0.9  # colors >= DENSE x vertices save too little to pay for coloring: identity instead
+IDENTITY = "identity"  # the ``order`` of an identity coloring (each vertex its own color)
 
 PatternLike = Union[Tensor, Tuple[Tensor, Tensor, Tuple[int, int]]]
 
@@ -32,6 +35,11 @@ def _coo(pattern: PatternLike) -> Tuple[Tensor, Tensor, int, int]:
     return structural_coo(pattern)
 
 
+def _identity(n: int, axis: str, lower: int) -> Coloring:
+    """Every vertex its own color: what dense jacrev/jacfwd do, and always valid."""
+    return Coloring(torch.arange(n), n, axis, IDENTITY, lower)
+
+
 def _color(
     rows: Tensor,
     cols: Tensor,
@@ -43,7 +51,12 @@ def _color(
     seed: int,
     axis: str,
 ) -> Coloring:
-    """Color the columns of ``(rows, cols)`` (m, n); ``axis`` only names the result."""
+    """Color the columns of ``(rows, cols)`` (m, n); ``axis`` only names the result.
+
+    The work is bounded by what it can save: a pattern whose clique bound (longest
+    row) or greedy count is within ``DENSE`` of ``n`` gets the identity coloring,
+    and refinement stops as soon as the count reaches the bound.
+    """
     if orders is None:
         orders = DEFAULT_ORDERS[:1] if n > _BIG_N else DEFAULT_ORDERS
     if isinstance(orders, str):
@@ -51,13 +64,18 @@ def _color(
     order_fns = [get_order(o) for o in orders]  # unknown names fail before any work
     if rows.numel() == 0:  # no structural nonzero: nothing to evaluate
         return Coloring(torch.zeros(n, dtype=torch.long), 0, axis, "empty", 0)
+    lower = int(torch.bincount(rows, minlength=m).max())
+    if lower >= DENSE * n:  # (nearly) dense: no coloring can save more than 10%
+        return _identity(n, axis, lower)
     g = Graph(rows, cols, m, n)
-    lower = int(g.row_len.max())
     gen = torch.Generator().manual_seed(seed)
     best: Optional[Tuple[int, Tensor, str]] = None
+    greedy = sequential_greedy if rows.numel() <= SMALL else speculative_greedy
     for name, order_fn in zip(orders, order_fns):
-        colors = speculative_greedy(g, order_fn(g, gen))
+        colors = greedy(g, order_fn(g, gen))
         for step in range(polish):  # iterated greedy never increases the count
+            if num_colors(colors) <= lower:
+                break
             colors = iterated_greedy(g, colors, class_order(colors, num_colors(colors), gen, step))
         k = num_colors(colors)
         if best is None or k < best[0]:
@@ -66,9 +84,13 @@ def _color(
             break
     assert best is not None
     k, colors, name = best
+    if k >= DENSE * n:
+        return _identity(n, axis, lower)
     if local_search and k > lower:
         rounds = local_search if not isinstance(local_search, bool) else (120 if n <= _BIG_N else 80)
-        colors = reduce_classes(g, colors, lower, gen, window=15, rounds=int(rounds))
+        # spend in proportion to what can be saved: 4 windows per class above the bound
+        rounds = min(int(rounds), 4 * _WINDOW * (k - lower))
+        colors = reduce_classes(g, colors, lower, gen, window=_WINDOW, rounds=rounds)
     return Coloring(colors, num_colors(colors), axis, name, lower)
 
 
@@ -85,7 +107,10 @@ def color_columns(
     Each vertex order in ``orders`` (default: all of ``DEFAULT_ORDERS``, or
     only the first above 200k vertices) seeds a greedy coloring, polished by
     ``polish`` iterated-greedy passes; the fewest colors win, then a local
-    search drops classes while it can. Deterministic for a given ``seed``.
+    search drops classes while it can (at most 60 rounds per color above the
+    clique bound); all of it stops at the bound. A
+    (nearly) dense pattern (bound or greedy count >= ``DENSE`` x columns) gets
+    the identity coloring, ``order == IDENTITY``. Deterministic for a given ``seed``.
     Returns a :class:`~trackjac.coloring.result.ColumnColoring`.
     """
     rows, cols, m, n = _coo(pattern)

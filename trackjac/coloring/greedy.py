@@ -2,41 +2,48 @@
 
 1. *Speculative greedy*: vertices are taken in a vertex order, a chunk at a
    time. A chunk picks colors at once; chunk members that share a row and
-   picked one color are caught by hashing (row, color), and the later ones go
-   first in the next chunk. The coloring stays valid at every step.
+   picked one color are spread over their next free colors (the j-th takes the
+   j-th), the clashes left are found exactly by sorting (row, color), and the
+   later ones go first in the next chunk. The coloring stays valid at every step.
 2. *Iterated greedy* (Culberson): recoloring class by class never increases the
    number of colors (a class is independent, so it is one vectorized step).
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import List, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
 from .graph import Graph, sort_perm
-from .state import State, commit_unclashed, num_colors
+from .state import Proposal, State, clashes, commit_except, kth_free, mex, num_colors, positions
 
-__all__ = ["speculative_greedy", "iterated_greedy", "class_order"]
+__all__ = ["speculative_greedy", "sequential_greedy", "iterated_greedy", "class_order", "SMALL"]
 
 _CHUNKS = 24  # speculative steps per order: fewer is faster, more is closer to sequential
 _MIN_CHUNK = 256
+SMALL = 20_000  # structural nonzeros up to which the sequential greedy is the faster one
 
 
-def _twin_rank(g: Graph, S: Tensor, rank: Tensor) -> Optional[Tensor]:
-    """Position of each vertex of ``S`` among its twins in ``S`` (by rank): twins have the same
-    free colors, so the j-th takes the j-th free one instead of all clashing on the first."""
-    keys = g.twin_keys()
-    if keys is None:
-        return None
-    key = keys.index_select(0, S)
-    by_rank = torch.argsort(rank.index_select(0, S))
-    perm = by_rank.index_select(0, torch.sort(key.index_select(0, by_rank), stable=True).indices)
-    _, counts = torch.unique_consecutive(key.index_select(0, perm), return_counts=True)
-    starts = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
-    j = torch.empty_like(perm)
-    j.index_copy_(0, perm, torch.arange(perm.numel()) - starts)
-    return j
+def _spread(g: Graph, props: List[Tuple[Tensor, Tensor, List[Tensor], Tensor]], rank: Tensor
+            ) -> Tuple[List[Proposal], Tensor]:
+    """Vertices that share a row and picked one color: the j-th of them (by rank) takes its j-th
+    free color instead, so that a clique (the rows of one camera) is colored in one step
+    instead of one vertex per step. Returns the proposals and the vertices that lose."""
+    skip = positions(g, [(Sb, tab, c) for Sb, tab, _, c in props], rank)
+    out: List[Proposal] = []
+    touched = torch.zeros(g.m + 1, dtype=torch.bool)
+    for Sb, tab, forb, c in props:
+        s = skip.index_select(0, Sb)
+        move = (s > 0).nonzero().squeeze(1)
+        if move.numel():
+            c = c.index_copy(0, move, kth_free([f.index_select(0, move) for f in forb], s.index_select(0, move)))
+            touched[tab.index_select(0, move).reshape(-1).long()] = True
+        out.append((Sb, tab, c))
+    touched[g.m] = False
+    # the first proposals clashed only where a vertex moved: check the rows of those alone
+    only = [(Sb, torch.where(touched[tab.long()], tab, g.m), c) for Sb, tab, c in out]
+    return out, clashes(g, only, rank)
 
 
 def speculative_greedy(g: Graph, order: Tensor) -> Tensor:
@@ -52,8 +59,12 @@ def speculative_greedy(g: Graph, order: Tensor) -> Tensor:
         S = torch.cat([pending, order[p : p + take]])
         p += take
         rank.index_copy_(0, S, torch.arange(S.numel()))  # earlier in the chunk wins
-        lost = commit_unclashed(
-            st, [(Sb, tab, st.propose(tab, _twin_rank(g, Sb, rank))) for Sb, tab in g.split(S)], rank)
+        props = []
+        for Sb, tab in g.split(S):
+            forb = st.forbidden(tab)
+            props.append((Sb, tab, forb, mex(forb)))
+        spread, lost_mask = _spread(g, props, rank)
+        lost = commit_except(st, spread, lost_mask)
         pending = lost[torch.argsort(rank.index_select(0, lost))]
         # adapt to the clash rate: chains of neighbors in the order (natural, BFS) or
         # high-degree vertices clash often and need smaller chunks, others can grow back
@@ -62,6 +73,26 @@ def speculative_greedy(g: Graph, order: Tensor) -> Tensor:
         elif pending.numel() < S.numel() // 8:
             chunk = min(chunk * 2, full)
     return st.colors
+
+
+def sequential_greedy(g: Graph, order: Tensor) -> Tensor:
+    """Plain one-vertex-at-a-time greedy in ``order`` (Python loops: for small patterns, where it
+    costs less than the vectorized steps' overhead, and where chains of neighbors in the order,
+    such as a bidiagonal, get the 2 colors a speculative step cannot see)."""
+    ptr = g.ptr.tolist()
+    inc = g.inc_rows.tolist()
+    row_colors: List[set] = [set() for _ in range(g.m)]
+    colors = [0] * g.n
+    for v in order.tolist():
+        rows = inc[ptr[v] : ptr[v + 1]]
+        used = set().union(*(row_colors[r] for r in rows)) if rows else set()
+        c = 0
+        while c in used:
+            c += 1
+        colors[v] = c
+        for r in rows:
+            row_colors[r].add(c)
+    return torch.tensor(colors, dtype=torch.long)
 
 
 def iterated_greedy(g: Graph, colors: Tensor, class_order: Sequence[int]) -> Tensor:

@@ -134,4 +134,4 @@ def _natural(g: Graph, gen: torch.Generator) -> Tensor:
     return torch.arange(g.n)
 
 
-DEFAULT_ORDERS = ("largest_first", "smallest_last", "random")
+DEFAULT_ORDERS = ("largest_first", "smallest_last", "random", "natural")

@@ -14,7 +14,9 @@ from torch import Tensor
 from .._bitops import or_dim1
 from .graph import Graph
 
-__all__ = ["BITS", "BIG", "State", "Proposal", "mex", "clashes", "commit_unclashed", "num_colors"]
+__all__ = ["BITS", "BIG", "State", "Proposal", "mex", "kth_free", "positions", "clashes", "commit_unclashed",
+           "commit_except",
+           "num_colors"]
 
 BITS = 62  # colors per int64 word: the sign bit stays clear and log2 stays exact
 _FULL = (1 << BITS) - 1
@@ -40,6 +42,24 @@ def mex(forb: List[Tensor]) -> Tensor:
     return word * BITS + _lowest_clear_bit(F.gather(1, word.unsqueeze(1)).squeeze(1))
 
 
+_POPCOUNT = torch.tensor([bin(i).count("1") for i in range(256)], dtype=torch.uint8)
+
+
+def kth_free(forb: List[Tensor], k: Tensor) -> Tensor:
+    """The ``k``-th (from 0) color absent from the words ``forb``, per vertex (``k`` is (v,))."""
+    F = torch.stack(forb, 1)  # (v, words)
+    free = BITS - _POPCOUNT[F.view(torch.uint8).long()].view(F.shape[0], F.shape[1], 8).sum(2, dtype=torch.long)
+    seen = torch.cumsum(free, 1)
+    word = (seen <= k.unsqueeze(1)).sum(1)  # the word holding it; len(forb): past the last word
+    before = torch.where(word > 0, seen.gather(1, (word - 1).clamp(min=0).unsqueeze(1)).squeeze(1), 0)
+    r = k - before  # its rank among the free bits of that word
+    inside = word < F.shape[1]
+    f = F.gather(1, word.clamp(max=F.shape[1] - 1).unsqueeze(1)).squeeze(1)
+    bits = ((f.unsqueeze(1) >> torch.arange(BITS)) & 1) == 0
+    at = (torch.cumsum(bits, 1, dtype=torch.int32) <= r.unsqueeze(1).int()).sum(1).long()
+    return torch.where(inside, word * BITS + at, F.shape[1] * BITS + r)  # past the words all is free
+
+
 class State:
     """A partial coloring (-1 = uncolored) and one word per row per 62 colors."""
 
@@ -62,17 +82,13 @@ class State:
         flat = table.reshape(-1)
         return [w.index_select(0, flat).view(table.shape) for w in self.words]
 
-    def propose(self, table: Tensor, skip: Optional[Tensor] = None) -> Tensor:
-        """Lowest free color for each vertex whose rows are ``table`` (k, d); with ``skip``
-        (k,), the ``skip``-th lowest instead (single-word colorings only)."""
-        forb = [or_dim1(w) for w in self.gather(table)]
-        if skip is not None and len(forb) == 1:
-            f = forb[0]
-            for t in range(int(skip.max()) if skip.numel() else 0):
-                low = ~f & (f + 1)   # stop at color 62 (the next word): clashes sort out the rest
-                f = torch.where((skip > t) & (low < (1 << BITS)), f | low, f)
-            forb = [f]
-        return mex(forb)
+    def forbidden(self, table: Tensor) -> List[Tensor]:
+        """Colors taken in the rows ``table`` (k, d) of each vertex: one (k,) word per 62 colors."""
+        return [or_dim1(w) for w in self.gather(table)]
+
+    def propose(self, table: Tensor) -> Tensor:
+        """Lowest free color for each vertex whose rows are ``table`` (k, d)."""
+        return mex(self.forbidden(table))
 
     def _add(self, table: Tensor, c: Tensor, sign: int) -> None:
         # Within a valid coloring a row holds each color at most once, so adding
@@ -107,35 +123,72 @@ class State:
 Proposal = Tuple[Tensor, Tensor, Tensor]  # vertices, their rows table, proposed colors
 
 
-def clashes(g: Graph, props: List[Proposal], rank: Tensor) -> Tensor:
-    """Vertices sharing a row and a proposed color with a lower-ranked one (bool, n).
+def _groups(g: Graph, props: List[Proposal], rank: Tensor) -> Optional[Tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """Incidences of the proposals grouped by (row, proposed color), by rank inside a group:
+    (owner, rank, position in the group, rank of the group's first), or None if there are none.
 
-    Hashing (row, color) can only add false clashes, which merely defer a
-    vertex, so committing the others is always safe.
+    Exact: the groups come from a stable sort, never a hash, so that a vertex with many
+    rows (a camera column in bundle adjustment) is not deferred again and again by
+    false clashes.
     """
-    keys, ranks, owners = [], [], []
+    props = [(Sb, tab, c) for Sb, tab, c in props if Sb.numel()]
+    if not props:
+        return None
+    K = max(int(c.max()) for _, _, c in props) + 1
+    keys, owners = [], []
     for Sb, tab, c in props:
         d = tab.shape[1]
-        flat = tab.reshape(-1)
-        keys.append(flat.long() * 1_000_003 + c.repeat_interleave(d))
-        r = rank.index_select(0, Sb).repeat_interleave(d)
-        ranks.append(torch.where(flat == g.m, BIG, r))  # padding never clashes
-        owners.append(Sb.repeat_interleave(d))
+        flat = tab.reshape(-1).long()
+        real = flat != g.m  # padding never clashes
+        keys.append((flat * K + c.repeat_interleave(d))[real])
+        owners.append(Sb.repeat_interleave(d)[real])
+    key, own = torch.cat(keys), torch.cat(owners)
+    if key.numel() == 0:
+        return None
+    rk = rank.index_select(0, own)
+    top = int(rk.max()) + 1
+    span = (g.m + 1) * K * top
+    if span < 2**62:  # one sort by (row, color, rank); int32 sorts about twice as fast
+        combined = key * top + rk
+        perm = torch.sort(combined.int() if span < 2**31 else combined).indices
+    else:
+        by_rank = torch.argsort(rk)
+        perm = by_rank.index_select(0, torch.sort(key.index_select(0, by_rank), stable=True).indices)
+    _, counts = torch.unique_consecutive(key.index_select(0, perm), return_counts=True)
+    first = torch.cumsum(counts, 0) - counts
+    pos = torch.arange(perm.numel()) - torch.repeat_interleave(first, counts)
+    rk = rk.index_select(0, perm)
+    return own.index_select(0, perm), rk, pos, torch.repeat_interleave(rk.index_select(0, first), counts)
+
+
+def positions(g: Graph, props: List[Proposal], rank: Tensor) -> Tensor:
+    """For each proposing vertex, its largest position by ``rank`` among the proposers of its
+    color in one of its rows (n,): the j-th of a group can take its j-th free color instead."""
+    out = torch.zeros(g.n, dtype=torch.long)
+    grp = _groups(g, props, rank)
+    if grp is None:
+        return out
+    own, _, pos, _ = grp
+    return out.scatter_reduce_(0, own, pos, "amax")
+
+
+def clashes(g: Graph, props: List[Proposal], rank: Tensor) -> Tensor:
+    """Vertices sharing a row and a proposed color with a lower-ranked one (bool, n)."""
     lost = torch.zeros(g.n, dtype=torch.bool)
-    if not keys:
-        return lost
-    key, rk, own = torch.cat(keys), torch.cat(ranks), torch.cat(owners)
-    H = 4 * key.numel() + 1
-    slot = torch.remainder(key, H)
-    best = torch.full((H,), BIG, dtype=torch.long).scatter_reduce_(0, slot, rk, "amin")
-    lost_inc = (best.index_select(0, slot) != rk) & (rk != BIG)
-    lost.index_fill_(0, own[lost_inc], True)
+    grp = _groups(g, props, rank)
+    if grp is not None:
+        own, rk, _, first = grp
+        lost.index_fill_(0, own[rk != first], True)  # a vertex listed twice in a row is no clash
     return lost
 
 
 def commit_unclashed(st: State, props: List[Proposal], rank: Tensor) -> Tensor:
     """Commit every proposal that does not clash; return the clashing vertices."""
-    lost = clashes(st.g, props, rank)
+    return commit_except(st, props, clashes(st.g, props, rank))
+
+
+def commit_except(st: State, props: List[Proposal], lost: Tensor) -> Tensor:
+    """Commit the proposals of the vertices not in ``lost`` (bool, n); return those in it."""
     out = [torch.empty(0, dtype=torch.long)]
     for Sb, tab, c in props:
         lb = lost.index_select(0, Sb)

@@ -11,12 +11,14 @@
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from ..coloring import Coloring, color_columns, color_rows
+from ..coloring import DENSE, IDENTITY, Coloring, color_columns, color_rows
+from ..errors import DenseColoringWarning, user_stacklevel
 from .assemble import check_layout
 from .paths import PathGuard, scalar_reads
 from .plan import Plan
@@ -35,10 +37,11 @@ __all__ = [
 MODES = ("auto", "rev", "fwd")
 # Coloring effort: a one-shot Jacobian pays for the coloring once, a plan amortizes it.
 EFFORT = {
-    "fast": dict(orders=("largest_first",), polish=1, local_search=False),
+    "fast": dict(orders=("largest_first", "natural"), polish=1, local_search=False),
     "best": dict(),
 }
 _COLOR = {"rev": color_rows, "fwd": color_columns}  # the coloring each product needs
+_WARN_DENSE = 16  # identity colorings this small are cheap either way: no DenseColoringWarning
 
 
 # ----------------------------------------------------------------------------
@@ -62,17 +65,40 @@ def _check_options(layout, mode: str) -> None:
 def _choose(structure: Structure, mode: str, effort: str, seed: int) -> Coloring:
     """Color rows (rev) and/or columns (fwd); "auto" keeps fewer colors (rev on ties:
     one vjp needs a single forward pass, and PyTorch's reverse mode is its fastest path).
-    The result's ``mode`` says which product evaluates it."""
+    The result's ``mode`` says which product evaluates it. A (nearly) dense pattern gets
+    the identity coloring, and from ``_WARN_DENSE`` colors on a :class:`DenseColoringWarning`."""
     if effort not in EFFORT:
         raise ValueError(f"coloring must be one of {tuple(EFFORT)}; got {effort!r}")
-    coo = structure.global_coo()
-    opts = dict(EFFORT[effort], seed=seed)
+    coo = structure.global_coo()  # not cached by the structure, and it is O(nnz)
+    col = _pick(coo, mode, dict(EFFORT[effort], seed=seed))
+    if col.order == IDENTITY and col.num_colors >= _WARN_DENSE:
+        rows, _, (M, N) = coo
+        side, dense = ("row", "jacrev") if col.mode == "rev" else ("column", "jacfwd")
+        warnings.warn(
+            f"coloring cannot save {100 - round(100 * DENSE)}% of the products on this Jacobian pattern "
+            f"({M} x {N}, {rows.numel()} structural nonzeros: (nearly) dense), so each {side} gets its own "
+            f"color; dense torch.func.{dense} does the same work", DenseColoringWarning, stacklevel=user_stacklevel())
+    return col
+
+
+def _pick(coo: Tuple[Tensor, Tensor, Tuple[int, int]], mode: str, opts: dict) -> Coloring:
     if mode != "auto":
         return _COLOR[mode](coo, **opts)
     rows, cols, (M, N) = coo
     # clique lower bounds: the longest column (rev) and the longest row (fwd)
     lb_rev = int(torch.bincount(cols, minlength=N).max()) if cols.numel() else 0
     lb_fwd = int(torch.bincount(rows, minlength=M).max()) if rows.numel() else 0
+    dense_rev, dense_fwd = lb_rev >= DENSE * M, lb_fwd >= DENSE * N
+    if dense_rev or dense_fwd:  # a side that cannot save 10% gets identity seeds, at no cost
+        if dense_fwd:
+            fwd = color_columns(coo, **opts)
+            rev = color_rows(coo, **opts) if lb_rev <= fwd.num_colors else None
+        else:
+            rev = color_rows(coo, **opts)
+            fwd = color_columns(coo, **opts) if lb_fwd < rev.num_colors else None
+        if fwd is None or rev is None:
+            return fwd if rev is None else rev
+        return fwd if fwd.num_colors < rev.num_colors else rev
     if M == N and _symmetric(rows, cols, N):  # both sides are the same problem: rev wins ties
         return color_rows(coo, **opts)
     if lb_fwd < lb_rev:  # color the more promising side first; skip the other if it cannot win

@@ -13,6 +13,8 @@ rule, no tag rule, no decomposition (so this module is imported after the other 
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from typing import Iterable, List
 
@@ -42,21 +44,54 @@ def _no_derivative(entry: dict) -> bool:
                                for f in forms)
 
 
+def _cache_path(path: str) -> str:
+    """Where the verdict on ``path`` is kept: keyed by torch's version and the file's size and time."""
+    st = os.stat(path)
+    key = hashlib.sha1(f"{torch.__version__}|{path}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    root = os.environ.get("TRACKJAC_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "trackjac")
+    return os.path.join(root, f"nondiff-{key}.json")
+
+
 def packets_without_derivative() -> List[str]:
-    """Names of the ``aten`` packets all of whose ``derivatives.yaml`` entries have no derivative."""
+    """Names of the ``aten`` packets all of whose ``derivatives.yaml`` entries have no derivative.
+
+    Parsing the YAML is most of trackjac's import time, so the verdict is cached on disk
+    (``$TRACKJAC_CACHE_DIR``, else ``~/.cache/trackjac``) for this torch and this file.
+    """
     try:
         import torchgen  # optional here: only its packaged derivatives.yaml is read
-        import yaml  # PyYAML (not a torch requirement: without it, the hand list)
         path = os.path.join(os.path.dirname(torchgen.__file__), "packaged", "autograd", "derivatives.yaml")
+        cache = _cache_path(path)
+    except (ImportError, OSError):   # pragma: no cover - torch ships torchgen
+        return list(_FALLBACK)
+    try:
+        with open(cache) as fh:
+            names = json.load(fh)
+        if isinstance(names, list) and all(isinstance(n, str) for n in names):
+            return names
+    except (OSError, ValueError):
+        pass
+    try:
+        import yaml  # PyYAML (not a torch requirement: without it, the hand list)
         with open(path) as fh:
             entries = yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except (ImportError, OSError):   # pragma: no cover - torch ships torchgen
+    except (ImportError, OSError):   # pragma: no cover
         return list(_FALLBACK)
     verdict: dict = {}
     for e in entries:
         base = e["name"].split("(")[0].split(".")[0]
         verdict[base] = verdict.get(base, True) and _no_derivative(e)
-    return sorted(b for b, ok in verdict.items() if ok)
+    names = sorted(b for b, ok in verdict.items() if ok)
+    try:  # atomically, so that a concurrent import never reads half a file
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        tmp = f"{cache}.{os.getpid()}.tmp"
+        with open(tmp, "w") as fh:
+            json.dump(names, fh)
+        os.replace(tmp, cache)
+    except OSError:   # a read-only home only costs the parse next time
+        pass
+    return names
 
 
 def _uncovered(names: Iterable[str]) -> list:

@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch.utils._pytree import tree_flatten, tree_map
+from torch._library.simple_registry import singleton as _dispatch_rules
 
 from .._threads import intra_op_threads
 from ..dtypes import DIFFERENTIABLE
@@ -43,6 +44,23 @@ def _scalar_reads() -> frozenset:
         if op is not None:
             out.add(op)
     return frozenset(out)
+
+
+def claim_dispatch_rules(cls: type) -> None:
+    """Register ``cls.__torch_dispatch__`` as ``cls``'s torch_dispatch rule for every op schema.
+
+    Torch looks such a rule up before it asks whether an argument is a DTensor, and the first
+    time it asks, it imports ``torch.distributed.tensor`` (about 1 s in a fresh process: most
+    of a first ``jacobian_sparsity``). The rule is the same call, so nothing else changes.
+    """
+    rule = cls.__torch_dispatch__.__func__
+    for schema in torch._C._jit_get_all_schemas():
+        if schema.is_mutable and schema.overload_name.endswith("out"):
+            continue   # out= variants are rare on tracked values; one would only cost the import
+        name = f"{schema.name}.{schema.overload_name}" if schema.overload_name else schema.name
+        holder = _dispatch_rules.find(name).torch_dispatch_rules
+        if holder.find(cls) is None:
+            holder.register(cls, rule)
 
 
 # Ops whose Python-visible result (a bool or number) lets control flow depend on tracked values.

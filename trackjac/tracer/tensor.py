@@ -19,7 +19,7 @@ from ..provenance import Provenance, cat_rows, empty, identity, policy, replace_
 from ..rules import Carrier
 from . import sources
 from .control_flow import control_flow
-from .dispatch import dispatch
+from .dispatch import claim_dispatch_rules, dispatch
 from .origin import GLOBAL, LOCAL, SOURCES
 from .state import config
 
@@ -280,6 +280,9 @@ class Tracked(torch.Tensor, Carrier):
     @classmethod
     def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
         return dispatch(cls, func, args, kwargs or {})
+
+
+claim_dispatch_rules(Tracked)  # spares a first call torch's import of torch.distributed.tensor
 
 
 def depends_on(y: Any, x: Tracked, layout=torch.sparse_coo) -> torch.Tensor:
