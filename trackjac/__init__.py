@@ -12,10 +12,11 @@ from .errors import (ControlFlowWarning, StrictModeError, TrackingError, TrackJa
                      UnsupportedOpWarning)
 from .evaluate import JacobianCheckError, PathChangedError, Plan, check_jacobian, jacobian, jacobian_plan
 from .spy import SpyPlot, spy
-from .tracer import Tracked, depends_on, hessian_sparsity, jacobian_sparsity, tracking, untrack
+from .tracer import (JacobianClassification, Tracked, depends_on, hessian_sparsity, jacobian_sparsity, tracking,
+                     untrack)
 
 __all__ = [
-    "Tracked", "depends_on", "untrack", "tracking", "jacobian_sparsity", "hessian_sparsity",
+    "Tracked", "depends_on", "untrack", "tracking", "jacobian_sparsity", "hessian_sparsity", "JacobianClassification",
     "TrackJacWarning", "UnsupportedOpWarning", "ControlFlowWarning", "StrictModeError",
     "TrackingError", "spy", "SpyPlot",
     "jacobian", "jacobian_plan", "check_jacobian", "Plan", "JacobianCheckError", "PathChangedError",

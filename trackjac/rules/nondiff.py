@@ -13,6 +13,7 @@ rule, no tag rule, no decomposition (so this module is imported after the other 
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import Iterable, List
 
@@ -42,15 +43,23 @@ def _no_derivative(entry: dict) -> bool:
                                for f in forms)
 
 
-def packets_without_derivative() -> List[str]:
-    """Names of the ``aten`` packets all of whose ``derivatives.yaml`` entries have no derivative."""
+@functools.lru_cache(maxsize=None)
+def derivative_entries() -> List[dict]:
+    """The entries of torchgen's ``derivatives.yaml`` (empty when torchgen or PyYAML is missing)."""
     try:
         import torchgen  # optional here: only its packaged derivatives.yaml is read
         import yaml  # PyYAML (not a torch requirement: without it, the hand list)
         path = os.path.join(os.path.dirname(torchgen.__file__), "packaged", "autograd", "derivatives.yaml")
         with open(path) as fh:
-            entries = yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+            return yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (ImportError, OSError):   # pragma: no cover - torch ships torchgen
+        return []
+
+
+def packets_without_derivative() -> List[str]:
+    """Names of the ``aten`` packets all of whose ``derivatives.yaml`` entries have no derivative."""
+    entries = derivative_entries()
+    if not entries:   # pragma: no cover - torch ships torchgen
         return list(_FALLBACK)
     verdict: dict = {}
     for e in entries:

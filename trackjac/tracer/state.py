@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
+
+#: ``_Store.nonlinear`` (see :mod:`.tensor`) when every dependency is nonlinear: nothing known
+SAME: Any = object()
 
 
 @dataclass
@@ -20,6 +23,8 @@ class Config:
     # when a list: control_flow appends (what, Python value read) for each read that makes the
     # pattern path-dependent, in order (plans record it; tracking() leaves it alone)
     read_log: Optional[list] = None
+    # jacobian_sparsity(classify=True): stores also keep the nonlinear dependencies (_Store.nonlinear)
+    classify: bool = False
 
 
 _state = threading.local()

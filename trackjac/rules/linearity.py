@@ -1,0 +1,225 @@
+"""Whether an op is linear in its tracked arguments at one call, from PyTorch's autograd formulas.
+
+``torchgen/packaged/autograd/derivatives.yaml`` gives, per overload, the backward formula of
+each differentiable argument.  The derivative of the output w.r.t. an argument ``a`` is a
+constant (the same at every point) when ``a``'s formula reads no argument that *varies*
+(computed from tracked values, or drawn at random) and not the op's ``result``; reads of
+metadata only (``self.sym_sizes()``, ``to_args_scalartypes(tensors)`` ...) do not count.  An
+entry marked ``result: auto_linear`` is linear in all its differentiable arguments jointly, so
+only its non-differentiable arguments (indices, masks) may not vary.
+
+A formula shared by several arguments (``input, weight, bias: convolution_backward(...)``) is
+split with the forward-mode formulas of the backward function it calls: its output ``i`` (the
+gradient of the ``i``-th argument) reads the values of those of its parameters whose tangent
+(``weight_t``) appears in its ``result{i}`` formula.  Where that is not possible, every name
+the formula mentions counts.
+
+The answer is used to decide which Jacobian entries are constant, so it errs on "not linear".
+"""
+from __future__ import annotations
+
+import functools
+import re
+from typing import Dict, List, Optional, Set, Tuple
+
+import torch
+
+from .api import Call, Carrier
+from .nondiff import derivative_entries
+from .registry import INDICES, derived_index
+
+aten = torch.ops.aten
+
+# Tensor methods that read metadata (shape, dtype, device ...), never values.
+_METADATA = ("sym_sizes", "sizes", "sym_size", "size", "options", "scalar_type", "dim", "numel",
+             "sym_numel", "strides", "sym_strides", "stride", "sym_stride", "layout", "device", "is_conj",
+             "is_neg", "dtype", "suggest_memory_format", "is_contiguous", "requires_grad", "defined",
+             "is_complex", "is_floating_point", "ndimension", "storage_offset", "sym_storage_offset",
+             "is_sparse", "is_nested", "_fw_grad")
+_METHOD = re.compile(r"\b\w+\s*(?:\.|->)\s*(?:" + "|".join(_METADATA) + r")\s*\(([^()]*)\)")
+# Helpers that read their arguments' metadata only.
+_HELPERS = re.compile(r"(?<![.\w>:])(?:to_args_sizes|to_args_sizes_symint|to_args_scalartypes|zeros_like|ones_like"
+                      r"|empty_like)\s*\(([^()]*)\)")
+# A name used as a variable: not a member (``x.cos``), not qualified (``at::mm``).
+_NAME = re.compile(r"(?<![.\w>:])([A-Za-z_]\w*)")
+_RESULT = re.compile(r"^result\d*$")
+_NOT_FORMULAS = {"name", "output_differentiability", "dispatch"}
+_ROLES = {"movement", "indexing"}   # registry kinds of pure data movement (no formula needed)
+
+
+def _strip_metadata(formula: str) -> str:
+    prev = None
+    while prev != formula:   # nested metadata reads (x.sizes() inside to_args_sizes(...))
+        prev = formula
+        formula = _METHOD.sub(" ", formula)
+        formula = _HELPERS.sub(" ", formula)
+    return formula
+
+
+def names_read(formula: str) -> Set[str]:
+    """The variables a formula reads values of (metadata reads removed)."""
+    return set(_NAME.findall(_strip_metadata(formula)))
+
+
+class Entry:
+    """One ``derivatives.yaml`` entry: per argument, the names its gradient formula reads."""
+
+    __slots__ = ("auto_linear", "reads", "differentiable")
+
+    def __init__(self, auto_linear: bool, reads: Dict[str, Optional[Set[str]]], differentiable: Set[str]):
+        self.auto_linear = auto_linear
+        self.reads = reads      # argument -> names read; None: no formula usable (not implemented)
+        self.differentiable = differentiable  # the arguments with a gradient formula
+
+
+def _overload_key(schema_name: str) -> str:
+    """``"mul.Tensor(Tensor self, ...) -> Tensor"`` -> ``"mul.Tensor"`` (``"mm"`` for default)."""
+    return schema_name.split("(")[0].strip()
+
+
+def _params(schema_name: str) -> List[str]:
+    sig = schema_name.split("(", 1)[1].rsplit(") ->", 1)[0]
+    out = []
+    for part in _top_level_split(sig):
+        part = part.split("=")[0].strip()
+        if part and part != "*":
+            out.append(part.split()[-1])
+    return out
+
+
+def _top_level_split(text: str) -> List[str]:
+    """Split at commas outside brackets (``(``, ``[``, ``{``, ``<``)."""
+    out, depth, cur = [], 0, []
+    for ch in text:
+        if ch in "([{<":
+            depth += 1
+        elif ch in ")]}>":
+            depth -= 1
+        if ch == "," and depth == 0:
+            out.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    out.append("".join(cur))
+    return out
+
+
+def _formulas(e: dict) -> Dict[str, str]:
+    disp = e.get("dispatch")
+    forms = {k: v for k, v in e.items() if k not in _NOT_FORMULAS}
+    if isinstance(disp, dict):   # the Default dispatch's formulas
+        forms.update({k: v for k, v in disp.get("Default", {}).items() if k not in _NOT_FORMULAS})
+    return {k: str(v) for k, v in forms.items()}
+
+
+def _split_shared(formula: str, slot: int, raw: Dict[str, dict]) -> Optional[Set[str]]:
+    """Names the gradient in output ``slot`` of a shared formula reads, if the backward function
+    it calls has forward-mode formulas that tell; else ``None``."""
+    for m in re.finditer(r"(?<![.\w>:])(\w+?)(?:_symint)?\s*\(", formula):
+        callee = raw.get(m.group(1))
+        if callee is None:
+            continue
+        forms = _formulas(callee)
+        jvp = forms.get(f"result{slot}")
+        if jvp is None:
+            continue
+        # the call's argument list (balanced parentheses)
+        start, depth, i = m.end(), 1, m.end()
+        while i < len(formula) and depth:
+            depth += {"(": 1, ")": -1}.get(formula[i], 0)
+            i += 1
+        args = _top_level_split(formula[start:i - 1])
+        params = _params(callee["name"])
+        if len(args) > len(params):
+            continue
+        tangents = {n[:-2] for n in _NAME.findall(jvp) if n.endswith("_t")}
+        out: Set[str] = set()
+        for p, a in zip(params, args):
+            if p in tangents:
+                out |= names_read(a)
+        return out
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _table() -> Dict[str, Entry]:
+    entries = derivative_entries()
+    raw = {_overload_key(e["name"]).split(".")[0]: e for e in entries if "." not in _overload_key(e["name"])}
+    table = {}
+    for e in entries:
+        forms = _formulas(e)
+        reads: Dict[str, Optional[Set[str]]] = {}
+        diff: Set[str] = set()
+        for key, f in forms.items():
+            if _RESULT.match(key):
+                continue
+            names = [n.strip() for n in key.split(",")]
+            for slot, n in enumerate(names):
+                if f.startswith("not_implemented"):
+                    reads[n] = None
+                elif f == "non_differentiable":
+                    reads[n] = set()
+                elif len(names) == 1:
+                    reads[n] = names_read(f)
+                    diff.add(n)
+                else:
+                    split = _split_shared(f, slot, raw)
+                    reads[n] = split if split is not None else names_read(f)
+                    diff.add(n)
+        table[_overload_key(e["name"])] = Entry(forms.get("result") == "auto_linear", reads, diff)
+    return table
+
+
+def entry(func) -> Optional[Entry]:
+    """The ``derivatives.yaml`` entry of an ATen overload, or ``None``."""
+    name = func.overloadpacket.__name__
+    over = func._overloadname
+    return _table().get(name if over == "default" else f"{name}.{over}")
+
+
+def _tensors(v) -> list:
+    return [t for t in (v if isinstance(v, (list, tuple)) else [v]) if isinstance(t, torch.Tensor)]
+
+
+def _argument_states(call: Call) -> Tuple[Set[str], Set[str]]:
+    """``(carrying, varying)``: argument names with provenance, and those whose values vary."""
+    carrying, varying = set(), set()
+    for name, v in call.bound.items():
+        ts = _tensors(v)
+        if any(call.prov(t) is not None for t in ts):
+            carrying.add(name)
+        if any(isinstance(t, Carrier) and t._store.origin != 0 for t in ts):
+            varying.add(name)
+    return carrying, varying
+
+
+def linear_at(call: Call, func, kind: Optional[str]) -> bool:
+    """Whether ``func`` (a functional overload) at ``call`` is linear in the arguments that carry
+    provenance, with a derivative that is the same at every point.  ``kind``: where its rule
+    comes from (``table:<module>`` or ``<tag> tag``; anything else, or ``None``, is not linear:
+    only a registered rule can be re-run on other provenance)."""
+    if call.local or kind is None or not (kind.startswith("table:") or kind.endswith(" tag")):
+        return False
+    packet = func.overloadpacket
+    if derived_index(call, INDICES.get(packet, ())):
+        return False   # a varying index or mask: entries switch between 0 and 1
+    e = entry(func)
+    if e is None:
+        return kind[len("table:"):] in _ROLES
+    carrying, varying = _argument_states(call)
+    # an out= buffer's old values are overwritten: only the functional op's arguments count
+    names = {a.name for a in func._schema.arguments}
+    carrying, varying = carrying & names, varying & names
+    if any(e.reads.get(a) is None for a in carrying):
+        return False   # provenance through an argument without a usable formula: unknown
+    if e.auto_linear:
+        # linear in the differentiable arguments jointly: only a varying non-differentiable
+        # argument (an index, a mask) can change the map
+        return all(a in e.differentiable for a in varying - carrying)
+    for a in carrying:
+        reads = e.reads.get(a)
+        if reads is None:   # no formula, or not implemented: unknown
+            return False
+        if reads & varying or any(_RESULT.match(n) for n in reads):
+            return False
+    return True
