@@ -276,3 +276,26 @@ def test_tuple_outputs_nest_like_the_pattern():
 def test_local_refused():
     with pytest.raises(ValueError, match="classify"):
         trackjac.jacobian_sparsity(torch.sin, torch.randn(3), classify=True, local=True)
+
+
+@pytest.mark.filterwarnings("ignore::trackjac.ControlFlowWarning")
+@pytest.mark.parametrize("read", ["item", "tolist", "random_item"])
+def test_number_read_from_a_varying_value_makes_everything_variable(read):
+    def f(x):
+        if read == "item":
+            s = x[0].item()
+        elif read == "tolist":
+            s = x.tolist()[0]
+        else:
+            s = torch.rand((), dtype=x.dtype).item()   # another draw at every call
+        return x * s + 2 * x
+    x = torch.randn(3, dtype=torch.double)
+    cls = trackjac.jacobian_sparsity(f, x, classify=True)
+    assert cls.constant._nnz() == 0 and cls.variable._nnz() == 3
+
+
+@pytest.mark.filterwarnings("ignore::trackjac.ControlFlowWarning")
+def test_branch_on_a_tracked_bool_keeps_the_split_on_its_path():
+    def f(x):
+        return 2 * x if x.sum() > -100 else x * x
+    check(f, points((3,)), constant="all")

@@ -69,6 +69,8 @@ def _dispatch(cls, func, args, kwargs):
     packet = func.overloadpacket
     if func in _SCALAR_READS:
         control_flow(func, tracked)
+        if cfg.classify and not all(str(r.type) == "bool" for r in func._schema.returns):
+            note_value_read(tracked)
         return _run(func, args, kwargs)
 
     schema = func._schema
@@ -112,6 +114,15 @@ def _dispatch(cls, func, args, kwargs):
     out_origin = (origin if call.derived else 0) | (RANDOM if call.random and drawn_globally(bound) else 0)
     wrapped = _wrap(cls, values, kinds, provs, call.plain, out_origin, no_grad, nonlinear)
     return out if not schema.returns else _renest(schema, out, wrapped)
+
+
+def note_value_read(tracked) -> None:
+    """While classifying: Python reads numbers from ``tracked``; a varying float value among them
+    makes every entry variable (the number may scale a derivative: ``x * x[0].item()``).  Reads
+    of bools and integers choose a path, as for the pattern itself."""
+    cfg = config()
+    if cfg.classify and any(t.dtype in DIFFERENTIABLE and t._store.origin != 0 for t in tracked):
+        cfg.read_varying = True
 
 
 def bind(schema, args, kwargs) -> dict:

@@ -58,11 +58,13 @@ class JacobianClassification(NamedTuple):
     variable: Any
 
 
-def _split(y: torch.Tensor, x: Tracked, layout) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``(constant, variable)`` 2-D patterns of ``y`` w.r.t. ``x``."""
+def _split(y: torch.Tensor, x: Tracked, layout, unsure: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(constant, variable)`` 2-D patterns of ``y`` w.r.t. ``x`` (``unsure``: all variable)."""
     src = x._source
     d = pattern_of(y, x)
     nl = y._nonlinear() if isinstance(y, Tracked) and y.dtype in DIFFERENTIABLE else None
+    if unsure:
+        nl = y._prov()
     shape = (y.numel(), src.numel)
     if nl is None:
         const, var = d, empty_coo(shape, y.device)
@@ -122,21 +124,23 @@ def jacobian_sparsity(f: Callable, *args, local: bool = False, strict: bool = Fa
                   constant_zeros=constant_zeros) as cfg:
         saved, cfg.n_inputs = cfg.n_inputs, sum(
             a.numel() for a in args if isinstance(a, torch.Tensor) and a.dtype in FLOATING)
-        saved_classify, cfg.classify = cfg.classify, classify
+        saved_classify = cfg.classify, cfg.read_varying
+        cfg.classify, cfg.read_varying = classify, False
         try:
             try:
                 targs, pos = track_args(args)
             finally:
                 cfg.n_inputs = saved
             out = f(*targs)
+            unsure = cfg.read_varying
         finally:
-            cfg.classify = saved_classify
+            cfg.classify, cfg.read_varying = saved_classify
     outs, out_tuple = output_list(out, "jacobian_sparsity")
     srcs = [targs[i] for i in pos]
     with intra_op_threads(config().threads), torch._C.DisableTorchFunction():
         if not classify:
             table = [[pattern_of(o, x, layout) for x in srcs] for o in outs]
             return nest(table, out_tuple, len(srcs) > 1)
-        split = [[_split(o, x, layout) for x in srcs] for o in outs]
+        split = [[_split(o, x, layout, unsure) for x in srcs] for o in outs]
     return JacobianClassification(*(nest([[s[k] for s in row] for row in split], out_tuple, len(srcs) > 1)
                                     for k in range(2)))

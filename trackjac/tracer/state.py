@@ -25,6 +25,9 @@ class Config:
     read_log: Optional[list] = None
     # jacobian_sparsity(classify=True): stores also keep the nonlinear dependencies (_Store.nonlinear)
     classify: bool = False
+    # while classifying: Python read a number from a varying float tensor (item(), tolist()); that
+    # number may enter the derivatives, so no entry can be called constant
+    read_varying: bool = False
 
 
 _state = threading.local()

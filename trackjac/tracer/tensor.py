@@ -19,7 +19,7 @@ from ..provenance import Provenance, cat_rows, empty, identity, policy, replace_
 from ..rules import Carrier
 from . import sources
 from .control_flow import control_flow
-from .dispatch import dispatch
+from .dispatch import dispatch, note_value_read
 from .origin import GLOBAL, LOCAL, SOURCES
 from .state import SAME, config
 
@@ -298,10 +298,12 @@ class Tracked(torch.Tensor, Carrier):
     def tolist(self):
         """Python values (a control-flow read of tracked values, see :class:`ControlFlowWarning`)."""
         control_flow("tolist()", [self])
+        note_value_read([self])
         return self.value.tolist()
 
     def numpy(self, *, force: bool = False):
         control_flow("numpy()", [self])
+        note_value_read([self])
         return self.value.numpy(force=force)
 
     @property
