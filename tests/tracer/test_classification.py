@@ -175,6 +175,11 @@ CONSTANT = {
     "conv2d": (lambda x: F.conv2d(x.reshape(1, 1, 4, 4), torch.ones(2, 1, 2, 2, dtype=x.dtype)), [(16,)]),
     "dropout_eval": (lambda x: F.dropout(x, 0.5, training=False), [(4,)]),
     "two_args": (lambda x, y: x[:2] * 2 + y.sum(), [(3,), (2,)]),
+    "linear": (lambda x: F.linear(x.reshape(2, 3), A53, torch.ones(5, dtype=x.dtype)), [(6,)]),
+    "einsum": (lambda x: torch.einsum("ij,jk->ik", A53, x.reshape(3, 2)), [(6,)]),
+    "pad_pool": (lambda x: F.avg_pool1d(F.pad(x.reshape(1, 1, 6), (1, 1)), 2), [(6,)]),
+    "complex_view": (lambda x: torch.view_as_real(torch.view_as_complex(x.reshape(3, 2)) * (1 + 2j)).reshape(-1),
+                     [(6,)]),
 }
 
 
@@ -199,6 +204,9 @@ VARIABLE = {
     "x*y": (lambda x, y: x * y, [(3,), (3,)]),
     "conv_tracked_kernel": (lambda x, k: F.conv1d(x.reshape(1, 1, 5), k.reshape(1, 1, 2)), [(5,), (2,)]),
     "linear_then_square": (lambda x: (A53 @ x) ** 2, [(3,)]),
+    "complex_square": (lambda x: torch.view_as_real(torch.view_as_complex(x.reshape(3, 2)) ** 2).reshape(-1),
+                       [(6,)]),
+    "softmax": (lambda x: torch.softmax(x, 0), [(4,)]),
 }
 
 
@@ -299,3 +307,16 @@ def test_branch_on_a_tracked_bool_keeps_the_split_on_its_path():
     def f(x):
         return 2 * x if x.sum() > -100 else x * x
     check(f, points((3,)), constant="all")
+
+
+def test_part_writes_into_complex_storage():
+    # a real view of complex storage: a storage row is one complex element, written part by part
+    def f(x):
+        z = torch.zeros(3, dtype=torch.complex128)
+        r = torch.view_as_real(z)
+        r[:, 0] = 2 * x[:3]
+        r[:, 1] = x[3:] ** 2
+        return torch.view_as_real(z * (1 + 1j)).reshape(-1)
+    parts = check(f, points((6,)), tight=False)
+    c, v = parts[0]
+    assert c[:, :3].any() and not c[:, 3:].any() and v[:, 3:].any()

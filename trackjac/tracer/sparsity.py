@@ -71,8 +71,13 @@ def _split(y: torch.Tensor, x: Tracked, layout, unsure: bool) -> Tuple[torch.Ten
     else:
         di = d.indices()
         ni = nl.to_coo(src.first, src.numel).indices()
-        # N is within D by construction; intersecting keeps the split exactly a partition of D
-        hit = torch.isin(di[0] * shape[1] + di[1], ni[0] * shape[1] + ni[1])
+        # both coalesced: row-major keys ascending.  N is within D by construction; matching keys
+        # (not assuming it) keeps the split exactly a partition of D
+        dk, nk = di[0] * shape[1] + di[1], ni[0] * shape[1] + ni[1]
+        at = torch.searchsorted(dk, nk).clamp_(max=max(dk.numel() - 1, 0))
+        hit = torch.zeros(dk.numel(), dtype=torch.bool, device=dk.device)
+        if dk.numel():
+            hit[at[dk[at] == nk]] = True
         const = bool_coo(di[0][~hit], di[1][~hit], shape, y.device)
         var = bool_coo(di[0][hit], di[1][hit], shape, y.device)
     if layout == torch.strided:
