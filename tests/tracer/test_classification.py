@@ -207,15 +207,27 @@ VARIABLE = {
     "complex_square": (lambda x: torch.view_as_real(torch.view_as_complex(x.reshape(3, 2)) ** 2).reshape(-1),
                        [(6,)]),
     "softmax": (lambda x: torch.softmax(x, 0), [(4,)]),
+    # value-selecting reductions: their backward reads the output indices
+    "sort": (lambda x: x.sort().values, [(5,)]),
+    "max_dim": (lambda x: x.reshape(2, 3).max(1).values, [(6,)]),
+    "topk": (lambda x: x.topk(2).values, [(5,)]),
+    "kthvalue": (lambda x: x.kthvalue(2).values, [(5,)]),
+    "median": (lambda x: x.median(), [(5,)]),
+    "amax": (lambda x: x.reshape(2, 3).amax(1), [(6,)]),
+    "cummax": (lambda x: x.cummax(0).values, [(5,)]),
+    "max_pool": (lambda x: F.max_pool1d(x.reshape(1, 1, 6), 2), [(6,)]),
+    "abs_clamp": (lambda x: x.abs() + x.clamp(-0.5, 0.5), [(5,)]),
 }
+
+# 0/1 (selection) Jacobians: an entry may keep its value at a few points
+SELECTING = {"relu", "where_from_x", "index_from_x", "gather_from_x", "sort", "max_dim", "topk", "kthvalue",
+             "median", "amax", "cummax", "max_pool", "abs_clamp"}
 
 
 @pytest.mark.parametrize("name", sorted(VARIABLE))
 def test_nonlinear_ops_give_variable_entries(name):
     f, shp = VARIABLE[name]
-    # relu and where: autograd's value is 0/1 (2) by sign; random normal points flip signs
-    check(f, points(*shp, seed=3), variable="all", tight=name not in ("relu", "where_from_x", "index_from_x",
-                                                                    "gather_from_x"))
+    check(f, points(*shp, seed=3), variable="all", tight=name not in SELECTING)
 
 
 def test_dropout_is_variable():
@@ -320,3 +332,63 @@ def test_part_writes_into_complex_storage():
     parts = check(f, points((6,)), tight=False)
     c, v = parts[0]
     assert c[:, :3].any() and not c[:, 3:].any() and v[:, 3:].any()
+
+
+# -- every OpInfo op ------------------------------------------------------------------------------
+
+def _opinfo_cases(max_samples=2, max_numel=200):
+    """``(name, f, x)`` for up to ``max_samples`` samples of every float64 autograd op of
+    ``op_db`` with a small, dense (own storage) first tensor: ``f`` is the op on ``x``, its
+    other arguments fixed, floating outputs flattened and concatenated; random ops reseeded."""
+    from torch.testing._internal.common_methods_invocations import op_db  # noqa: I001  (slow import, one test)
+    from torch.utils._pytree import tree_flatten  # noqa: I001  (with op_db)
+    for op in op_db:
+        if not op.supports_autograd or torch.float64 not in op.supported_dtypes("cpu"):
+            continue
+        try:
+            samples = list(op.sample_inputs("cpu", torch.float64, requires_grad=False))[:max_samples]
+        except Exception:   # a sample generator that needs another device or library
+            continue
+        for si in samples:
+            x = si.input
+            if not (isinstance(x, torch.Tensor) and x.dtype == torch.float64 and x.layout == torch.strided
+                    and 0 < x.numel() <= max_numel and x.is_contiguous() and x.storage_offset() == 0
+                    and x.untyped_storage().nbytes() == x.numel() * x.element_size()):
+                continue   # a view into a larger storage: as_strided would read other elements
+
+            def f(x, op=op, si=si):
+                with torch.random.fork_rng():
+                    torch.manual_seed(1)
+                    out = op(x, *si.args, **si.kwargs)
+                outs = [o.reshape(-1) for o in tree_flatten(out)[0]
+                        if isinstance(o, torch.Tensor) and o.is_floating_point()]
+                return torch.cat(outs) if outs else x.new_zeros(0)
+            yield f"{op.name}.{op.variant_test_name}", f, x
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_opinfo_constant_entries_keep_their_value():
+    """Constant entries of every op keep their autograd value at points far from the sample."""
+    g = torch.Generator().manual_seed(0)
+    bad, ops, entries = [], set(), 0
+    for name, f, x in _opinfo_cases():
+        try:
+            y = f(x)
+            if not 0 < y.numel() <= 300:
+                continue
+            c = trackjac.jacobian_sparsity(f, x, classify=True, layout=torch.strided).constant
+        except Exception:   # errors and unsupported ops are test_opinfo's business
+            continue
+        if not c.any():
+            continue
+        pts = [x] + [x + 0.3 * (1 + x.abs()) * torch.randn(x.shape, generator=g, dtype=x.dtype) for _ in range(3)]
+        try:
+            J = torch.stack([dense_jacobian(f, p) for p in pts])
+        except Exception:   # autograd cannot differentiate it here (an op's other arguments are sparse ...)
+            continue
+        if not (_spread(J)[c] < 1e-9).all():
+            bad.append(name)
+        ops.add(name)
+        entries += int(c.sum())
+    assert not bad, f"constant entries that change value: {bad}"
+    assert len(ops) > 150 and entries > 5000   # the sweep saw linear ops, not only nonlinear ones

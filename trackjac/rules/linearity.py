@@ -44,7 +44,9 @@ _HELPERS = re.compile(r"(?<![.\w>:])(?:to_args_sizes|to_args_sizes_symint|to_arg
 _NAME = re.compile(r"(?<![.\w>:])([A-Za-z_]\w*)")
 _RESULT = re.compile(r"^result\d*$")
 _NOT_FORMULAS = {"name", "output_differentiability", "dispatch"}
-_ROLES = {"movement", "indexing"}   # registry kinds of pure data movement (no formula needed)
+# Registry kinds of pure data movement: linear without a formula.  (Not "indexing": its
+# overloads without a formula include scatter(reduce="multiply") and embedding_renorm.)
+_MOVEMENT = "table:movement"
 
 
 def _strip_metadata(formula: str) -> str:
@@ -87,6 +89,15 @@ def _params(schema_name: str) -> List[str]:
     return out
 
 
+def _returns(schema_name: str) -> List[str]:
+    """Names of the outputs (``-> (Tensor values, Tensor indices)``); unnamed ones are ``result``
+    (``result0``, ``result1`` ... in formulas)."""
+    ret = schema_name.rsplit("->", 1)[1].strip()
+    if ret.startswith("(") and ret.endswith(")"):
+        ret = ret[1:-1]
+    return [p.split()[-1] for p in _top_level_split(ret) if len(p.split()) > 1]
+
+
 def _top_level_split(text: str) -> List[str]:
     """Split at commas outside brackets (``(``, ``[``, ``{``, ``<``)."""
     out, depth, cur = [], 0, []
@@ -112,7 +123,7 @@ def _formulas(e: dict) -> Dict[str, str]:
     return {k: str(v) for k, v in forms.items()}
 
 
-def _split_shared(formula: str, slot: int, raw: Dict[str, dict]) -> Optional[Set[str]]:
+def _split_shared(formula: str, slot: int, n_grads: int, raw: Dict[str, dict]) -> Optional[Set[str]]:
     """Names the gradient in output ``slot`` of a shared formula reads, if the backward function
     it calls has forward-mode formulas that tell; else ``None``."""
     for m in re.finditer(r"(?<![.\w>:])(\w+?)(?:_symint)?\s*\(", formula):
@@ -121,8 +132,9 @@ def _split_shared(formula: str, slot: int, raw: Dict[str, dict]) -> Optional[Set
             continue
         forms = _formulas(callee)
         jvp = forms.get(f"result{slot}")
-        if jvp is None:
-            continue
+        if jvp is None or len(_returns(callee["name"]) or _top_level_split(
+                callee["name"].rsplit("->", 1)[1].strip().strip("()"))) != n_grads:
+            continue   # no forward formula per output, or not one output per gradient
         # the call's argument list (balanced parentheses)
         start, depth, i = m.end(), 1, m.end()
         while i < len(formula) and depth:
@@ -141,6 +153,11 @@ def _split_shared(formula: str, slot: int, raw: Dict[str, dict]) -> Optional[Set
     return None
 
 
+def _outputs_as_result(names: Set[str], outputs: Set[str]) -> Set[str]:
+    """A formula reading an output by its name (``indices`` of ``sort``) reads ``result``."""
+    return {"result" if n in outputs else n for n in names}
+
+
 @functools.lru_cache(maxsize=None)
 def _table() -> Dict[str, Entry]:
     entries = derivative_entries()
@@ -148,11 +165,13 @@ def _table() -> Dict[str, Entry]:
     table = {}
     for e in entries:
         forms = _formulas(e)
+        params = set(_params(e["name"]))
+        outputs = set(_returns(e["name"])) - params
         reads: Dict[str, Optional[Set[str]]] = {}
         diff: Set[str] = set()
         for key, f in forms.items():
-            if _RESULT.match(key):
-                continue
+            if _RESULT.match(key) or key in outputs:
+                continue   # a forward-mode formula (of the output named so)
             names = [n.strip() for n in key.split(",")]
             for slot, n in enumerate(names):
                 if f.startswith("not_implemented"):
@@ -160,11 +179,11 @@ def _table() -> Dict[str, Entry]:
                 elif f == "non_differentiable":
                     reads[n] = set()
                 elif len(names) == 1:
-                    reads[n] = names_read(f)
+                    reads[n] = _outputs_as_result(names_read(f), outputs)
                     diff.add(n)
                 else:
-                    split = _split_shared(f, slot, raw)
-                    reads[n] = split if split is not None else names_read(f)
+                    split = _split_shared(f, slot, len(names), raw)
+                    reads[n] = _outputs_as_result(split if split is not None else names_read(f), outputs)
                     diff.add(n)
         table[_overload_key(e["name"])] = Entry(forms.get("result") == "auto_linear", reads, diff)
     return table
@@ -203,13 +222,15 @@ def linear_at(call: Call, func, kind: Optional[str]) -> bool:
     packet = func.overloadpacket
     if derived_index(call, INDICES.get(packet, ())):
         return False   # a varying index or mask: entries switch between 0 and 1
-    e = entry(func)
-    if e is None:
-        return kind[len("table:"):] in _ROLES
     carrying, varying = _argument_states(call)
     # an out= buffer's old values are overwritten: only the functional op's arguments count
     names = {a.name for a in func._schema.arguments}
     carrying, varying = carrying & names, varying & names
+    e = entry(func)
+    if e is None:
+        # data movement; an argument that varies without carrying provenance (sizes, repeats,
+        # indices given as tensors) could move the data elsewhere at another point
+        return kind == _MOVEMENT and varying <= carrying
     if any(e.reads.get(a) is None for a in carrying):
         return False   # provenance through an argument without a usable formula: unknown
     if e.auto_linear:
