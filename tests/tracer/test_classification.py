@@ -178,6 +178,9 @@ CONSTANT = {
     "linear": (lambda x: F.linear(x.reshape(2, 3), A53, torch.ones(5, dtype=x.dtype)), [(6,)]),
     "einsum": (lambda x: torch.einsum("ij,jk->ik", A53, x.reshape(3, 2)), [(6,)]),
     "pad_pool": (lambda x: F.avg_pool1d(F.pad(x.reshape(1, 1, 6), (1, 1)), 2), [(6,)]),
+    "foreach_add_mul": (lambda x: torch.cat(torch._foreach_mul(torch._foreach_add([x, x], [x.flip(0), x]), 2.0)),
+                        [(4,)]),
+    "foreach_mul_constant": (lambda x: torch._foreach_mul([x], [torch.arange(4.0, dtype=x.dtype)])[0], [(4,)]),
     "complex_view": (lambda x: torch.view_as_real(torch.view_as_complex(x.reshape(3, 2)) * (1 + 2j)).reshape(-1),
                      [(6,)]),
 }
@@ -207,6 +210,8 @@ VARIABLE = {
     "complex_square": (lambda x: torch.view_as_real(torch.view_as_complex(x.reshape(3, 2)) ** 2).reshape(-1),
                        [(6,)]),
     "softmax": (lambda x: torch.softmax(x, 0), [(4,)]),
+    "foreach_mul_tracked": (lambda x: torch._foreach_mul([x], [x.flip(0)])[0], [(4,)]),
+    "foreach_exp": (lambda x: torch._foreach_exp([x])[0], [(4,)]),
     # value-selecting reductions: their backward reads the output indices
     "sort": (lambda x: x.sort().values, [(5,)]),
     "max_dim": (lambda x: x.reshape(2, 3).max(1).values, [(6,)]),
@@ -256,6 +261,17 @@ def test_seeded_generator_inside_is_constant():
 def test_inplace_writes_into_a_buffer():
     const, var = _buffer_expected()
     check(_buffer, points((5,)), constant=const, variable=var)
+
+
+def test_foreach_inplace_into_buffers():
+    def f(x):
+        bufs = [torch.zeros(4, dtype=x.dtype), torch.zeros(4, dtype=x.dtype)]
+        torch._foreach_add_(bufs, [x, x * x])
+        torch._foreach_mul_(bufs, 3.0)
+        return torch.cat(bufs)
+    eye = torch.eye(4, dtype=torch.bool)
+    zero = torch.zeros(4, 4, dtype=torch.bool)
+    check(f, points((4,)), constant=[torch.cat([eye, zero])], variable=[torch.cat([zero, eye])])
 
 
 def test_write_through_transposed_view():

@@ -189,11 +189,45 @@ def _table() -> Dict[str, Entry]:
     return table
 
 
+# ``_foreach_<op>.<overload>`` -> the per-tensor overloads it may apply: the foreach entries are
+# generated from those, not written in derivatives.yaml
+_FOREACH = {"List": ("Tensor", "default"), "Tensor": ("Tensor", "default"), "Scalar": ("Scalar", "default"),
+            "ScalarList": ("Scalar", "default"), "default": ("default",)}
+
+
 def entry(func) -> Optional[Entry]:
-    """The ``derivatives.yaml`` entry of an ATen overload, or ``None``."""
+    """The ``derivatives.yaml`` entry of an ATen overload (of the per-tensor op, for a
+    ``_foreach_*`` op, in the foreach op's argument names), or ``None``."""
     name = func.overloadpacket.__name__
     over = func._overloadname
+    if name.startswith("_foreach_"):
+        return _per_tensor_entry(func)
     return _table().get(name if over == "default" else f"{name}.{over}")
+
+
+def _element_type(t: str) -> str:
+    """``List[Tensor]`` -> ``Tensor``: the type of a list argument's elements."""
+    return t[len("List["):-1] if t.startswith("List[") and t.endswith("]") else t
+
+
+@functools.lru_cache(maxsize=None)
+def _per_tensor_entry(func) -> Optional[Entry]:
+    base = func.overloadpacket.__name__[len("_foreach_"):]
+    packet = getattr(aten, base, None)
+    args = func._schema.arguments
+    for ov in _FOREACH.get(func._overloadname, ()):
+        op = getattr(packet, ov, None) if packet is not None else None
+        e = _table().get(base if ov == "default" else f"{base}.{ov}") if op is not None else None
+        per = op._schema.arguments if op is not None else []
+        # the same arguments in the same order, a list of each per-tensor type (names may differ)
+        if e is None or len(per) != len(args) or any(
+                _element_type(str(a.type)) != str(p.type) for a, p in zip(args, per)):
+            continue
+        to_foreach = {p.name: a.name for a, p in zip(args, per)}
+        reads = {to_foreach.get(k, k): (None if r is None else {to_foreach.get(n, n) for n in r})
+                 for k, r in e.reads.items()}
+        return Entry(e.auto_linear, reads, {to_foreach.get(n, n) for n in e.differentiable})
+    return None
 
 
 def _tensors(v) -> list:
