@@ -86,13 +86,25 @@ def points(*shapes_, seed=0):
 # -- generated programs -----------------------------------------------------------------------
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(programs, shapes, st.sampled_from(["sets", "bits"]))
-def test_program_constant_entries_are_constant(steps, shape, representation):
+@given(programs, shapes, st.sampled_from(["sets", "bits"]), st.sampled_from([None, "drop"]))
+def test_program_constant_entries_are_constant(steps, shape, representation, constant_zeros):
     f = lambda x, r, c: run_program(steps, x, r, c)  # noqa: E731
     make = lambda s: program_args(shape, 10 + s)  # noqa: E731
-    parts = _partition(f, make(0), representation=representation)
+    parts = _partition(f, make(0), representation=representation, constant_zeros=constant_zeros)
     for (c, _), J in zip(parts, _jacobians(f, make, 3)):
         assert (_spread(J)[c] < 1e-9).all(), f"a constant entry changes value in {steps}"
+
+
+# the steps of random_programs that are linear maps of the state and the sources
+LINEAR_STEPS = ["add_x", "roll", "flip", "cumsum", "rowsum", "matmul", "transpose_view", "reshape_view", "slice_cat",
+                "gather_const", "index_rows", "where_const", "index_add", "scatter_add", "stack_sum"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(LINEAR_STEPS), st.integers(0, 5)), min_size=1, max_size=6), shapes)
+def test_linear_program_is_all_constant(steps, shape):
+    f = lambda x, r, c: run_program(steps, x, r, c)  # noqa: E731
+    check(f, lambda s: program_args(shape, 30 + s), constant="all")
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -40,6 +40,8 @@ _METHOD = re.compile(r"\b\w+\s*(?:\.|->)\s*(?:" + "|".join(_METADATA) + r")\s*\(
 # Helpers that read their arguments' metadata only.
 _HELPERS = re.compile(r"(?<![.\w>:])(?:to_args_sizes|to_args_sizes_symint|to_args_scalartypes|zeros_like|ones_like"
                       r"|empty_like)\s*\(([^()]*)\)")
+# Methods that read their argument's metadata only (``grad.expand_as(source)``).
+_AS = re.compile(r"(\.\s*(?:expand_as|view_as|reshape_as|type_as)\s*\()\s*\w+\s*\)")
 # A name used as a variable: not a member (``x.cos``), not qualified (``at::mm``).
 _NAME = re.compile(r"(?<![.\w>:])([A-Za-z_]\w*)")
 _RESULT = re.compile(r"^result\d*$")
@@ -55,6 +57,7 @@ def _strip_metadata(formula: str) -> str:
         prev = formula
         formula = _METHOD.sub(" ", formula)
         formula = _HELPERS.sub(" ", formula)
+        formula = _AS.sub(r"\1)", formula)
     return formula
 
 
@@ -198,6 +201,8 @@ _FOREACH = {"List": ("Tensor", "default"), "Tensor": ("Tensor", "default"), "Sca
 def entry(func) -> Optional[Entry]:
     """The ``derivatives.yaml`` entry of an ATen overload (of the per-tensor op, for a
     ``_foreach_*`` op, in the foreach op's argument names), or ``None``."""
+    if func.namespace != "aten":
+        return None   # derivatives.yaml names ATen overloads only (prims' arguments are other ones)
     name = func.overloadpacket.__name__
     over = func._overloadname
     if name.startswith("_foreach_"):
