@@ -234,11 +234,12 @@ VARIABLE = {
     "cummax": (lambda x: x.cummax(0).values, [(5,)]),
     "max_pool": (lambda x: F.max_pool1d(x.reshape(1, 1, 6), 2), [(6,)]),
     "abs_clamp": (lambda x: x.abs() + x.clamp(-0.5, 0.5), [(5,)]),
+    "prelu": (lambda x: F.prelu(x.reshape(1, 2, 3), torch.tensor([0.25, 2.0], dtype=x.dtype)), [(6,)]),
 }
 
 # 0/1 (selection) Jacobians: an entry may keep its value at a few points
 SELECTING = {"relu", "where_from_x", "index_from_x", "gather_from_x", "sort", "max_dim", "topk", "kthvalue",
-             "median", "amax", "cummax", "max_pool", "abs_clamp"}
+             "median", "amax", "cummax", "max_pool", "abs_clamp", "prelu"}
 
 
 @pytest.mark.parametrize("name", sorted(VARIABLE))

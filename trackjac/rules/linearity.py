@@ -138,22 +138,46 @@ def _split_shared(formula: str, slot: int, n_grads: int, raw: Dict[str, dict]) -
         if jvp is None or len(_returns(callee["name"]) or _top_level_split(
                 callee["name"].rsplit("->", 1)[1].strip().strip("()"))) != n_grads:
             continue   # no forward formula per output, or not one output per gradient
-        # the call's argument list (balanced parentheses)
-        start, depth, i = m.end(), 1, m.end()
-        while i < len(formula) and depth:
-            depth += {"(": 1, ")": -1}.get(formula[i], 0)
-            i += 1
-        args = _top_level_split(formula[start:i - 1])
+        args = _top_level_split(formula[m.end():_closing(formula, m.end())])
         params = _params(callee["name"])
         if len(args) > len(params):
             continue
-        tangents = {n[:-2] for n in _NAME.findall(jvp) if n.endswith("_t")}
+        # the output changes with a parameter whose tangent (``weight_t``) the jvp takes; a primal
+        # (``input_p``) read outside the backward function's own calls may select a branch
+        # (prelu's ``where(self_p >= 0, ...)``) and counts too; the backward function's own use
+        # of a primal inside those calls is the (bilinear) structure the jvp spells out
+        outside = _without_calls(jvp, m.group(1))
+        if any(_RESULT.match(n) for n in _NAME.findall(outside)):
+            return None   # the jvp reads the output itself: unknown
+        read = {n[:-2] for n in _NAME.findall(jvp) if n.endswith("_t")}
+        read |= {n[:-2] if n.endswith("_p") else n for n in _NAME.findall(outside)}
         out: Set[str] = set()
         for p, a in zip(params, args):
-            if p in tangents:
+            if p in read:
                 out |= names_read(a)
         return out
     return None
+
+
+def _closing(text: str, start: int) -> int:
+    """Index of the parenthesis closing the one opened just before ``start``."""
+    depth, i = 1, start
+    while i < len(text) and depth:
+        depth += {"(": 1, ")": -1}.get(text[i], 0)
+        i += 1
+    return i - 1
+
+
+def _without_calls(text: str, fn: str) -> str:
+    """``text`` with every call of ``fn`` (or ``fn_symint``) removed, arguments included."""
+    out, pos = [], 0
+    for m in re.finditer(r"(?<![.\w>:])" + re.escape(fn) + r"(?:_symint)?\s*\(", text):
+        if m.start() < pos:
+            continue
+        out.append(text[pos:m.start()])
+        pos = _closing(text, m.end()) + 1
+    out.append(text[pos:])
+    return " ".join(out)
 
 
 def _outputs_as_result(names: Set[str], outputs: Set[str]) -> Set[str]:
