@@ -15,10 +15,11 @@ from .errors import (ControlFlowWarning, DenseColoringWarning, StrictModeError, 
 from .evaluate import (HessianPlan, JacobianCheckError, PathChangedError, Plan, check_hessian, check_jacobian,
                        hessian, hessian_plan, jacobian, jacobian_plan)
 from .spy import SpyPlot, spy
-from .tracer import Tracked, depends_on, hessian_sparsity, jacobian_sparsity, tracking, untrack
+from .tracer import (JacobianClassification, Tracked, depends_on, hessian_sparsity, jacobian_sparsity, tracking,
+                     untrack)
 
 __all__ = [
-    "Tracked", "depends_on", "untrack", "tracking", "jacobian_sparsity", "hessian_sparsity",
+    "Tracked", "depends_on", "untrack", "tracking", "jacobian_sparsity", "hessian_sparsity", "JacobianClassification",
     "TrackJacWarning", "UnsupportedOpWarning", "ControlFlowWarning", "DenseColoringWarning", "StrictModeError",
     "TrackingError", "spy", "SpyPlot",
     "jacobian", "jacobian_plan", "check_jacobian", "Plan", "JacobianCheckError", "PathChangedError",

@@ -20,7 +20,8 @@ class Carrier:
     """A tensor that carries provenance; the tracer's ``Tracked`` is the one implementation.
 
     It has ``value`` (the plain tensor), ``_store`` (``prov``, ``derived``, ``local`` of its
-    storage) and ``_prov()`` (its provenance in row-major element order).
+    storage), ``_prov()`` (its provenance in row-major element order) and ``_nonlinear()`` (the
+    part of it through which its derivative is not constant, ``None`` if empty).
     """
 
     __slots__ = ()
@@ -30,10 +31,10 @@ class Call:
     """One op application as seen by a rule."""
 
     __slots__ = ("func", "args", "kwargs", "bound", "outs", "local", "derived", "random", "constant_zeros",
-                 "has_prov", "plain", "_pre")
+                 "has_prov", "plain", "nonlinear", "_pre")
 
     def __init__(self, func, args, kwargs, bound, outs, local, derived, pre, constant_zeros=None,
-                 has_prov=True):
+                 has_prov=True, nonlinear=False):
         self.func = func
         self.args = args
         self.kwargs = kwargs
@@ -46,10 +47,13 @@ class Call:
         self.has_prov = has_prov    # whether any tensor argument carries provenance
         self.plain = ()             # positions of outputs to hand back as plain tensors (C++ reads them)
         self._pre = pre             # id(tracked) -> value before an in-place op mutated it
+        # True: prov() reads the nonlinear dependencies instead (a linear op's rule run on them)
+        self.nonlinear = nonlinear
 
     def sub(self, func, bound: dict, outs: List[torch.Tensor]) -> "Call":
         """A call of another op on some of this call's objects (a per-tensor op of ``_foreach_*``)."""
-        return Call(func, (), {}, bound, outs, self.local, self.derived, self._pre, self.constant_zeros)
+        return Call(func, (), {}, bound, outs, self.local, self.derived, self._pre, self.constant_zeros,
+                    nonlinear=self.nonlinear)
 
     def value(self, a: Any) -> Any:
         """Plain value of ``a`` (as it was before the op ran)."""
@@ -58,9 +62,10 @@ class Call:
         return a
 
     def prov(self, a: Any) -> Optional[Provenance]:
-        """Row-major provenance of ``a``; ``None`` if ``a`` carries no dependencies."""
+        """Row-major provenance of ``a``; ``None`` if ``a`` carries no dependencies.  With
+        ``nonlinear``: the ids through which ``a``'s derivative is not constant."""
         if isinstance(a, Carrier) and a.dtype in DIFFERENTIABLE and a._store.prov is not None:
-            return a._prov()
+            return a._nonlinear() if self.nonlinear else a._prov()
         return None
 
     @property

@@ -13,6 +13,7 @@ rule, no tag rule, no decomposition (so this module is imported after the other 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -44,6 +45,22 @@ def _no_derivative(entry: dict) -> bool:
                                for f in forms)
 
 
+def _derivatives_yaml() -> str:
+    import torchgen  # optional here: only its packaged derivatives.yaml is read
+    return os.path.join(os.path.dirname(torchgen.__file__), "packaged", "autograd", "derivatives.yaml")
+
+
+@functools.lru_cache(maxsize=None)
+def derivative_entries() -> List[dict]:
+    """The entries of torchgen's ``derivatives.yaml`` (empty when torchgen or PyYAML is missing)."""
+    try:
+        import yaml  # PyYAML (not a torch requirement: without it, the hand list)
+        with open(_derivatives_yaml()) as fh:
+            return yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except (ImportError, OSError):   # pragma: no cover - torch ships torchgen
+        return []
+
+
 def _cache_path(path: str) -> str:
     """Where the verdict on ``path`` is kept: keyed by torch's version and the file's size and time."""
     st = os.stat(path)
@@ -60,9 +77,7 @@ def packets_without_derivative() -> List[str]:
     (``$TRACKJAC_CACHE_DIR``, else ``~/.cache/trackjac``) for this torch and this file.
     """
     try:
-        import torchgen  # optional here: only its packaged derivatives.yaml is read
-        path = os.path.join(os.path.dirname(torchgen.__file__), "packaged", "autograd", "derivatives.yaml")
-        cache = _cache_path(path)
+        cache = _cache_path(_derivatives_yaml())
     except (ImportError, OSError):   # pragma: no cover - torch ships torchgen
         return list(_FALLBACK)
     try:
@@ -72,11 +87,8 @@ def packets_without_derivative() -> List[str]:
             return names
     except (OSError, ValueError):
         pass
-    try:
-        import yaml  # PyYAML (not a torch requirement: without it, the hand list)
-        with open(path) as fh:
-            entries = yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except (ImportError, OSError):   # pragma: no cover
+    entries = derivative_entries()
+    if not entries:   # pragma: no cover - no PyYAML: the hand list
         return list(_FALLBACK)
     verdict: dict = {}
     for e in entries:

@@ -4,7 +4,8 @@ the ``tracking()`` context, the fallbacks that run Python on tracked values (dec
 from . import autograd_function  # noqa: F401  (installs the Function.apply hook)
 from .context import tracking
 from .hessian import hessian_sparsity
-from .sparsity import jacobian_sparsity
+from .sparsity import JacobianClassification, jacobian_sparsity
 from .tensor import Tracked, depends_on, untrack
 
-__all__ = ["Tracked", "depends_on", "untrack", "tracking", "jacobian_sparsity", "hessian_sparsity"]
+__all__ = ["Tracked", "depends_on", "untrack", "tracking", "jacobian_sparsity", "hessian_sparsity",
+           "JacobianClassification"]

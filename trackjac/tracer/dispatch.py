@@ -18,10 +18,12 @@ from ..dtypes import DIFFERENTIABLE
 from ..errors import TrackingError, UnsupportedOpWarning, warn_or_raise
 from ..provenance import broadcast_row, union, without_ids
 from ..rules import Call, Carrier, conservative
+from ..rules.linearity import linear_at
 from . import resolve, sources
+from .decomp import functional_overload
 from .control_flow import control_flow
 from .origin import GLOBAL, LOCAL, RANDOM, SOURCES, drawn_globally
-from .state import config
+from .state import SAME, config
 
 aten = torch.ops.aten
 
@@ -85,6 +87,8 @@ def _dispatch(cls, func, args, kwargs):
     packet = func.overloadpacket
     if func in _SCALAR_READS:
         control_flow(func, tracked)
+        if cfg.classify and not all(str(r.type) == "bool" for r in func._schema.returns):
+            note_value_read(tracked)
         return _run(func, args, kwargs)
 
     schema = func._schema
@@ -124,11 +128,21 @@ def _dispatch(cls, func, args, kwargs):
     provs = _provenance(call, values, kinds, tracked, cfg)
     if local and not cfg.local and origin & GLOBAL and any(p is not None for p in provs):
         provs = _global_part_kept(call, values, kinds, tracked, cfg, provs)
+    nonlinear = _nonlinear_part(call, values, kinds, tracked, cfg, provs) if cfg.classify else None
     out_origin = (origin if call.derived else 0) | (RANDOM if call.random and drawn_globally(bound) else 0)
     if out_origin and call.drops_zeros and not local:
         provs = _mark_varying(values, kinds, provs, cfg)
-    wrapped = _wrap(cls, values, kinds, provs, call.plain, out_origin, no_grad)
+    wrapped = _wrap(cls, values, kinds, provs, call.plain, out_origin, no_grad, nonlinear)
     return out if not schema.returns else _renest(schema, out, wrapped)
+
+
+def note_value_read(tracked) -> None:
+    """While classifying: Python reads numbers from ``tracked``; a varying float value among them
+    makes every entry variable (the number may scale a derivative: ``x * x[0].item()``).  Reads
+    of bools and integers choose a path, as for the pattern itself."""
+    cfg = config()
+    if cfg.classify and any(t.dtype in DIFFERENTIABLE and t._store.origin != 0 for t in tracked):
+        cfg.read_varying = True
 
 
 def bind(schema, args, kwargs) -> dict:
@@ -269,8 +283,36 @@ def _mark_varying(values, kinds, provs, cfg) -> list:
     return out
 
 
-def _wrap(cls, values, kinds, provs, plain_outs, origin, no_grad) -> list:
-    """Outputs as tracked tensors: views share their source's store, writes update the target's."""
+def _nonlinear_part(call, values, kinds, tracked, cfg, provs) -> list:
+    """Per tensor output, the dependencies through which its derivative is not constant: for an op
+    linear in its tracked arguments at this call, its rule run on their nonlinear parts; otherwise
+    all of them (``SAME``)."""
+    if all(p is None for p in provs):
+        return [None] * len(provs)
+    func = functional_overload(call.func) or call.func
+    if not linear_at(call, func, _rule_kind(call.func)):
+        return [SAME] * len(provs)
+    parts = [t._nonlinear() for t in tracked]
+    if all(p is None for p in parts):
+        return [None] * len(provs)
+    nl = Call(call.func, call.args, call.kwargs, call.bound, call.outs, call.local, call.derived, call._pre,
+              call.constant_zeros, True, nonlinear=True)
+    return _provenance(nl, values, kinds, tracked, cfg)
+
+
+_KINDS: Dict[Any, Optional[str]] = {}
+
+
+def _rule_kind(func) -> Optional[str]:
+    """``resolve.rule_kind``, once per overload (the N-run needs it at every call)."""
+    if func not in _KINDS:
+        _KINDS[func] = resolve.rule_kind(func)
+    return _KINDS[func]
+
+
+def _wrap(cls, values, kinds, provs, plain_outs, origin, no_grad, nonlinear=None) -> list:
+    """Outputs as tracked tensors: views share their source's store, writes update the target's
+    (``nonlinear``: per tensor output, its nonlinear dependencies while classifying)."""
     wrapped, k = [], 0
     for v, (kind, src) in zip(values, kinds):
         plain = kind == "new" and isinstance(v, torch.Tensor) and (
@@ -283,6 +325,7 @@ def _wrap(cls, values, kinds, provs, plain_outs, origin, no_grad) -> list:
             k += isinstance(v, torch.Tensor)
             continue
         p = provs[k] if v.dtype in DIFFERENTIABLE else None
+        n = SAME if nonlinear is None else nonlinear[k]
         k += 1
         if kind == "view":
             wrapped.append(cls._make(v, src._store) if isinstance(src, Carrier) else v)
@@ -293,12 +336,12 @@ def _wrap(cls, values, kinds, provs, plain_outs, origin, no_grad) -> list:
                 if no_grad:
                     src._store.origin |= origin
                 else:
-                    src._write(p, origin)
+                    src._write(p, origin, n)
                 wrapped.append(src)
             else:
                 wrapped.append(v)
         else:
-            wrapped.append(cls._from_prov(v, p, origin))
+            wrapped.append(cls._from_prov(v, p, origin, n))
     return wrapped
 
 

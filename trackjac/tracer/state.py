@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
+
+#: ``_Store.nonlinear`` (see :mod:`.tensor`) when every dependency is nonlinear: nothing known
+SAME: Any = object()
 
 
 @dataclass
@@ -25,6 +28,11 @@ class Config:
     # that value-aware rules see, element by element, that its zeros are not constants; patterns,
     # which read only source id ranges, never show it
     varying_id: Optional[int] = None
+    # jacobian_sparsity(classify=True): stores also keep the nonlinear dependencies (_Store.nonlinear)
+    classify: bool = False
+    # while classifying: Python read a number from a varying float tensor (item(), tolist()); that
+    # number may enter the derivatives, so no entry can be called constant
+    read_varying: bool = False
 
 
 _state = threading.local()

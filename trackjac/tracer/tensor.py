@@ -19,24 +19,29 @@ from ..provenance import Provenance, cat_rows, empty, identity, policy, replace_
 from ..rules import Carrier
 from . import sources
 from .control_flow import control_flow
-from .dispatch import claim_dispatch_rules, dispatch
+from .dispatch import claim_dispatch_rules, dispatch, note_value_read
 from .origin import GLOBAL, LOCAL, SOURCES
-from .state import config
+from .state import SAME, config
 
 
 class _Store:
     """Provenance of one storage: ``prov`` rows are storage positions in units of ``unit`` bytes
     (the element size of the tensor that made the store; ``None``: no dependencies).
 
+    ``nonlinear`` (same rows; ``None``: empty; :data:`SAME`: equal to ``prov``) are the
+    dependencies through which the derivative is not constant, kept only while classifying
+    (``jacobian_sparsity(classify=True)``).
+
     ``origin`` says which kinds of source the values were computed from (even
     non-differentiably): ``LOCAL``, ``GLOBAL``, both, or neither, and ``RANDOM`` for values drawn
     at random (see :mod:`.origin`); ``0`` is a constant.
     """
 
-    __slots__ = ("prov", "numel", "unit", "origin", "argument")
+    __slots__ = ("prov", "numel", "unit", "origin", "argument", "nonlinear")
 
-    def __init__(self, prov: Optional[Provenance], numel: int, unit: int, origin: int):
+    def __init__(self, prov: Optional[Provenance], numel: int, unit: int, origin: int, nonlinear=SAME):
         self.prov = prov
+        self.nonlinear = nonlinear
         self.numel = numel
         self.unit = unit
         self.origin = origin
@@ -130,8 +135,10 @@ class Tracked(torch.Tensor, Carrier):
                 value = value.clone()
             src = sources.allocate(value.numel(), value.shape, local)
             prov = identity(value.numel(), src.first, value.device, _source_representation(value.numel()))
-            return cls._make(value, _Store(prov, value.numel(), value.element_size(), LOCAL if local else GLOBAL),
-                             src)
+            # a source's derivative w.r.t. itself is constant (tracked only while classifying)
+            store = _Store(prov, value.numel(), value.element_size(), LOCAL if local else GLOBAL,
+                           None if config().classify else SAME)
+            return cls._make(value, store, src)
 
     def __init__(self, *args, **kwargs):  # construction happens in __new__
         super().__init__()
@@ -150,15 +157,20 @@ class Tracked(torch.Tensor, Carrier):
         return cls._make(value, _Store(None, _storage_numel(value), value.element_size(), 0))
 
     @classmethod
-    def _from_prov(cls, value: torch.Tensor, prov: Optional[Provenance], origin: int) -> "Tracked":
-        """Wrap a freshly computed value whose logical-order provenance is ``prov`` (``origin``: see
-        :class:`_Store`)."""
+    def _from_prov(cls, value: torch.Tensor, prov: Optional[Provenance], origin: int,
+                   nonlinear: Any = SAME) -> "Tracked":
+        """Wrap a freshly computed value whose logical-order provenance is ``prov`` (``origin``,
+        ``nonlinear``: see :class:`_Store`; here in logical order)."""
         n = _storage_numel(value)
-        if prov is not None:
-            pos = positions(value, n)
-            if pos is not None:
-                prov = replace_rows(empty(n, value.device), pos, prov) if n else empty(0, value.device)
-        return cls._make(value, _Store(prov, n, value.element_size(), origin))
+        pos = positions(value, n) if prov is not None else None
+
+        def stored(p):
+            if p is None or pos is None:
+                return p
+            return replace_rows(empty(n, value.device), pos, p) if n else empty(0, value.device)
+        if nonlinear is not SAME:
+            nonlinear = None if prov is None else stored(nonlinear)
+        return cls._make(value, _Store(stored(prov), n, value.element_size(), origin, nonlinear))
 
     # -- provenance access ---------------------------------------------------
     def _prov(self) -> Provenance:
@@ -166,49 +178,72 @@ class Tracked(torch.Tensor, Carrier):
         st = self._store
         if st.prov is None:
             return empty(self.value.numel(), self.value.device)
+        return self._logical(st.prov, "_view_prov")
+
+    def _nonlinear(self) -> Optional[Provenance]:
+        """The nonlinear dependencies (see :class:`_Store`) in row-major order; ``None``: none."""
+        st = self._store
+        if st.prov is None or st.nonlinear is None:
+            return None
+        if st.nonlinear is SAME:
+            return self._prov()
+        return self._logical(st.nonlinear, "_view_nonlinear")
+
+    def _logical(self, rows: Provenance, cache: str) -> Provenance:
+        """Store ``rows`` of this tensor's elements, in row-major order."""
+        st = self._store
         v = self.value
         geometry = (v.shape, v.stride(), v.storage_offset())
-        cached = getattr(self, "_view_prov", None)  # a view read by several ops (u * u + u.roll(1))
-        if cached is not None and cached[0] is st.prov and cached[1] == geometry:
+        cached = getattr(self, cache, None)  # a view read by several ops (u * u + u.roll(1))
+        if cached is not None and cached[0] is rows and cached[1] == geometry:
             return cached[2]
         with torch._C.DisableTorchFunction():  # also called inside tracking(): no factory wrapping
             pos, k = _store_rows(v, st)
             if pos is None:
-                return st.prov
+                return rows
             if k == 1:
-                prov = st.prov.gather(pos)
+                prov = rows.gather(pos)
             elif k > 1:
-                prov = union([st.prov.gather(pos * k + j) for j in range(k)], pos.numel())
+                prov = union([rows.gather(pos * k + j) for j in range(k)], pos.numel())
             else:
-                prov = st.prov.gather(torch.div(pos, -k, rounding_mode="floor"))
-        self._view_prov = (st.prov, geometry, prov)
+                prov = rows.gather(torch.div(pos, -k, rounding_mode="floor"))
+        setattr(self, cache, (rows, geometry, prov))
         return prov
 
-    def _write(self, prov: Optional[Provenance], origin: int) -> None:
+    def _write(self, prov: Optional[Provenance], origin: int, nonlinear: Any = SAME) -> None:
         """In-place write: this tensor's elements now have provenance ``prov``, computed from
-        sources of ``origin``."""
+        sources of ``origin``, with nonlinear dependencies ``nonlinear`` (logical order, see
+        :class:`_Store`)."""
         st = self._store
         st.origin |= origin
+        if nonlinear is not SAME or st.nonlinear is not SAME:
+            # the rows not written keep their own nonlinear part: spell it out before the write
+            base = st.prov if st.nonlinear is SAME else st.nonlinear
+            st.nonlinear = self._rows_written(base, prov if nonlinear is SAME else nonlinear)
+        st.prov = self._rows_written(st.prov, prov)
+
+    def _rows_written(self, base: Optional[Provenance], prov: Optional[Provenance]) -> Optional[Provenance]:
+        """Store rows ``base`` after this tensor's elements are written with (logical) ``prov``."""
+        st = self._store
         if prov is None or prov.nnz == 0:
-            if st.prov is None:
-                return
+            if base is None:
+                return None
             prov = empty(self.value.numel(), self.value.device)
         with torch._C.DisableTorchFunction():
             pos, k = _store_rows(self.value, st)
             if pos is None:
-                st.prov = prov
-                return
-            base = st.prov if st.prov is not None else empty(st.numel, self.value.device)
+                return prov
+            base = base if base is not None else empty(st.numel, self.value.device)
             if k == 1:
-                st.prov = replace_rows(base, pos, prov)
-            elif k > 1:   # every row an element spans gets the element's provenance
-                st.prov = replace_rows(base, torch.cat([pos * k + j for j in range(k)]), cat_rows([prov] * k))
-            else:         # a row is replaced only where all its parts are written; else it grows
-                rows = torch.div(pos, -k, rounding_mode="floor")
-                touched, counts = torch.unique(rows, return_counts=True)
-                pushed = scatter(prov, rows, st.numel).gather(touched)
-                kept = base.gather(torch.where(counts < -k, touched, torch.full_like(touched, -1)))
-                st.prov = replace_rows(base, touched, union([pushed, kept], touched.numel()))
+                return replace_rows(base, pos, prov)
+            if k > 1:   # every row an element spans gets the element's provenance
+                return replace_rows(base, torch.cat([pos * k + j for j in range(k)]), cat_rows([prov] * k))
+            # a row is replaced only where all its parts are written; else it grows
+            rows = torch.div(pos, -k, rounding_mode="floor")
+            touched, counts = torch.unique(rows, return_counts=True)
+            pushed = scatter(prov, rows, st.numel).gather(touched)
+            kept = base.gather(torch.where(counts < -k, touched, torch.full_like(touched, -1)))
+            return replace_rows(base, touched, union([pushed, kept], touched.numel()))
 
     def _follow_value(self) -> None:
         """After a resize of the value's storage: grow the store (new elements depend on
@@ -219,6 +254,8 @@ class Tracked(torch.Tensor, Carrier):
             if n > st.numel:
                 if st.prov is not None:
                     st.prov = cat_rows([st.prov, empty(n - st.numel, v.device)])
+                if st.nonlinear is not None and st.nonlinear is not SAME:
+                    st.nonlinear = cat_rows([st.nonlinear, empty(n - st.numel, v.device)])
                 st.numel = n
         self._sync_geometry()
 
@@ -254,10 +291,12 @@ class Tracked(torch.Tensor, Carrier):
     def tolist(self):
         """Python values (a control-flow read of tracked values, see :class:`ControlFlowWarning`)."""
         control_flow("tolist()", [self])
+        note_value_read([self])
         return self.value.tolist()
 
     def numpy(self, *, force: bool = False):
         control_flow("numpy()", [self])
+        note_value_read([self])
         return self.value.numpy(force=force)
 
     @property
