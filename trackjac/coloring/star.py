@@ -47,7 +47,8 @@ def star_coloring(rows: Tensor, cols: Tensor, n: int, seed: int) -> Tensor:
     gen = torch.Generator().manual_seed(seed)
     hub = independent_hubs(r, c, n, gen)
     keep = ~hub.index_select(0, r)
-    own = (~hub).nonzero().squeeze(1)  # a non-hub's closed neighborhood includes itself
+    # a non-hub's closed neighborhood includes itself; a hub with a diagonal entry needs a color too
+    own = (~hub | (torch.bincount(rows[~off], minlength=n) > 0)).nonzero().squeeze(1)
     red_rows = torch.cat([r[keep], own])
     red_cols = torch.cat([c[keep], own])
     return color_columns((red_rows, red_cols, (n, n)), seed=seed).colors

@@ -103,7 +103,9 @@ class SymmetricColoring(Coloring, axis="symmetric"):
     def decompression(self, rows: Tensor, cols: Tensor, device=None) -> Callable[[Tensor], Tensor]:
         """``values = d(C)`` for the entries ``(rows, cols)``: a gather (star) or substitution (acyclic)."""
         if self.method == "star":
-            return super().decompression(rows, cols, device)
+            n = self.colors.numel()  # not -1: C may hold no entry
+            color, pos = (t.to(device) for t in self.compressed_index(rows, cols))
+            return lambda compressed: compressed.reshape(compressed.shape[0], n)[color, pos]
         r, c = self.pattern
         return tree_decompression(self.colors, r, c, rows.long(), cols.long(), device)
 
@@ -142,6 +144,8 @@ def color_symmetric(pattern: PatternLike, *, method: str = "auto", seed: int = 0
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
     rows, cols, n = _symmetric_coo(pattern)
     lower = _lower_bound(rows, cols, n)
+    if rows.numel() == 0:  # no structural nonzero: nothing to evaluate
+        return SymmetricColoring(torch.zeros(n, dtype=torch.long), 0, "symmetric", "empty", 0, "star", (rows, cols))
     with intra_op_threads(1):
         best = None
         if method in ("star", "auto"):
