@@ -117,8 +117,10 @@ def _symmetric_coo(pattern: PatternLike) -> Tuple[Tensor, Tensor, int]:
         raise ValueError(f"a symmetric pattern must be square; got {m} x {n}")
     if rows.numel() and (int(rows.min()) < 0 or int(max(rows.max(), cols.max())) >= n):
         raise ValueError("pattern indices out of range")
-    key = torch.unique(rows * n + cols)
-    rows, cols = key // max(n, 1), key % max(n, 1)  # sorted and distinct
+    key = rows * n + cols
+    if key.numel() > 1 and not bool((key[1:] > key[:-1]).all()):  # usually sorted already
+        key = torch.unique(key)
+        rows, cols = key // n, key % n
     if not torch.equal(key, torch.sort(cols * n + rows).values):
         raise ValueError("pattern is not symmetric: symmetrize it first (pattern | pattern.T)")
     return rows, cols, n
@@ -142,7 +144,8 @@ def color_symmetric(pattern: PatternLike, *, method: str = "auto", seed: int = 0
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
-    rows, cols, n = _symmetric_coo(pattern)
+    with intra_op_threads(1):
+        rows, cols, n = _symmetric_coo(pattern)
     lower = _lower_bound(rows, cols, n)
     if rows.numel() == 0:  # no structural nonzero: nothing to evaluate
         return SymmetricColoring(torch.zeros(n, dtype=torch.long), 0, "symmetric", "empty", 0, "star", (rows, cols))
