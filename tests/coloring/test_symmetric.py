@@ -255,6 +255,9 @@ def test_errors():
         star.compressed_index(torch.tensor([0]), torch.tensor([4]))
     with pytest.raises(ValueError, match="outside"):
         acyc.decompression(torch.tensor([0]), torch.tensor([4]))
+    bare = SymmetricColoring(star.colors, star.num_colors, "symmetric", "hubs", 2)
+    with pytest.raises(ValueError, match="color_symmetric"):
+        bare.decompression(rows, cols)
 
 
 def test_empty_and_diagonal_only():

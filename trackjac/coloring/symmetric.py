@@ -40,6 +40,11 @@ class SymmetricColoring(Coloring, axis="symmetric"):
 
     mode = "hvp"
 
+    def _adjacency(self) -> Tuple[Tensor, Tensor]:
+        if self.pattern is None:  # Coloring(..., axis="symmetric") cannot know the pattern
+            raise ValueError("this SymmetricColoring has no pattern: build it with color_symmetric")
+        return self.pattern
+
     def seeded(self, for_rows, for_columns):
         return for_columns
 
@@ -50,7 +55,7 @@ class SymmetricColoring(Coloring, axis="symmetric"):
         """Sorted keys ``i * n + j`` of the off-diagonal pattern and where each is read: ``(color, position)``."""
         if not hasattr(self, "_read"):
             n = self.colors.numel()
-            r, c = self.pattern
+            r, c = self._adjacency()
             off = r != c
             r, c = r[off], c[off]
             k = max(self.num_colors, 1)
@@ -107,7 +112,7 @@ class SymmetricColoring(Coloring, axis="symmetric"):
             color, pos = self.compressed_index(rows, cols)
             flat = (color * n + pos).to(device)  # one index_select: faster than 2-D advanced indexing
             return lambda compressed: compressed.reshape(-1).index_select(0, flat)
-        r, c = self.pattern
+        r, c = self._adjacency()
         return tree_decompression(self.colors, r, c, rows.long(), cols.long(), device)
 
 
