@@ -146,7 +146,8 @@ def color_symmetric(pattern: PatternLike, *, method: str = "auto", seed: int = 0
     substitution, never more colors in theory, often fewer) or ``"auto"``
     (both; the fewer colors win, star on ties as a gather is cheaper and
     exact). The star coloring is vectorized; the acyclic one loops over
-    vertices in Python (about 1 s per 100k vertices of a tridiagonal pattern).
+    vertices in Python, in natural order (0.4 s for a 100k tridiagonal pattern,
+    2 s for a band of half-width 5). ``seed`` breaks the star coloring's ties.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
