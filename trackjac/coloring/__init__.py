@@ -14,6 +14,8 @@ words, clash detection), ``orders`` (the vertex-order registry), ``greedy``
 from .api import DENSE, IDENTITY, color_columns, color_rows, is_structurally_orthogonal
 from .orders import DEFAULT_ORDERS, ORDERS, get_order, order
 from .result import Coloring, ColumnColoring, RowColoring
+from .symmetric import SymmetricColoring, color_symmetric, is_acyclic_coloring, is_star_coloring
 
-__all__ = ["Coloring", "RowColoring", "ColumnColoring", "ORDERS", "DEFAULT_ORDERS", "order", "get_order", "DENSE", "IDENTITY",
-           "color_columns", "color_rows", "is_structurally_orthogonal"]
+__all__ = ["Coloring", "RowColoring", "ColumnColoring", "ORDERS", "DEFAULT_ORDERS", "order", "get_order", "DENSE",
+           "IDENTITY", "color_columns", "color_rows", "is_structurally_orthogonal",
+           "SymmetricColoring", "color_symmetric", "is_star_coloring", "is_acyclic_coloring"]
