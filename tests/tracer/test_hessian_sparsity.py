@@ -332,3 +332,33 @@ def test_bad_inputs_raise_clear_errors():
         trackjac.hessian_sparsity(lambda x: x * 2, x)
     with pytest.raises(TypeError, match="no floating-point tensor"):
         trackjac.hessian_sparsity(lambda n: torch.tensor(float(n)), 3)
+
+
+_F = torch.nn.functional
+_RAMP = torch.linspace(0.5, 1.5, 72, dtype=torch.float64)
+
+BACKWARD_RULES = {   # backward ops with a rule of their own (rules/backward.py): name -> (f, shape)
+    "avg_pool2d": (lambda x: (_F.avg_pool2d(x, 2, stride=1) ** 2).sum(), (1, 2, 4, 4)),
+    "avg_pool3d": (lambda x: (_F.avg_pool3d(x, 2) ** 2).sum(), (1, 1, 2, 4, 4)),
+    "adaptive_avg_pool2d": (lambda x: (_F.adaptive_avg_pool2d(x, 3) ** 2).sum(), (1, 2, 4, 4)),
+    "adaptive_avg_pool3d": (lambda x: (_F.adaptive_avg_pool3d(x, (1, 3, 3)) ** 2).sum(), (1, 1, 2, 4, 4)),
+    "adaptive_max_pool2d": (lambda x: (_F.adaptive_max_pool2d(x, 2) ** 2).sum(), (1, 2, 4, 4)),
+    "max_pool3d": (lambda x: (_F.max_pool3d(x, 2) ** 2).sum(), (1, 1, 2, 4, 4)),
+    "replicate_pad2d": (lambda x: (_F.pad(x, (1, 2, 1, 0), mode="replicate").sin() * 1.5).sum(), (1, 2, 3, 3)),
+    "replicate_pad1d": (lambda x: (_F.pad(x, (2, 1), mode="replicate") ** 3).sum(), (2, 4)),
+    "hardshrink": (lambda x: (_F.hardshrink(x, 0.5) ** 2).sum(), (2, 4)),
+    "softshrink": (lambda x: (_F.softshrink(x, 0.5) * x.flip(1)).sum(), (2, 4)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BACKWARD_RULES))
+def test_backward_op_rules_local_equal_the_hessian(name):
+    f, shape = BACKWARD_RULES[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", trackjac.UnsupportedOpWarning)   # no conservative fallback
+        _equal_to_dense(f, shape, local=True)
+        x = torch.randn(shape, dtype=torch.float64)
+        glob = as_dense(trackjac.hessian_sparsity(f, x))
+    assert_sound(glob, hessian(f, x).reshape(x.numel(), -1) != 0)
+    if "max" not in name and "shrink" not in name:   # no choice by value: global is exact too
+        _equal_to_dense(f, shape)
