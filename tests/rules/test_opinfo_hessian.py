@@ -74,8 +74,6 @@ NOT_TIGHT: Dict[str, str] = {
 }
 # -- ops whose backward reaches an op without a rule: the conservative pattern, sound -----------
 CONSERVATIVE: Dict[str, str] = {
-    **{f"nn.functional.{n}": "aten.convolution_backward" for n in (
-        "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")},
     "grid_sampler_2d": "aten.grid_sampler_2d_backward", "nn.functional.grid_sample": "aten.grid_sampler_2d_backward",
     "grid_sampler_3d": "aten.grid_sampler_3d_backward",
     "nn.functional.fractional_max_pool2d": "aten.fractional_max_pool2d_backward",
@@ -85,9 +83,6 @@ CONSERVATIVE: Dict[str, str] = {
     "nn.functional.interpolate.bilinear": "aten.upsample_bilinear2d_backward",
     "nn.functional.upsample_bilinear": "aten.upsample_bilinear2d_backward",
     "nn.functional.interpolate.linear": "aten.upsample_linear1d_backward",
-    "nn.functional.interpolate.nearest": "aten.upsample_nearest1d_backward",
-    "nn.functional.upsample_nearest": "aten.upsample_nearest1d_backward",
-    "nn.functional.interpolate.nearest-exact": "aten._upsample_nearest_exact1d_backward",
     "nn.functional.interpolate.trilinear": "aten.upsample_trilinear3d_backward",
 }
 

@@ -346,6 +346,9 @@ BACKWARD_RULES = {   # backward ops with a rule of their own (rules/backward.py)
     "max_pool3d": (lambda x: (_F.max_pool3d(x, 2) ** 2).sum(), (1, 1, 2, 4, 4)),
     "replicate_pad2d": (lambda x: (_F.pad(x, (1, 2, 1, 0), mode="replicate").sin() * 1.5).sum(), (1, 2, 3, 3)),
     "replicate_pad1d": (lambda x: (_F.pad(x, (2, 1), mode="replicate") ** 3).sum(), (2, 4)),
+    "upsample_nearest2d": (lambda x: (_F.interpolate(x, scale_factor=2) ** 2 * _RAMP[:64].reshape(1, 1, 8, 8)).sum(),
+                           (1, 1, 4, 4)),
+    "upsample_nearest_exact1d": (lambda x: _F.interpolate(x, size=7, mode="nearest-exact").sin().sum(), (1, 2, 3)),
     "hardshrink": (lambda x: (_F.hardshrink(x, 0.5) ** 2).sum(), (2, 4)),
     "softshrink": (lambda x: (_F.softshrink(x, 0.5) * x.flip(1)).sum(), (2, 4)),
 }
@@ -362,3 +365,32 @@ def test_backward_op_rules_local_equal_the_hessian(name):
     assert_sound(glob, hessian(f, x).reshape(x.numel(), -1) != 0)
     if "max" not in name and "shrink" not in name:   # no choice by value: global is exact too
         _equal_to_dense(f, shape)
+
+
+CONVOLUTIONS = {   # (f(x, w), x shape, w shape): convolution_backward's rule, input and weight tracked
+    "conv1d_groups_stride": (lambda x, w: (_F.conv1d(x, w, stride=2, padding=1, groups=2) ** 2).sum(),
+                             (2, 4, 5), (6, 2, 3)),
+    "conv1d_dilation_sin": (lambda x, w: _F.conv1d(x, w, dilation=2, groups=2).sin().sum(), (2, 4, 7), (4, 2, 2)),
+    "conv2d_tanh": (lambda x, w: _F.conv2d(x, w, stride=(2, 1), padding=1).tanh().sum(), (1, 2, 4, 3), (3, 2, 2, 2)),
+    "conv1d_unbatched": (lambda x, w: (_F.conv1d(x, w) ** 2).sum(), (3, 6), (2, 3, 2)),
+    "conv_transpose1d": (lambda x, w: (_F.conv_transpose1d(x, w, stride=2) ** 2).sum(), (2, 3, 4), (3, 2, 3)),
+    "conv_then_slice": (lambda x, w: (_F.conv1d(x, w) ** 2)[..., :2].sum(), (1, 2, 6), (2, 2, 3)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONVOLUTIONS))
+@pytest.mark.parametrize("local", [False, True])
+def test_convolution_backward_is_exact(name, local):
+    f, xs, ws = CONVOLUTIONS[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", trackjac.UnsupportedOpWarning)   # no conservative fallback
+        _equal_to_dense(f, xs, ws, local=local)
+        _equal_to_dense(lambda x: f(x, torch.linspace(-1, 1, _numel(ws), dtype=torch.float64).reshape(ws)), xs,
+                        local=local)
+
+
+def _numel(shape):
+    n = 1
+    for s in shape:
+        n *= s
+    return n

@@ -1,5 +1,5 @@
-"""Backward ops that a traced backward pass (``hessian_sparsity``) reaches: pooling, padding and
-shrinkage backwards.
+"""Backward ops that a traced backward pass (``hessian_sparsity``) reaches: convolution, pooling,
+padding, nearest upsampling and shrinkage backwards.
 
 Each is linear in ``grad_output`` with a structure fixed by the forward op, so the result is the
 forward pattern transposed: ``grad_input[j]`` unites ``grad_output[o]`` over the outputs ``o`` that
@@ -9,14 +9,16 @@ choose: no derivative flows through it.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 import torch
 
 from ..provenance import Provenance, SetProv, scatter
-from .conv import _adaptive_table, _expand, _spatial, strided_table, windows
+from .conv import _adaptive_table, _conv_tables, _expand, _geometry, _prod, _spatial, _tap_table, strided_table, windows
+from .gradient import structural_zeros
 from .pointwise import _select, _v, generic
 from .registry import register, rule
+from .shapes import codes, reduce, union_opt
 
 aten = torch.ops.aten
 I64 = torch.int64
@@ -120,6 +122,27 @@ register([aten.replication_pad2d_backward], _replication_pad_backward(aten.repli
 register([aten.replication_pad3d_backward], _replication_pad_backward(aten.replication_pad3d))
 
 
+def _nearest_backward(forward):
+    def nearest_backward(call):
+        """The forward gathers one input per output: run it on the input's element codes."""
+        g = call.prov(call.bound["grad_output"])
+        if g is None:
+            return None
+        shape = [int(s) for s in call.bound["input_size"]]
+        scales = [v for k, v in call.bound.items() if k.startswith("scales")]
+        codes_in = torch.arange(_prod(shape), dtype=torch.float64, device=g.device).reshape(shape)
+        src = forward(codes_in, call.bound["output_size"], *scales).reshape(-1).to(I64)
+        return scatter(g, src, _prod(shape))
+    return nearest_backward
+
+
+for _d in (1, 2, 3):
+    register([getattr(aten, f"upsample_nearest{_d}d_backward")],
+             _nearest_backward(getattr(aten, f"upsample_nearest{_d}d").default))
+    register([getattr(aten, f"_upsample_nearest_exact{_d}d_backward")],
+             _nearest_backward(getattr(aten, f"_upsample_nearest_exact{_d}d").default))
+
+
 @rule(aten.hardshrink_backward, aten.softshrink_backward)
 def _shrink_backward(call):
     """``grad_out * (|self| > lambd)``: piecewise constant in ``self``; local mode keeps ``grad_out``
@@ -130,3 +153,51 @@ def _shrink_backward(call):
     s = _v(call, "self")
     return _select(call, {name: ~(s.abs() <= _v(call, "lambd")),
                           "self": torch.zeros((), dtype=torch.bool, device=s.device)})
+
+
+@rule(aten.convolution_backward)
+def _convolution_backward(call):
+    """``(grad_input, grad_weight, grad_bias)``: every (output, input, weight) triple of the
+    convolution (the cost of the convolution itself) pushes ``grad_output`` and ``weight`` into
+    ``grad_input`` and ``grad_output`` and ``input`` into ``grad_weight``; ``grad_bias`` sums
+    ``grad_output`` over batch and space.  A structurally zero ``grad_output`` element (see
+    :mod:`.gradient`) pushes nothing."""
+    go_t, x_t, w_t = call.bound["grad_output"], call.bound["input"], call.bound["weight"]
+    go, x, w = call.value(go_t), call.value(x_t), call.value(w_t)
+    pg, px, pw = call.prov(go_t), call.prov(x_t), call.prov(w_t)
+    mask = list(call.bound["output_mask"])
+    d = w.dim() - 2
+    transposed = bool(call.bound["transposed"])
+    groups = int(call.bound["groups"])
+    stride = _expand(call.bound["stride"], d, 1)
+    padding = _expand(call.bound["padding"], d, 0)
+    dilation = _expand(call.bound["dilation"], d, 1)
+    _, _, n, c_in, s_in, c_out, s_out, g, icg, ocg, ksz = _geometry(x.shape, w.shape, go.shape, groups)
+    dev = go.device
+    tabs = [_conv_tables(s_in[j], s_out[j], ksz[j], stride[j], padding[j], dilation[j], transposed, dev)
+            for j in range(d)]
+    taps = _tap_table(tabs, s_in)                               # (so, kf): input read at (o, k)
+    kf, so, si = _prod(ksz), _prod(s_out), _prod(s_in)
+    wcode = (codes((g, ocg, icg, kf), dev) if not transposed
+             else codes((g, icg, ocg, kf), dev).permute(0, 2, 1, 3))
+    gg, oc, ic, kk = torch.ones((g, ocg, icg, kf), dtype=torch.bool, device=dev).nonzero(as_tuple=True)
+    ii = taps[:, kk]
+    o_idx, e = (ii >= 0).nonzero(as_tuple=True)
+    bn = torch.arange(n, dtype=I64, device=dev).view(-1, 1)
+    out_i = (((gg * ocg + oc)[e] * so + o_idx).view(1, -1) + bn * (c_out * so)).reshape(-1)
+    x_i = (((gg * icg + ic)[e] * si + ii[o_idx, e]).view(1, -1) + bn * (c_in * si)).reshape(-1)
+    w_i = wcode[gg, oc, ic, kk][e].view(1, -1).expand(n, -1).reshape(-1)
+    zs = structural_zeros(call, go_t)
+    if zs is not None:
+        live = ~zs.reshape(-1)[out_i]
+        out_i, x_i, w_i = out_i[live], x_i[live], w_i[live]
+    res: List[Optional[Provenance]] = [None, None, None]
+    if mask[0]:
+        res[0] = union_opt([scatter(p, x_i, x.numel(), src) for p, src in ((pg, out_i), (pw, w_i))
+                            if p is not None], x.numel(), dev)
+    if mask[1]:
+        res[1] = union_opt([scatter(p, w_i, w.numel(), src) for p, src in ((pg, out_i), (px, x_i))
+                            if p is not None], w.numel(), dev)
+    if len(mask) > 2 and mask[2] and pg is not None:
+        res[2] = reduce(pg, (n, c_out, so), [0, 2])
+    return [r for r, m in zip(res, mask) if m]   # the outputs not asked for are undefined, not passed
