@@ -1,19 +1,20 @@
 """``hessian_sparsity``: the Hessian's structural pattern, traced through the gradient's graph.
 
-The Hessian of a scalar ``f`` is the Jacobian of ``torch.func.grad(f)``, so its
-pattern is the first-order pattern of the gradient: the backward formulas are
+The Hessian of a scalar ``f`` is the Jacobian of its gradient, so its pattern is
+the first-order pattern of ``torch.func.vjp(f)``'s backward: the formulas are
 ordinary ATen ops (``cos(x) * g`` for ``sin``, ``g * y`` for ``x * y``, an
 ``expand`` of a constant ``g`` for ``sum``), each propagated by the same rules
 as any forward op. A linear op's backward reads no tracked value, so it adds no
 interaction; ``x * y`` makes ``x`` and ``y`` interact and nothing else;
 ``sin(u)`` makes ``u``'s dependencies interact with each other. This reuses the
 whole first-order rule set (convolutions, attention, RNNs, indexing) instead of a
-second rule per op, and is as tight as a per-element pair tracer wherever the
-backward formulas are (see docs/concepts.md, "Second order").
+second rule per op.  The cotangent is tracked too, which marks the gradient
+elements that are structurally zero (see ``rules/gradient.py``), and the result
+keeps an entry only when both of its rows have it (the Hessian is symmetric):
+see docs/concepts.md, "Second order".
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Callable, List, Optional
 
 import torch
@@ -58,10 +59,9 @@ class _GradFactoryMode(TorchFunctionMode):
         return _F._wrap_for_grad(made, level)
 
 
-def gradient_function(f: Callable, args, where: str, tracked_factories: bool = False):
+def gradient_function(f: Callable, args, where: str):
     """``g(*args)`` returning the tuple of gradients of scalar ``f`` w.r.t. its floating tensor
-    arguments (``torch.func.grad``), and those arguments' positions.  ``tracked_factories``: the
-    tensors ``f``'s factories make are trackable constants (for tracing ``g``, not for evaluating it)."""
+    arguments (``torch.func.grad``), and those arguments' positions (for evaluating, not tracing)."""
     pos: List[int] = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.dtype in FLOATING]
     if not pos:
         raise TypeError(f"{where}: no floating-point tensor among the arguments to differentiate")
@@ -71,8 +71,7 @@ def gradient_function(f: Callable, args, where: str, tracked_factories: bool = F
             full = list(a)
             for i, v in zip(pos, d):
                 full[i] = v
-            with _GradFactoryMode() if tracked_factories else contextlib.nullcontext():
-                return scalar_output(f(*full), where)
+            return scalar_output(f(*full), where)
 
         return tuple(torch.func.grad(scalar, argnums=tuple(range(len(pos))))(*[a[i] for i in pos]))
 
