@@ -16,6 +16,7 @@ Adding an op is one decorator on the function of its kind's module::
 from . import (conv, factorizations, foreach, indexing, linalg, movement, nn, pointwise,  # noqa: F401
                reductions, spectral)
 from . import rnn  # noqa: F401
+from . import backward  # noqa: F401  (after conv and pointwise, whose tables it reuses)
 from . import nondiff  # noqa: F401,I001  (last: it covers only packets the others leave without a rule)
 from .api import Call, Carrier, conservative, conservative_from
 from .registry import find, find_with_kind, register, rule, tag_rule

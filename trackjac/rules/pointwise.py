@@ -13,6 +13,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from ..dtypes import DIFFERENTIABLE
+from .gradient import structural_zeros
 from .registry import register, rule, tag_rule
 from .shapes import bcast, union_opt
 
@@ -242,6 +243,18 @@ register([aten.threshold], _choice(_threshold_masks, keep_nan=True))
 register([aten.hardshrink, aten.softshrink], _choice(_shrink_masks, keep_nan=True))
 
 
+@rule(aten.threshold_backward)
+def _threshold_backward(call):
+    """``grad * ~(self <= threshold)`` (``relu``'s backward): piecewise constant in ``self``, so only
+    ``grad_output`` flows, which keeps relu's Hessian empty.  Local mode keeps it where autograd
+    does: not at a tie, since relu passes its result (exactly 0 wherever ``x < 0``)."""
+    if not call.local:
+        return generic(call, skip=("self",))
+    s = _v(call, "self")
+    return _select(call, {"grad_output": ~(s <= _v(call, "threshold")),
+                          "self": torch.zeros((), dtype=torch.bool, device=s.device)})
+
+
 def _remainder_masks(rounding):
     """``self - rounding(self / other) * other``: ``d/dother = -rounding(self / other)``, zero while
     the quotient rounds to 0 (a neighbourhood property, so local mode drops ``other`` there)."""
@@ -312,10 +325,20 @@ def _nonzero_factor(call, name: str, factor=lambda v: v) -> torch.Tensor:
 
 @rule(aten.mul)
 def _mul(call):
-    """``x * y``; with ``constant_zeros="drop"`` an exact zero without provenance cuts the other factor."""
-    if not call.drops_zeros:
+    """``x * y``; with ``constant_zeros="drop"`` an exact zero without provenance cuts the other
+    factor, and so does, in a traced backward pass, a structurally zero gradient element (see
+    :mod:`.gradient`)."""
+    zs = [structural_zeros(call, call.bound.get(n)) for n in ("self", "other")]
+    if not call.drops_zeros and zs[0] is None and zs[1] is None:
         return generic(call)
-    return _select(call, {"self": _nonzero_factor(call, "other"), "other": _nonzero_factor(call, "self")})
+    keep = {"self": _nonzero_factor(call, "other"), "other": _nonzero_factor(call, "self")} \
+        if call.drops_zeros else {}
+    cut = zs[0] if zs[1] is None else zs[1] if zs[0] is None else zs[0] | zs[1]
+    if cut is not None:
+        shape = _out(call).shape
+        keep = {n: (keep[n].expand(shape) if n in keep else torch.ones(shape, dtype=torch.bool, device=cut.device))
+                & ~cut.expand(shape) for n in ("self", "other")}
+    return _select(call, keep)
 
 
 @rule(aten.lerp)
