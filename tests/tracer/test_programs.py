@@ -9,7 +9,7 @@ linear combination of its outputs is constant), so the global pattern must equal
 of the dense Jacobian's nonzeros over a few random points.
 """
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import trackjac
@@ -18,10 +18,19 @@ from dense_reference import assert_equal, assert_sound, dense_nonzeros, union_no
 from random_programs import CHOICES, program_args, programs, run_program, shapes
 
 
+def _unsaturated(out) -> bool:
+    """No output is exactly 0 or 1 or non-finite: where a softmax underflows (an exact 0, whose
+    square root has an infinite derivative, or an exact 1 with derivative ``p (1 - p) = 0``) or
+    a power overflows, the dense Jacobian's zeros and nans are round-off, not structure."""
+    return bool(torch.isfinite(out).all() and (out != 0).all() and (out != 1).all())
+
+
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(programs, shapes)
 def test_program_pattern_equals_union_of_nonzeros(steps, shape):
     f = lambda x, r, c: run_program(steps, x, r, c)  # noqa: E731
+    for s in range(3):   # saturated points (softmax at exactly 0 or 1, overflow) say nothing of structure
+        assume(_unsaturated(f(*program_args(shape, 100 + s))))
     pats = trackjac.jacobian_sparsity(f, *program_args(shape, 0))
     expected = union_nonzeros(f, lambda s: program_args(shape, 100 + s), points=3)
     for p, e, name in zip(pats, expected, "xrc"):

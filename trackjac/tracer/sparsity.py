@@ -1,43 +1,128 @@
 """``jacobian_sparsity``: the Jacobian's structural pattern, nested like ``torch.autograd.functional.jacobian``."""
 from __future__ import annotations
 
-from typing import Any, Callable, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
+from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
-from .._nesting import nest, output_list
+from .._nesting import nest
 from .._sparse import bool_coo, empty_coo
 from .._threads import intra_op_threads
 from ..dtypes import DIFFERENTIABLE, FLOATING
 from .context import tracking
 from .state import config
-from .tensor import Tracked
+from .tensor import Tracked, untrack
 
 
-def track_args(args) -> Tuple[list, List[int]]:
-    """Wrap every floating tensor argument as a source; returns the new args and their positions.
+def _track_leaf(a: Any, where: str) -> Any:
+    if isinstance(a, Tracked):
+        raise TypeError(f"jacobian_sparsity: {where} is already a Tracked tensor; pass the plain "
+                        "tensor (its .value): the function's floating arguments are tracked for you")
+    if isinstance(a, torch.Tensor) and torch._C._functorch.is_functorch_wrapped_tensor(a):
+        raise TypeError(
+            f"{where} is inside a torch.func transform (vmap, grad, jacrev ...): trackjac traces "
+            "concrete tensors. Call jacobian_sparsity / jacobian / jacobian_plan outside the transform "
+            "(a plan built once can then be evaluated per sample), or use torch.func inside f instead.")
+    return a
+
+
+def _argnums(argnums: Union[None, int, Sequence[int]], n: int) -> Optional[Tuple[int, ...]]:
+    if argnums is None:
+        return None
+    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    if not nums or not all(isinstance(k, int) for k in nums):
+        raise TypeError(f"argnums must be an int or a non-empty tuple of ints; got {argnums!r}")
+    norm = tuple(k + n if k < 0 else k for k in nums)
+    if any(not 0 <= k < n for k in norm):
+        raise ValueError(f"argnums {argnums!r} out of range for {n} positional argument(s)")
+    if len(set(norm)) != len(norm):
+        raise ValueError(f"argnums {argnums!r} names an argument twice")
+    return norm
+
+
+class Tracking(NamedTuple):
+    """Which arguments were tracked: the new args, the tracked leaves and how to nest over them."""
+
+    args: list
+    sources: List[Tracked]
+    legacy: bool           # plain tensor arguments only: nest like torch.autograd.functional.jacobian
+    groups: list           # per differentiated argument: (its pytree spec, indices into sources or None)
+    single: bool           # argnums was an int: no tuple over arguments
+
+
+def track_args(args, argnums=None) -> Tracking:
+    """Wrap the floating tensors of the differentiated arguments (``argnums``, default all) as
+    sources; arguments may be pytrees (dicts, lists, tuples of tensors), as in ``torch.func``.
 
     The sources refuse in-place writes (``f`` must not change its caller's tensors)."""
-    new, pos = [], []
-    for i, a in enumerate(args):
-        if isinstance(a, Tracked):
-            raise TypeError(f"jacobian_sparsity: argument {i} is already a Tracked tensor; pass the plain "
-                            "tensor (its .value): the function's floating arguments are tracked for you")
-        if isinstance(a, torch.Tensor) and torch._C._functorch.is_functorch_wrapped_tensor(a):
-            raise TypeError(
-                f"argument {i} is inside a torch.func transform (vmap, grad, jacrev ...): trackjac traces "
-                "concrete tensors. Call jacobian_sparsity / jacobian / jacobian_plan outside the transform "
-                "(a plan built once can then be evaluated per sample), or use torch.func inside f instead.")
-        if isinstance(a, torch.Tensor) and a.dtype in FLOATING:
-            t = Tracked(a)
-            t._store.argument = i
-            new.append(t)
-            pos.append(i)
-        else:
-            new.append(a)
-    if not pos:
-        raise TypeError("jacobian_sparsity: no floating-point tensor among the arguments to track")
-    return new, pos
+    nums = _argnums(argnums, len(args))
+    chosen = range(len(args)) if nums is None else nums
+    legacy = nums is None and all(not isinstance(a, (list, tuple, dict)) for a in args)
+    new, srcs, groups = list(args), [], []
+    for i in chosen:
+        leaves, spec = tree_flatten(args[i])
+        idx: List[Optional[int]] = []
+        for k, leaf in enumerate(leaves):
+            leaf = _track_leaf(leaf, f"argument {i}" if len(leaves) == 1 else f"argument {i}, leaf {k}")
+            if isinstance(leaf, torch.Tensor) and leaf.dtype in FLOATING:
+                t = Tracked(leaf)
+                t._store.argument = i
+                leaves[k] = t
+                idx.append(len(srcs))
+                srcs.append(t)
+            else:
+                idx.append(None)
+        if nums is not None and all(j is None for j in idx):
+            raise TypeError(f"jacobian_sparsity: argnums selects argument {i}, which holds no floating-point "
+                            f"tensor (got {type(args[i]).__name__})")
+        new[i] = tree_unflatten(leaves, spec)
+        if any(j is not None for j in idx):
+            groups.append((spec, idx))
+    if not srcs:
+        raise TypeError("jacobian_sparsity: no floating-point tensor among the arguments to track "
+                        f"(got {', '.join(type(a).__name__ for a in args) or 'no arguments'})")
+    return Tracking(new, srcs, legacy, groups, isinstance(argnums, int))
+
+
+def _nest_inputs(blocks: List[Any], tr: Tracking) -> Any:
+    """Blocks of one output (one per source) nested like the differentiated arguments."""
+    per_arg = []
+    for spec, idx in tr.groups:
+        leaves = [None if j is None else blocks[j] for j in idx]
+        per_arg.append(tree_unflatten(leaves, spec))
+    return per_arg[0] if tr.single or len(per_arg) == 1 else tuple(per_arg)
+
+
+def _nest(table: List[List[Any]], out: Any, tr: Tracking) -> Any:
+    """``table[output leaf][source]`` nested like ``torch.autograd.functional.jacobian`` (plain
+    tensor arguments, a tensor or tuple output) or else like ``torch.func.jacrev``."""
+    out_leaves, out_spec = tree_flatten(out)
+    if tr.legacy and (isinstance(out, torch.Tensor) or (isinstance(out, (tuple, list))
+                                                         and all(isinstance(o, torch.Tensor) for o in out))):
+        return nest(table, isinstance(out, (tuple, list)), len(tr.sources) > 1)
+    return tree_unflatten([_nest_inputs(row, tr) for row in table], out_spec)
+
+
+def _outputs(out: Any, has_aux: bool) -> Tuple[Any, List[torch.Tensor], Any]:
+    """(the output pytree, its tensor leaves, aux as plain values)."""
+    aux = None
+    if has_aux:
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise TypeError("jacobian_sparsity: with has_aux=True, f must return a pair (output, aux)")
+        out, aux = out
+        aux = tree_map(lambda a: untrack(a) if isinstance(a, Tracked) else a, aux)
+    if isinstance(out, (tuple, list)) and not isinstance(out, torch.Tensor) and not out:
+        raise TypeError("jacobian_sparsity: f returned an empty sequence")
+    leaves, _ = tree_flatten(out)
+    if not leaves:
+        raise TypeError("jacobian_sparsity: the function must return a tensor or a pytree of tensors; "
+                        f"got {type(out).__name__}")
+    for j, o in enumerate(leaves):
+        if not isinstance(o, torch.Tensor):
+            raise TypeError(f"jacobian_sparsity: the function must return a tensor or a pytree of tensors; "
+                            f"output leaf {j} is {type(o).__name__}")
+    return out, leaves, aux
 
 
 def pattern_of(y: torch.Tensor, x: Tracked, layout=torch.sparse_coo) -> torch.Tensor:
@@ -85,12 +170,16 @@ def _split(y: torch.Tensor, x: Tracked, layout, unsure: bool) -> Tuple[torch.Ten
     return const, var
 
 
-def jacobian_sparsity(f: Callable, *args, local: bool = False, strict: bool = False,
+def jacobian_sparsity(f: Callable, *args, argnums: Union[None, int, Sequence[int]] = None,
+                      has_aux: bool = False, local: bool = False, strict: bool = False,
                       layout=torch.sparse_coo, representation: Optional[str] = None,
-                      constant_zeros: Optional[str] = None, classify: bool = False):
+                      constant_zeros: Optional[str] = None, classify: bool = False, **kwargs):
     """Structural sparsity pattern of the Jacobian of ``f`` at ``args``.
 
-    Every floating tensor argument is tracked; other arguments are passed as they are.
+    The floating tensors of the arguments ``argnums`` (an int or a tuple, as in ``torch.func``;
+    default: every argument) are tracked; arguments may be pytrees (dicts, lists, tuples of
+    tensors); other arguments and ``kwargs`` are passed to ``f`` as they are.
+    ``has_aux=True``: ``f`` returns ``(output, aux)`` and the result is ``(pattern, aux)``.
     ``(i, j)`` is in the pattern when data flows from ``arg.flatten()[j]`` into
     ``out.flatten()[i]`` through differentiable ops, whatever the values (an input
     multiplied by zero still participates).  In global mode (default) the pattern holds
@@ -104,9 +193,14 @@ def jacobian_sparsity(f: Callable, *args, local: bool = False, strict: bool = Fa
 
     Returns:
         A coalesced sparse COO boolean matrix ``(out.numel(), arg.numel())`` (dense with
-        ``layout=torch.strided``), nested like ``torch.autograd.functional.jacobian``: a
-        tuple over tracked inputs when there are several, inside a tuple over outputs
-        when ``f`` returns a tuple.
+        ``layout=torch.strided``) per (output tensor, input tensor). With plain tensor
+        arguments, no ``argnums`` and a tensor or tuple output, nested like
+        ``torch.autograd.functional.jacobian``: a tuple over tracked inputs when there are
+        several, inside a tuple over outputs when ``f`` returns a tuple. Otherwise nested
+        like ``torch.func.jacrev``: the output's pytree, each leaf holding the inputs'
+        structure (the pytree of the argument ``argnums`` names, a tuple over arguments for
+        a tuple ``argnums``). Blocks are always 2-D; ``depends_on`` gives the
+        ``out.shape + in.shape`` view of one block.
 
     Cost: time and memory proportional to the number of (element, input) dependencies
     of the intermediate tensors, not to ``outputs x inputs`` (``representation="sets"``);
@@ -128,24 +222,25 @@ def jacobian_sparsity(f: Callable, *args, local: bool = False, strict: bool = Fa
     with tracking(local=local, strict=strict, representation=representation,
                   constant_zeros=constant_zeros) as cfg:
         saved, cfg.n_inputs = cfg.n_inputs, sum(
-            a.numel() for a in args if isinstance(a, torch.Tensor) and a.dtype in FLOATING)
+            a.numel() for a in tree_flatten(list(args))[0] if isinstance(a, torch.Tensor) and a.dtype in FLOATING)
         saved_classify = cfg.classify, cfg.read_varying
         cfg.classify, cfg.read_varying = classify, False
         try:
             try:
-                targs, pos = track_args(args)
+                tr = track_args(args, argnums)
             finally:
                 cfg.n_inputs = saved
-            out = f(*targs)
+            out = f(*tr.args, **kwargs)
             unsure = cfg.read_varying
         finally:
             cfg.classify, cfg.read_varying = saved_classify
-    outs, out_tuple = output_list(out, "jacobian_sparsity")
-    srcs = [targs[i] for i in pos]
+    out, outs, aux = _outputs(out, has_aux)
+    srcs = tr.sources
     with intra_op_threads(config().threads), torch._C.DisableTorchFunction():
         if not classify:
-            table = [[pattern_of(o, x, layout) for x in srcs] for o in outs]
-            return nest(table, out_tuple, len(srcs) > 1)
-        split = [[_split(o, x, layout, unsure) for x in srcs] for o in outs]
-    return JacobianClassification(*(nest([[s[k] for s in row] for row in split], out_tuple, len(srcs) > 1)
-                                    for k in range(2)))
+            result = _nest([[pattern_of(o, x, layout) for x in srcs] for o in outs], out, tr)
+        else:
+            split = [[_split(o, x, layout, unsure) for x in srcs] for o in outs]
+            result = JacobianClassification(*(_nest([[s[k] for s in row] for row in split], out, tr)
+                                              for k in range(2)))
+    return (result, aux) if has_aux else result
