@@ -22,6 +22,7 @@ from typing import Any, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from ._blocks import flat_side
 from ._sparse import structural_coo
 
 __all__ = ["spy", "SpyPlot"]
@@ -70,23 +71,6 @@ def _blocks(parts: Sequence[Sequence[Tuple[Tensor, Tensor, int, int]]]):
     return torch.cat(rows), torch.cat(cols), r0[-1], c0[-1], r0[1:-1], c0[1:-1]
 
 
-def _flat_tuple_side(blocks, nesting: Optional[str]) -> str:
-    """Whether a flat tuple of blocks runs over inputs (one output) or over outputs (one input).
-
-    ``jacobian_sparsity`` returns a flat tuple for either; the shapes decide when they can
-    (blocks over inputs share their row count, blocks over outputs their column count), else
-    ``nesting`` must (default "inputs")."""
-    if nesting is not None:
-        if nesting not in ("inputs", "outputs"):
-            raise ValueError(f"spy: nesting must be 'inputs' or 'outputs'; got {nesting!r}")
-        return nesting
-    same_rows = len({b[2] for b in blocks}) == 1
-    same_cols = len({b[3] for b in blocks}) == 1
-    if same_cols and not same_rows:
-        return "outputs"
-    return "inputs"
-
-
 def _normalize(pattern: Any, nesting: Optional[str] = None):
     """rows, cols, m, n, row boundaries, column boundaries, (number of outputs, number of inputs)."""
     if hasattr(pattern, "pattern") and not isinstance(pattern, Tensor):  # a JacobianPlan
@@ -97,7 +81,7 @@ def _normalize(pattern: Any, nesting: Optional[str] = None):
     if isinstance(pattern, (tuple, list)) and pattern:
         if all(isinstance(p, Tensor) for p in pattern):
             blocks = [_coo(p) for p in pattern]
-            if _flat_tuple_side(blocks, nesting) == "outputs":  # one input: a column of blocks
+            if flat_side([b[2:] for b in blocks], nesting, "spy") == "outputs":  # one input: a column of blocks
                 return (*_blocks([[b] for b in blocks]), (len(blocks), 1))
             return (*_blocks([blocks]), (1, len(blocks)))   # one output: a row of blocks
         if all(isinstance(p, (tuple, list)) and p and all(isinstance(q, Tensor) for q in p) for p in pattern):
