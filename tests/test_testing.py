@@ -1,5 +1,6 @@
 """``trackjac.testing``: the assertions pass on sound patterns and right Jacobians, fail with a readable
 diff on wrong ones; the strategies draw what they say."""
+import os
 import subprocess
 import sys
 
@@ -201,3 +202,15 @@ def test_import_does_not_need_hypothesis():
             "trackjac.testing.tensors; assert 'hypothesis' in sys.modules")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_docs_example_runs(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    text = open(os.path.join(root, "docs", "testing.md"), encoding="utf-8").read()
+    block = text.split("tests/test_testing.py::test_docs_example_runs -->\n```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "test_my_residual.py").write_text(block)
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_my_residual.py"],
+                       capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "3 passed" in r.stdout
