@@ -161,20 +161,13 @@ def _dtype(s: str) -> torch.dtype:
 def _argument_names(f: Callable, count: int) -> List[str]:
     """Names of the first ``count`` positional parameters of ``f`` (``input i`` where unknown)."""
     try:
-        params = [p.name for p in inspect.signature(f).parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        params = list(inspect.signature(f).parameters.values())
     except (TypeError, ValueError):  # builtins and some C callables have no signature
         params = []
-    if any(p.kind == p.VAR_POSITIONAL for p in _parameters(f)) or len(params) < count:
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(names) < count:  # *args, or a callable without a signature
         return [f"input {i}" for i in range(count)]
-    return params[:count]
-
-
-def _parameters(f: Callable):
-    try:
-        return list(inspect.signature(f).parameters.values())
-    except (TypeError, ValueError):
-        return []
+    return names[:count]
 
 
 def _track(f: Callable, args: list, a) -> object:
