@@ -69,6 +69,8 @@ def test_to_scipy_flat_tuples_over_outputs_or_inputs():
     assert to_scipy(same).shape == (5, 10)   # all blocks one shape: inputs unless told
     plan = trackjac.jacobian_plan(lambda u: u.cumsum(0), x)
     assert to_scipy(plan).nnz == 15
+    two = trackjac.jacobian_plan(lambda u: (u * 2, u.sin()), x)
+    assert to_scipy(two).shape == (10, 5)   # a plan knows it has one input
 
 
 def test_to_scipy_errors():

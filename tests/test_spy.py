@@ -25,6 +25,8 @@ def test_two_outputs_one_input_is_a_column_of_blocks():
     assert plot.shape == (10, 5) and plot.row_breaks == [5] and plot.col_breaks == []
     assert spy(p, nesting="outputs").shape == (10, 5)
     assert spy(p).shape == (5, 10)   # without names or nesting: a flat tuple of one shape runs over inputs
+    plan = trackjac.jacobian_plan(lambda x: (x * 2, x.sin()), torch.rand(5, dtype=torch.double))
+    assert spy(plan).shape == (10, 5)   # a plan knows it has one input
     assert plot.text().splitlines()[-1] == "blocks: rows = outputs [output 0 (5), output 1 (5)], columns = inputs [x (5)]"
 
 

@@ -19,3 +19,11 @@ def flat_side(shapes: Sequence[Tuple[int, int]], nesting: Optional[str], where: 
     same_rows = len({s[0] for s in shapes}) == 1
     same_cols = len({s[1] for s in shapes}) == 1
     return "outputs" if same_cols and not same_rows else "inputs"
+
+
+def plan_nesting(plan: object) -> Optional[str]:
+    """The side a plan's flat tuple of blocks runs over (it knows its number of inputs), or ``None``."""
+    specs = getattr(getattr(plan, "structure", None), "in_specs", None)
+    if specs is None:
+        return None
+    return "outputs" if len(specs) == 1 else "inputs"

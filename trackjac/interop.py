@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 from torch import Tensor
 
-from ._blocks import flat_side
+from ._blocks import flat_side, plan_nesting
 from .evaluate import jacobian_plan
 
 __all__ = ["to_scipy", "from_scipy", "least_squares_problem", "LeastSquaresProblem"]
@@ -87,6 +87,7 @@ def to_scipy(pattern_or_jacobian: Any, format: str = "csr", *, nesting: Optional
         raise ValueError(f"to_scipy: format must be one of {_FORMATS}; got {format!r}")
     x = pattern_or_jacobian
     if hasattr(x, "pattern") and not isinstance(x, (Tensor, tuple, list)):  # a plan
+        nesting = nesting or plan_nesting(x)
         x = x.pattern
     if isinstance(x, Tensor):
         return _block(x, sp).asformat(format)

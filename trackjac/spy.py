@@ -22,7 +22,7 @@ from typing import Any, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from ._blocks import flat_side
+from ._blocks import flat_side, plan_nesting
 from ._sparse import structural_coo
 
 __all__ = ["spy", "SpyPlot"]
@@ -74,6 +74,7 @@ def _blocks(parts: Sequence[Sequence[Tuple[Tensor, Tensor, int, int]]]):
 def _normalize(pattern: Any, nesting: Optional[str] = None):
     """rows, cols, m, n, row boundaries, column boundaries, (number of outputs, number of inputs)."""
     if hasattr(pattern, "pattern") and not isinstance(pattern, Tensor):  # a JacobianPlan
+        nesting = nesting or plan_nesting(pattern)
         pattern = pattern.pattern
     if isinstance(pattern, Tensor):
         r, c, m, n = _coo(pattern)
