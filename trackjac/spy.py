@@ -72,21 +72,21 @@ def _blocks(parts: Sequence[Sequence[Tuple[Tensor, Tensor, int, int]]]):
 
 
 def _normalize(pattern: Any, nesting: Optional[str] = None):
-    """rows, cols, m, n, row boundaries, column boundaries, (number of outputs, number of inputs)."""
+    """rows, cols, m, n, row boundaries, column boundaries."""
     if hasattr(pattern, "pattern") and not isinstance(pattern, Tensor):  # a JacobianPlan
         nesting = nesting or plan_nesting(pattern)
         pattern = pattern.pattern
     if isinstance(pattern, Tensor):
         r, c, m, n = _coo(pattern)
-        return r, c, m, n, [], [], (1, 1)
+        return r, c, m, n, [], []
     if isinstance(pattern, (tuple, list)) and pattern:
         if all(isinstance(p, Tensor) for p in pattern):
             blocks = [_coo(p) for p in pattern]
             if flat_side([b[2:] for b in blocks], nesting, "spy") == "outputs":  # one input: a column of blocks
-                return (*_blocks([[b] for b in blocks]), (len(blocks), 1))
-            return (*_blocks([blocks]), (1, len(blocks)))   # one output: a row of blocks
+                return _blocks([[b] for b in blocks])
+            return _blocks([blocks])   # one output: a row of blocks
         if all(isinstance(p, (tuple, list)) and p and all(isinstance(q, Tensor) for q in p) for p in pattern):
-            return (*_blocks([[_coo(p) for p in row] for row in pattern]), (len(pattern), len(pattern[0])))
+            return _blocks([[_coo(p) for p in row] for row in pattern])
     raise TypeError(
         "spy: expected a 2-D tensor (sparse or dense), a nested tuple of them as returned by "
         f"trackjac.jacobian_sparsity / trackjac.jacobian, or a plan; got {type(pattern).__name__}")
@@ -383,7 +383,7 @@ def spy(pattern: Any, *, png: Optional[Union[str, os.PathLike]] = None, width: i
             nesting = "outputs"
         elif output_names is not None and len(output_names) == 1 and len(pattern) > 1:
             nesting = "inputs"
-    rows, cols, m, n, rb, cb, _ = _normalize(pattern, nesting)
+    rows, cols, m, n, rb, cb = _normalize(pattern, nesting)
     plot = SpyPlot(rows, cols, m, n, rb, cb, width=width, height=height, ascii=ascii, title=title,
                    markersize=markersize, row_labels=output_names, col_labels=input_names)
     if png is not None:
