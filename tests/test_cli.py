@@ -244,3 +244,61 @@ def test_demo_subprocess_small():
     assert "jacrev/plan" in r.stdout and "max err" in r.stdout
     table = [l.split() for l in r.stdout.splitlines() if l.strip()[:2] in ("4 ", "6 ")]
     assert len(table) == 2
+
+
+# ---------------------------------------------------------------------------
+# issue 14: block layout, modules at the default dtype, warnings at the user's line, help text
+# ---------------------------------------------------------------------------
+
+
+def test_cli_spy_two_outputs_one_input(tmp_path, capsys):
+    mod = tmp_path / "twoout_for_spy.py"
+    mod.write_text("def f(x):\n    return x * 2, x[:3].sin()\n")
+    assert main(["spy", f"{mod}:f", "--shapes", "5", "--ascii", "-q", "--no-color"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("8 x 5 pattern, 8 nonzeros (20%), at most 1 per row, 2 per column")
+    assert out[6] == "-----"
+    assert out[-1] == "blocks: rows = outputs [output 0 (5), output 1 (3)], columns = inputs [x (5)]"
+
+
+def test_cli_spy_module_at_default_dtype(tmp_path, capsys):
+    mod = tmp_path / "net_for_spy.py"
+    mod.write_text(textwrap.dedent("""
+        import torch
+        class Net(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lin = torch.nn.Linear(4, 3)
+            def forward(self, x):
+                return self.lin(x)
+    """))
+    assert main(["spy", f"{mod}:Net", "--shapes", "2,4", "--ascii", "--no-color"]) == 0
+    cap = capsys.readouterr()
+    assert "6 x 8 pattern, 24 nonzeros" in cap.out
+    assert "module Net converted to float64" in cap.err
+
+
+def test_cli_spy_dtype_mismatch_inside_f_says_what_to_pass(tmp_path):
+    mod = tmp_path / "f32_for_spy.py"
+    mod.write_text("import torch\nW = torch.ones(3, 4)\ndef f(x):\n    return x @ W.T\n")
+    with pytest.raises(SystemExit, match="--dtype float32"):
+        main(["spy", f"{mod}:f", "--shapes", "2,4", "-q", "--no-color"])
+    assert main(["spy", f"{mod}:f", "--shapes", "2,4", "-q", "--no-color", "--dtype", "float32"]) == 0
+
+
+def test_cli_warning_points_at_the_users_line(tmp_path):
+    mod = tmp_path / "branchy_for_spy.py"
+    mod.write_text("def f(x):\n    if x.sum() > 0:\n        return x * 2\n    return x\n")
+    r = subprocess.run([sys.executable, "-m", "trackjac", "spy", f"{mod}:f", "--shapes", "4", "-q",
+                        "--no-color", "--ascii"], capture_output=True, text=True, env=_env(), cwd=ROOT,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"{mod}:2: ControlFlowWarning" in r.stderr
+    assert "__main__.py" not in r.stderr
+
+
+def test_cli_help_texts(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "seed question" not in text and "multiplied by zero or never used" in text

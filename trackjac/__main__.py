@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
 import threading
@@ -157,9 +158,35 @@ def _dtype(s: str) -> torch.dtype:
     return d
 
 
+def _argument_names(f: Callable, count: int) -> List[str]:
+    """Names of the first ``count`` positional parameters of ``f`` (``input i`` where unknown)."""
+    try:
+        params = list(inspect.signature(f).parameters.values())
+    except (TypeError, ValueError):  # builtins and some C callables have no signature
+        params = []
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(names) < count:  # *args, or a callable without a signature
+        return [f"input {i}" for i in range(count)]
+    return names[:count]
+
+
+def _track(f: Callable, args: list, a) -> object:
+    try:
+        return jacobian_sparsity(f, *args, local=a.local, strict=a.strict)
+    except RuntimeError as e:
+        if "dtype" not in str(e):
+            raise
+        # a module or tensor inside f at another dtype than the random inputs
+        raise SystemExit(f"spy: {a.function} failed on {str(a.dtype).replace('torch.', '')} inputs: {e}\n"
+                         "pass --dtype with the dtype of its parameters and constants (e.g. --dtype float32)")
+
+
 def cmd_spy(a) -> int:
     prog = _Progress(enabled=not a.quiet)
     f = prog.stage(f"import {a.function}", lambda: load_function(a.function))
+    if isinstance(f, torch.nn.Module):  # its parameters must match the inputs' dtype
+        f = f.to(a.dtype)
+        prog.log(f"module {type(f).__name__} converted to {str(a.dtype).replace('torch.', '')}")
     g = torch.Generator().manual_seed(a.seed)
     shapes = a.shapes or []
     if not shapes:
@@ -168,13 +195,14 @@ def cmd_spy(a) -> int:
     desc = ", ".join(str(tuple(s)) for s in shapes)
     prog.log(f"inputs: {desc}, {str(a.dtype).replace('torch.', '')}, random (seed {a.seed}); "
              f"{'local' if a.local else 'global'} pattern")
-    pattern = prog.stage(
-        "tracking",
-        lambda: jacobian_sparsity(f, *args, local=a.local, strict=a.strict),
-        count_ops=True)
+    pattern = prog.stage("tracking", lambda: _track(f, args, a), count_ops=True)
+    names = _argument_names(f.forward if isinstance(f, torch.nn.Module) else f, len(args))
+    # one input: a flat tuple runs over outputs; several: over inputs (the shapes cannot always tell)
+    nesting = "outputs" if len(args) == 1 else "inputs"
     plot = prog.stage("assembling the pattern", lambda: spy(pattern, width=a.width, height=a.height,
                                                               ascii=True if a.ascii else None,
-                                                              title=a.function))
+                                                              title=a.function, nesting=nesting,
+                                                              input_names=names))
     if not a.no_color:
         if plot.nnz:
             pat = (plot.rows, plot.cols, plot.shape)
@@ -213,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m trackjac",
         description="trackjac: exact Jacobian sparsity and sparse Jacobians for PyTorch.")
     sub = p.add_subparsers(dest="command", metavar="{demo,spy}")
-    d = sub.add_parser("demo", help="the seed question answered, then a sparse Jacobian benchmark",
+    d = sub.add_parser("demo", help="why a Jacobian entry is zero (multiplied by zero or never used), then a "
+                       "sparse Jacobian benchmark",
                        description="Answer the forum question (multiplied by zero vs never used), then "
                                    "compute the Brusselator's sparse Jacobian and time it against "
                                    "torch.func.jacrev.")
@@ -259,4 +288,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the copy imported as trackjac.__main__: frames of a module named "__main__" are not
+    # recognized as trackjac's, and warnings would point at this file instead of the user's line.
+    from trackjac.__main__ import main as _main
+    sys.exit(_main())

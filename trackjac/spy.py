@@ -22,6 +22,7 @@ from typing import Any, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from ._blocks import flat_side, plan_nesting
 from ._sparse import structural_coo
 
 __all__ = ["spy", "SpyPlot"]
@@ -43,12 +44,23 @@ def _coo(p: Tensor) -> Tuple[Tensor, Tensor, int, int]:
 
 
 def _blocks(parts: Sequence[Sequence[Tuple[Tensor, Tensor, int, int]]]):
-    """Assemble a block matrix (outputs x inputs) into one COO plus the block boundaries."""
+    """Assemble a block matrix (rows of blocks = outputs, columns of blocks = inputs) into one COO.
+
+    Outputs may differ in size and so may inputs; the blocks of one block row must share their
+    height and those of one block column their width. Returns rows, cols, m, n and the block
+    boundaries."""
+    if len({len(blk) for blk in parts}) != 1:
+        raise ValueError("spy: the nested patterns do not form a block matrix: the outputs have "
+                         f"{[len(blk) for blk in parts]} input blocks each")
     heights = [blk[0][2] for blk in parts]
     widths = [b[3] for b in parts[0]]
-    for blk in parts:
-        if [b[3] for b in blk] != widths or any(b[2] != blk[0][2] for b in blk):
-            raise ValueError("spy: the nested patterns do not form a block matrix")
+    for i, blk in enumerate(parts):
+        for j, b in enumerate(blk):
+            if b[2] != heights[i] or b[3] != widths[j]:
+                raise ValueError(
+                    f"spy: the nested patterns do not form a block matrix: block (output {i}, input {j}) "
+                    f"is {b[2]} x {b[3]}, but output {i} has {heights[i]} rows and input {j} "
+                    f"{widths[j]} columns in the other blocks")
     r0 = [0] + list(torch.tensor(heights).cumsum(0).tolist())
     c0 = [0] + list(torch.tensor(widths).cumsum(0).tolist())
     rows, cols = [], []
@@ -59,22 +71,34 @@ def _blocks(parts: Sequence[Sequence[Tuple[Tensor, Tensor, int, int]]]):
     return torch.cat(rows), torch.cat(cols), r0[-1], c0[-1], r0[1:-1], c0[1:-1]
 
 
-def _normalize(pattern: Any):
+def _normalize(pattern: Any, nesting: Optional[str] = None):
     """rows, cols, m, n, row boundaries, column boundaries."""
     if hasattr(pattern, "pattern") and not isinstance(pattern, Tensor):  # a JacobianPlan
+        nesting = nesting or plan_nesting(pattern)
         pattern = pattern.pattern
     if isinstance(pattern, Tensor):
         r, c, m, n = _coo(pattern)
         return r, c, m, n, [], []
     if isinstance(pattern, (tuple, list)) and pattern:
         if all(isinstance(p, Tensor) for p in pattern):
-            # several inputs (one output): a row of blocks
-            return _blocks([[_coo(p) for p in pattern]])
-        if all(isinstance(p, (tuple, list)) for p in pattern):
+            blocks = [_coo(p) for p in pattern]
+            if flat_side([b[2:] for b in blocks], nesting, "spy") == "outputs":  # one input: a column of blocks
+                return _blocks([[b] for b in blocks])
+            return _blocks([blocks])   # one output: a row of blocks
+        if all(isinstance(p, (tuple, list)) and p and all(isinstance(q, Tensor) for q in p) for p in pattern):
             return _blocks([[_coo(p) for p in row] for row in pattern])
     raise TypeError(
         "spy: expected a 2-D tensor (sparse or dense), a nested tuple of them as returned by "
         f"trackjac.jacobian_sparsity / trackjac.jacobian, or a plan; got {type(pattern).__name__}")
+
+
+def _labels(given: Optional[Sequence[str]], count: int, kind: str) -> list:
+    if given is None:
+        return [f"{kind} {i}" for i in range(count)]
+    given = [str(g) for g in given]
+    if len(given) != count:
+        raise ValueError(f"spy: {len(given)} {kind} names for {count} {kind}s")
+    return given
 
 
 def _utf8_ok(stream) -> bool:
@@ -89,11 +113,14 @@ class SpyPlot:
         shape: ``(m, n)`` of the whole matrix.
         nnz: number of structural nonzeros.
         rows, cols: their coordinates (CPU int64 tensors).
+        row_breaks, col_breaks: first row (column) of every block after the first.
+        row_labels, col_labels: names of the block rows (outputs) and block columns (inputs).
     """
 
     def __init__(self, rows: Tensor, cols: Tensor, m: int, n: int, row_breaks=(), col_breaks=(),
                  *, width: int = 80, height: Optional[int] = None, ascii: Optional[bool] = None,
-                 title: Optional[str] = None, markersize: Optional[float] = None):
+                 title: Optional[str] = None, markersize: Optional[float] = None,
+                 row_labels: Optional[Sequence[str]] = None, col_labels: Optional[Sequence[str]] = None):
         self.rows, self.cols = rows.long(), cols.long()
         self.shape = (int(m), int(n))
         self.nnz = int(rows.numel())
@@ -103,6 +130,8 @@ class SpyPlot:
         self.ascii = ascii
         self.title = title
         self.markersize = markersize
+        self.row_labels = _labels(row_labels, len(self.row_breaks) + 1, "output")
+        self.col_labels = _labels(col_labels, len(self.col_breaks) + 1, "input")
 
     # -- summary ---------------------------------------------------------------
     def summary(self) -> str:
@@ -136,7 +165,18 @@ class SpyPlot:
             lines += self._density(width, height)
         else:
             lines += self._braille(width, height)
+        if self.row_breaks or self.col_breaks:
+            lines.append(self.legend())
         return "\n".join(lines)
+
+    def legend(self) -> str:
+        """The block layout in words: which output and input each block row and column is."""
+        def side(labels, breaks, size):
+            edges = [0] + list(breaks) + [size]
+            return ", ".join(f"{lab} ({edges[k + 1] - edges[k]})" for k, lab in enumerate(labels))
+        m, n = self.shape
+        return (f"blocks: rows = outputs [{side(self.row_labels, self.row_breaks, m)}], "
+                f"columns = inputs [{side(self.col_labels, self.col_breaks, n)}]")
 
     def _exact(self, ascii: bool):
         m, n = self.shape
@@ -145,6 +185,7 @@ class SpyPlot:
         grid[self.rows, self.cols] = True
         rb, cb = set(self.row_breaks), set(self.col_breaks)
         sep = "|" if ascii else "\u2502"
+        gap = "" if ascii else " "   # braille-free pictures space the dots; every line has one width
         out = []
         for i in range(m):
             if i in rb:
@@ -153,12 +194,9 @@ class SpyPlot:
             for j in range(n):
                 if j in cb:
                     row.append(sep)
-                row.append(on if grid[i, j] else off)
-                if not ascii:
-                    row.append(" ")
-            out.append("".join(row).rstrip())
-        scale = "one character per entry"
-        return out + [f"({scale}; blocks: outputs x inputs)" if rb or cb else f"({scale})"]
+                row.append((on if grid[i, j] else off) + (gap if j < n - 1 and j + 1 not in cb else ""))
+            out.append("".join(row))
+        return out + ["(one character per entry)"]
 
     @staticmethod
     def _hline(n: int, ascii: bool, cb) -> str:
@@ -166,7 +204,8 @@ class SpyPlot:
         for j in range(n):
             if j in cb:
                 s.append("+" if ascii else "\u253c")
-            s.append("-" if ascii else "\u2500\u2500")
+            last = j == n - 1 or j + 1 in cb   # no gap after a block's last column
+            s.append("-" if ascii else "\u2500" if last else "\u2500\u2500")
         return "".join(s)
 
     def _cells(self, R: int, C: int) -> Tuple[Tensor, float, float]:
@@ -201,7 +240,7 @@ class SpyPlot:
         frac = counts.double() / max(fr * fc, 1.0)
         lv = len(_ASCII_LEVELS) - 1
         level = torch.where(counts > 0, torch.clamp((frac * lv).ceil().long(), 1, lv), 0)
-        out = ["".join(_ASCII_LEVELS[v] for v in row).rstrip() for row in level.tolist()]
+        out = ["".join(_ASCII_LEVELS[v] for v in row) for row in level.tolist()]  # full width: not ragged
         out.append(f"(each character: {fr:.3g} x {fc:.3g} entries; darker = denser)")
         return out
 
@@ -213,7 +252,7 @@ class SpyPlot:
         on[:R, :C] = counts > 0
         bits = torch.tensor(_BRAILLE_BITS, dtype=torch.int64)  # (4, 2)
         code = (on.reshape(Rp // 4, 4, Cp // 2, 2).permute(0, 2, 1, 3).long() * bits).sum((2, 3))
-        out = ["".join(chr(0x2800 + v) for v in row).rstrip("\u2800") or "\u2800" for row in code.tolist()]
+        out = ["".join(chr(0x2800 + v) for v in row) for row in code.tolist()]  # full width: not ragged
         out.append(f"(each dot: {fr:.3g} x {fc:.3g} entries)")
         return out
 
@@ -254,6 +293,11 @@ class SpyPlot:
         for b in self.col_breaks:
             ax.axvline(b - 0.5, color="#c0392b", linewidth=0.8)
         ax.set_aspect("equal" if 0.02 < aspect < 50 else "auto")
+        from matplotlib.ticker import MaxNLocator  # optional dependency, as above
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # entries are whole rows and columns
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        if self.row_breaks or self.col_breaks:
+            self._label_blocks(ax)
         ax.xaxis.tick_top()
         ax.set_xlabel("input element")
         ax.set_ylabel("output element")
@@ -261,6 +305,21 @@ class SpyPlot:
         ax.set_title((self.title + "\n" if self.title else "") + head, fontsize=8)
         fig.tight_layout()
         return fig
+
+    def _label_blocks(self, ax) -> None:
+        """Name every block column (below the matrix) and block row (right of it)."""
+        from matplotlib.transforms import blended_transform_factory  # optional dependency, as above
+        m, n = self.shape
+        ce = [0] + self.col_breaks + [n]
+        re_ = [0] + self.row_breaks + [m]
+        below = blended_transform_factory(ax.transData, ax.transAxes)
+        right = blended_transform_factory(ax.transAxes, ax.transData)
+        for k, lab in enumerate(self.col_labels):
+            ax.text((ce[k] + ce[k + 1] - 1) / 2, -0.02, lab, transform=below, ha="center", va="top",
+                    fontsize=7, color="#c0392b")
+        for k, lab in enumerate(self.row_labels):
+            ax.text(1.02, (re_[k] + re_[k + 1] - 1) / 2, lab, transform=right, ha="left", va="center",
+                    fontsize=7, color="#c0392b", rotation=-90)
 
     def png(self, **kw) -> bytes:
         """PNG bytes (needs matplotlib)."""
@@ -290,7 +349,8 @@ class SpyPlot:
 
 def spy(pattern: Any, *, png: Optional[Union[str, os.PathLike]] = None, width: int = 80,
         height: Optional[int] = None, ascii: Optional[bool] = None, title: Optional[str] = None,
-        markersize: Optional[float] = None) -> SpyPlot:
+        markersize: Optional[float] = None, nesting: Optional[str] = None,
+        input_names: Optional[Sequence[str]] = None, output_names: Optional[Sequence[str]] = None) -> SpyPlot:
     """Draw a sparsity pattern.
 
     Args:
@@ -298,7 +358,8 @@ def spy(pattern: Any, *, png: Optional[Union[str, os.PathLike]] = None, width: i
             stored numerical zero, except ``False`` in a boolean tensor) or dense (nonzeros
             count); a nested tuple as returned by :func:`trackjac.jacobian_sparsity` or
             :func:`trackjac.jacobian` for several inputs/outputs (drawn as one block matrix,
-            blocks separated by lines); or a plan (its ``.pattern``).
+            block rows = outputs, block columns = inputs, of any sizes, separated by lines);
+            or a plan (its ``.pattern``).
         png: also write a PNG there (needs matplotlib: ``pip install 'trackjac[plot]'``).
         width: text width in characters (default 80).
         height: text height in lines (default a third of the width, at most 24).
@@ -306,14 +367,25 @@ def spy(pattern: Any, *, png: Optional[Union[str, os.PathLike]] = None, width: i
             dots; default: braille when stdout is UTF-8.
         title: a title line.
         markersize: marker size of the PNG for small matrices (default from the size).
+        nesting: what a flat tuple of blocks runs over: "inputs" (``f`` returned one tensor)
+            or "outputs" (``f`` returned a tuple, one input). Default: from the block shapes
+            (same row counts: inputs; same column counts, different row counts: outputs),
+            "inputs" when all blocks have one shape; also from the number of names given.
+        input_names, output_names: block labels (default "input 0", "output 0" ...).
 
     Returns:
         A :class:`SpyPlot`: ``print()`` it for text; in Jupyter it displays as a PNG when
         matplotlib is installed; ``.save(path)`` writes a PNG.
     """
-    rows, cols, m, n, rb, cb = _normalize(pattern)
+    if nesting is None and isinstance(pattern, (tuple, list)) and pattern and all(
+            isinstance(p, Tensor) for p in pattern):  # a flat tuple: the names say which side it runs over
+        if input_names is not None and len(input_names) == 1 and len(pattern) > 1:
+            nesting = "outputs"
+        elif output_names is not None and len(output_names) == 1 and len(pattern) > 1:
+            nesting = "inputs"
+    rows, cols, m, n, rb, cb = _normalize(pattern, nesting)
     plot = SpyPlot(rows, cols, m, n, rb, cb, width=width, height=height, ascii=ascii, title=title,
-                   markersize=markersize)
+                   markersize=markersize, row_labels=output_names, col_labels=input_names)
     if png is not None:
         plot.save(png)
     return plot
