@@ -21,6 +21,7 @@ JAX twins are in ``benches/peers.py``; asdex needs ``pip install 'trackjac[peers
     python benches/bench_peers.py                      # the default cases
     python benches/bench_peers.py --cases brusselator:32768 laplacian3d_cubic:262144
     python benches/bench_peers.py --all                # every case of the issue's targets
+    python benches/bench_peers.py --merge --rounds 1 --cases brusselator:524288   # add a case to the file
     python benches/report.py benches/results/*.json --update docs/performance.md --readme README.md
 
 Results go to ``benches/results/peers.json`` (``--out``), which ``benches/report.py``
@@ -251,6 +252,17 @@ def run_cases(cases: Sequence[Tuple[str, int]], tools: Sequence[str], rounds: in
             "machine": machine, "suite_wall_s": time.perf_counter() - t0, "cases": results}
 
 
+def merge_runs(old: dict, new: dict) -> dict:
+    """``new`` with the cases of ``old`` that it does not rerun; run times add up, dates are the latest."""
+    if old.get("suite") != "peers":
+        raise ValueError("--merge: the existing --out file is not a bench_peers.py result")
+    if old.get("machine", {}).get("cpu") != new["machine"]["cpu"]:
+        raise ValueError(f"--merge: the existing results are from another machine ({old['machine'].get('cpu')})")
+    rerun = {(c["problem"], c["size"]) for c in new["cases"]}
+    kept = [c for c in old["cases"] if (c["problem"], c["size"]) not in rerun]
+    return dict(new, cases=kept + new["cases"], suite_wall_s=old.get("suite_wall_s", 0.0) + new["suite_wall_s"])
+
+
 def _summary(res: dict) -> str:
     if "error" in res:
         return res["error"]
@@ -284,12 +296,16 @@ def main(argv: Optional[List[str]] = None) -> None:
                     help="also time trackjac's compile=True plan")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per worker")
     ap.add_argument("--out", default=str(HERE / "results" / "peers.json"))
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the other cases of an existing --out file (this run's replace same-named ones)")
     args = ap.parse_args(argv)
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     if not tools or set(tools) - {"asdex", "trackjac"}:
         ap.error(f"--tools: expected asdex and/or trackjac, got {args.tools!r}")
     cases = args.cases or (ALL_CASES if args.all else DEFAULT_CASES)
     data = run_cases(cases, tools, args.rounds, args.eval_rounds, args.compile, args.timeout)
+    if args.merge and Path(args.out).exists():
+        data = merge_runs(json.loads(Path(args.out).read_text()), data)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(data, indent=1) + "\n")
     print(f"wrote {args.out} ({data['suite_wall_s']:.0f} s)", file=sys.stderr)

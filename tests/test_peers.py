@@ -186,3 +186,16 @@ def test_load_reads_peers_json(tmp_path):
     path.write_text(json.dumps(peers_json()))
     data = report.load([str(path)])
     assert data["benchmarks"] == [] and data["peers"]["cases"][1]["size"] == 32768
+
+
+def test_merge_runs_keeps_the_cases_not_rerun():
+    old, new = peers_json(), peers_json()
+    new["cases"] = [dict(new["cases"][1], nnz=1)]   # brusselator 32768 again
+    new["datetime"] = "2026-01-07T00:00:00+00:00"
+    merged = bench_peers.merge_runs(old, new)
+    assert [(c["problem"], c["nnz"]) for c in merged["cases"]] == [("kuramoto_sivashinsky", 20480), ("brusselator", 1)]
+    assert merged["suite_wall_s"] == 1200.0 and merged["datetime"] == new["datetime"]
+    with pytest.raises(ValueError, match="another machine"):
+        bench_peers.merge_runs(old, dict(new, machine={"cpu": "Other CPU"}))
+    with pytest.raises(ValueError, match="not a bench_peers.py result"):
+        bench_peers.merge_runs({"benchmarks": []}, new)
