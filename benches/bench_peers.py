@@ -35,6 +35,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -180,7 +181,11 @@ def run_asdex(case: PeerCase, rounds: int, eval_rounds: int) -> dict:
         def call():
             return jax.block_until_ready(fn(*args))
 
-        _, out[key.replace("_s", "_first_s")] = _first(call)   # tracing and XLA compilation
+        try:
+            _, out[key.replace("_s", "_first_s")] = _first(call)   # tracing and XLA compilation
+        except Exception as exc:   # one evaluation failing (asdex's limits) keeps the other figures
+            out.setdefault("errors", {})[key] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            continue
         out[key] = _timed(call, eval_rounds)
     out.update(nnz=int(len(pattern.rows)), n_outputs=int(pattern.shape[0]), n_inputs=int(pattern.shape[1]),
                peak_rss_mib=_peak_mib(),
@@ -221,8 +226,9 @@ def spawn(tool: str, problem: str, size: int, rounds: int, eval_rounds: int, com
     wall = time.perf_counter() - t0
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        return {"error": f"exit {proc.returncode}: {tail[0][:300]}"}
+        text = (proc.stderr or proc.stdout).strip().splitlines() or ["no output"]
+        errors = [ln for ln in text if re.match(r"\w+(Error|Exception)\b", ln)]   # JAX appends notes after it
+        return {"error": f"exit {proc.returncode}: {(errors or text)[-1][:300]}"}
     out = json.loads(lines[-1][len("RESULT "):])
     out["process_wall_s"] = wall
     return out

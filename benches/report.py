@@ -193,9 +193,15 @@ def asdex_table(data: dict) -> str:
     return f"{QUOTED}; trackjac's from `detection.json`.\n\n" + "\n".join(rows) + "\n"
 
 
+#: the labels of bench_peers.py's evaluations in the failures under the peers table
+PEER_FAILURES = {"eval_jit_s": "asdex jit `jacobian`", "compressed_jit_s": "asdex jit compressed"}
+
+
 def _peer_time(res: dict, key: str, stat: str = "median") -> str:
     t = res.get(key)
-    return _fmt_s(t[stat]) if t else "-"
+    if t:
+        return _fmt_s(t[stat])
+    return "fails (below)" if key in res.get("errors", {}) else "-"
 
 
 def _peer_colors(res: dict) -> str:
@@ -216,8 +222,10 @@ def peers_table(peers: dict) -> str:
     for case in sorted(peers["cases"], key=lambda c: (order.index(c["problem"]) if c["problem"] in order
                                                       else len(order), c["size"])):
         a, t = case.get("asdex", {}), case.get("trackjac", {})
-        speed = (f"{a['detection_s']['median'] / t['detection_s']['median']:.0f}x"
-                 if "detection_s" in a and "detection_s" in t else "-")
+        speed = "-"
+        if "detection_s" in a and "detection_s" in t:
+            ratio = a["detection_s"]["median"] / t["detection_s"]["median"]
+            speed = f"{ratio:.1f}x" if ratio < 9.95 else f"{ratio:.0f}x"
         size = f"{case['size']:,} obs." if case["problem"] == "bundle_adjustment" else f"{case['size']:,}"
         asdex_det = a["error"] if "error" in a else _peer_time(a, "detection_s")
         track_det = t["error"] if "error" in t else _peer_time(t, "detection_s")
@@ -225,6 +233,15 @@ def peers_table(peers: dict) -> str:
                    f"{asdex_det} | {track_det} | {speed} | {_peer_colors(a)} | {_peer_colors(t)} | "
                    f"{_peer_time(a, 'eval_jit_s')} | {_peer_time(a, 'compressed_jit_s')} | "
                    f"{_peer_time(t, 'plan_eager_s')} | {_peer_time(t, 'plan_compiled_s')} |")
+    failures = []
+    for c in peers["cases"]:
+        for tool in ("asdex", "trackjac"):
+            for key, msg in c.get(tool, {}).get("errors", {}).items():
+                label = PEER_FAILURES.get(key, f"{tool} {key}")
+                failures.append(f"- {label}, {PEER_PROBLEMS.get(c['problem'], c['problem'])} n = {c['size']:,}: "
+                                f"`{msg}`")
+    if failures:
+        out += ["", "Failures (the other figures of those cases stand):", "", *failures]
     if "suite_wall_s" in peers:
         out.append(f"\nThe run took {peers['suite_wall_s'] / 60:.0f} min (process starts and JIT compilation "
                    f"included).")
