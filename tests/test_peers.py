@@ -139,6 +139,10 @@ def peers_json():
                 {"problem": "kuramoto_sivashinsky", "size": 4096, "nnz": 20480,
                  "asdex": {"error": "timed out after 300 s"},
                  "trackjac": {"detection_s": timing(0.01), "colors": 6, "mode": "rev", "plan_eager_s": timing(0.007)}},
+                {"problem": "laplacian3d_cubic", "size": 262144, "nnz": 1835008,
+                 "asdex": {"detection_s": timing(0.05), "colors": 16, "mode": "fwd", "compressed_jit_s": timing(0.02),
+                           "errors": {"eval_jit_s": "ValueError: int32 not large enough"}},
+                 "trackjac": {"detection_s": timing(0.2), "colors": 13, "mode": "rev"}},
                 {"problem": "brusselator", "size": 32768, "nnz": 196608,
                  "asdex": {"detection_s": timing(2.0), "colors": 12, "mode": "fwd", "eval_jit_s": timing(0.005),
                            "compressed_jit_s": timing(0.0007)},
@@ -161,8 +165,13 @@ def test_asdex_block_from_peers():
     assert "Test CPU (2 cores), asdex 0.5.1, jax 0.10.2, torch 2.13.0+cpu, 1 thread" in text
     from test_report import table_rows   # the markdown table parser of test_report.py
     rows = table_rows(text, "problem")
-    assert [r["problem"] for r in rows] == ["2-D Brusselator", "1-D Kuramoto-Sivashinsky"]   # PEER_PROBLEMS order
-    b, ks = rows
+    assert [r["problem"] for r in rows] == ["2-D Brusselator", "3-D Laplacian + cubic reaction",
+                                            "1-D Kuramoto-Sivashinsky"]   # PEER_PROBLEMS order
+    b, lap, ks = rows
+    assert lap["asdex jit `jacobian`"] == "fails (below)" and lap["asdex jit compressed"] == "20.0 ms"
+    assert lap["speed-up"] == "0.2x" and lap["trackjac compiled `plan(x)`"] == "-"
+    assert ("- asdex jit `jacobian`, 3-D Laplacian + cubic reaction n = 262,144: "
+            "`ValueError: int32 not large enough`") in text
     assert b["asdex detection"] == "2.00 s" and b["trackjac detection"] == "25.0 ms" and b["speed-up"] == "80x"
     assert b["asdex colors"] == "12 (fwd)" and b["asdex jit `jacobian`"] == "5.00 ms"
     assert b["trackjac compiled `plan(x)`"] == "1.50 ms" and b["asdex jit compressed"] == "0.70 ms"
@@ -190,10 +199,11 @@ def test_load_reads_peers_json(tmp_path):
 
 def test_merge_runs_keeps_the_cases_not_rerun():
     old, new = peers_json(), peers_json()
-    new["cases"] = [dict(new["cases"][1], nnz=1)]   # brusselator 32768 again
+    new["cases"] = [dict(new["cases"][2], nnz=1)]   # brusselator 32768 again
     new["datetime"] = "2026-01-07T00:00:00+00:00"
     merged = bench_peers.merge_runs(old, new)
-    assert [(c["problem"], c["nnz"]) for c in merged["cases"]] == [("kuramoto_sivashinsky", 20480), ("brusselator", 1)]
+    assert [(c["problem"], c["nnz"]) for c in merged["cases"]] == [
+        ("kuramoto_sivashinsky", 20480), ("laplacian3d_cubic", 1835008), ("brusselator", 1)]
     assert merged["suite_wall_s"] == 1200.0 and merged["datetime"] == new["datetime"]
     with pytest.raises(ValueError, match="another machine"):
         bench_peers.merge_runs(old, dict(new, machine={"cpu": "Other CPU"}))
