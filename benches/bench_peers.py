@@ -184,7 +184,7 @@ def run_asdex(case: PeerCase, rounds: int, eval_rounds: int) -> dict:
         try:
             _, out[key.replace("_s", "_first_s")] = _first(call)   # tracing and XLA compilation
         except Exception as exc:   # one evaluation failing (asdex's limits) keeps the other figures
-            out.setdefault("errors", {})[key] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            out.setdefault("errors", {})[key] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
             continue
         out[key] = _timed(call, eval_rounds)
     out.update(nnz=int(len(pattern.rows)), n_outputs=int(pattern.shape[0]), n_inputs=int(pattern.shape[1]),

@@ -212,9 +212,9 @@ def peers_table(peers: dict) -> str:
     """The cases of a ``bench_peers.py`` run: asdex and trackjac side by side, medians."""
     m = peers.get("machine", {})
     versions = ", ".join(f"{k} {m[k]}" for k in ("asdex", "jax", "torch") if k in m)
-    out = [f"Measured by `benches/bench_peers.py` (`benches/results/peers.json`), both libraries in the same run: "
-           f"{m.get('cpu', '?')}, {versions}, {m.get('threads', '?')} thread, float64, "
-           f"{peers.get('datetime', '')[:10]}; medians; each library in its own process.\n",
+    out = [f"Measured by `benches/bench_peers.py` (`benches/results/peers.json`), both libraries of a case in "
+           f"the same run, each in its own process: {m.get('cpu', '?')}, {versions}, {m.get('threads', '?')} "
+           f"thread, float64, {peers.get('datetime', '')[:10]}; medians.\n",
            "| problem | n | nnz | asdex detection | trackjac detection | speed-up | asdex colors | trackjac colors "
            "| asdex jit `jacobian` | asdex jit compressed | trackjac warm `plan(x)` | trackjac compiled `plan(x)` |",
            "|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|"]
@@ -238,12 +238,13 @@ def peers_table(peers: dict) -> str:
         for tool in ("asdex", "trackjac"):
             for key, msg in c.get(tool, {}).get("errors", {}).items():
                 label = PEER_FAILURES.get(key, f"{tool} {key}")
-                failures.append(f"- {label}, {PEER_PROBLEMS.get(c['problem'], c['problem'])} n = {c['size']:,}: "
-                                f"`{msg}`")
+                size = f"{c['size']:,} obs." if c["problem"] == "bundle_adjustment" else f"n = {c['size']:,}"
+                first = msg.split(". ")[0].rstrip(".")   # the first sentence says what failed
+                failures.append(f"- {label}, {PEER_PROBLEMS.get(c['problem'], c['problem'])} {size}: `{first}`")
     if failures:
         out += ["", "Failures (the other figures of those cases stand):", "", *failures]
     if "suite_wall_s" in peers:
-        out.append(f"\nThe run took {peers['suite_wall_s'] / 60:.0f} min (process starts and JIT compilation "
+        out.append(f"\nSuite runtime: {peers['suite_wall_s'] / 60:.0f} min (process starts and JIT compilation "
                    f"included).")
     return "\n".join(out) + "\n"
 

@@ -209,3 +209,11 @@ def test_merge_runs_keeps_the_cases_not_rerun():
         bench_peers.merge_runs(old, dict(new, machine={"cpu": "Other CPU"}))
     with pytest.raises(ValueError, match="not a bench_peers.py result"):
         bench_peers.merge_runs({"benchmarks": []}, new)
+
+
+def test_detection_plot_takes_asdex_from_peers(tmp_path):
+    pytest.importorskip("matplotlib")
+    from test_report import check_png, detection_json   # the PNG checks and records of test_report.py
+    legend = report.plot_detection(report.merge(detection_json(), peers_json()), tmp_path / "detection.png")
+    assert "asdex (JAX), bench_peers" in legend and "asdex (JAX), reference" not in legend
+    check_png(tmp_path / "detection.png")
