@@ -4,6 +4,8 @@
   ``torch.roll``; every row of the Jacobian holds exactly 6 nonzeros.
 - Bundle adjustment: cameras (9 parameters: axis-angle rotation, translation,
   focal length, k1, k2) and points (3), 2 residuals per observation, BAL model.
+- 3-D reaction-diffusion (7-point Laplacian, cubic reaction) and 1-D
+  Kuramoto-Sivashinsky (5-point stencil): the peer benchmarks' PDEs.
 
 Each problem comes with its exact pattern built by hand, so engine tests do not
 depend on sparsity detection.
@@ -30,6 +32,10 @@ __all__ = [
     "arrowhead",
     "arrowhead_cost",
     "PerSampleMLP",
+    "laplacian3d_cubic",
+    "laplacian3d_point",
+    "kuramoto_sivashinsky",
+    "kuramoto_sivashinsky_point",
 ]
 
 ALPHA = 10.0  # diffusion coefficient; any nonzero value gives the same pattern
@@ -279,3 +285,53 @@ class PerSampleMLP:
     def __call__(self, X: Tensor) -> Tensor:
         h = torch.tanh(X @ self.W1.T + self.b1)
         return torch.nn.functional.softplus(h @ self.w2).sum()
+
+
+# ----------------------------------------------------------------------------
+# PDE residuals of the peer benchmarks (benches/bench_peers.py; JAX twins in benches/peers.py)
+# ----------------------------------------------------------------------------
+
+#: diffusion coefficient of the 3-D reaction-diffusion residual (the pattern does not depend on it)
+DIFFUSION_3D = 0.1
+
+#: grid spacing of the 1-D Kuramoto-Sivashinsky residual (domain 32 pi on 1,024 points per period)
+KS_H = 32.0 * 3.141592653589793 / 1024
+
+
+def laplacian3d_cubic(u: Tensor) -> Tensor:
+    """Residual of 3-D reaction-diffusion with a cubic (Allen-Cahn) reaction, ``u`` of shape (N, N, N).
+
+    r = D lap(u) + u - u^3 with the periodic 7-point Laplacian: 7 nonzeros per Jacobian row.
+    """
+    lap = (
+        torch.roll(u, 1, 0) + torch.roll(u, -1, 0) + torch.roll(u, 1, 1) + torch.roll(u, -1, 1)
+        + torch.roll(u, 1, 2) + torch.roll(u, -1, 2) - 6.0 * u
+    )
+    return DIFFUSION_3D * lap + u - u * u * u
+
+
+def laplacian3d_point(N: int, dtype: torch.dtype = torch.float64, seed: int = 0) -> Tensor:
+    """A random state of shape (N, N, N), in [-1, 1)."""
+    g = torch.Generator().manual_seed(seed)
+    return 2.0 * torch.rand(N, N, N, generator=g, dtype=dtype) - 1.0
+
+
+def kuramoto_sivashinsky(u: Tensor) -> Tensor:
+    """Residual of the 1-D Kuramoto-Sivashinsky equation on a periodic grid, ``u`` of shape (n,).
+
+    u_t = -u u_x - u_xx - u_xxxx with central differences (spacing ``KS_H``): the 5-point
+    u_xxxx stencil gives 5 nonzeros per Jacobian row.
+    """
+    h = KS_H
+    um2, um1 = torch.roll(u, 2), torch.roll(u, 1)
+    up1, up2 = torch.roll(u, -1), torch.roll(u, -2)
+    ux = (up1 - um1) / (2.0 * h)
+    uxx = (up1 - 2.0 * u + um1) / (h * h)
+    uxxxx = (up2 - 4.0 * up1 + 6.0 * u - 4.0 * um1 + um2) / (h ** 4)
+    return -u * ux - uxx - uxxxx
+
+
+def kuramoto_sivashinsky_point(n: int, dtype: torch.dtype = torch.float64, seed: int = 0) -> Tensor:
+    """A random state of shape (n,), in [-1, 1)."""
+    g = torch.Generator().manual_seed(seed)
+    return 2.0 * torch.rand(n, generator=g, dtype=dtype) - 1.0

@@ -8,6 +8,7 @@ The whole workflow, from the repository root (each suite takes a few minutes on
     python -m pytest benches/bench_engine.py --benchmark-only --benchmark-json=benches/results/engine.json
     TRACKJAC_BENCH_COMPILE=1 OMP_NUM_THREADS=1 python -m pytest benches/bench_engine.py --benchmark-only \\
         -k warm --benchmark-json=benches/results/engine_compiled.json
+    python benches/bench_peers.py --compile     # asdex vs trackjac: benches/results/peers.json (needs [peers])
     python benches/report.py benches/results/*.json --update docs/performance.md --readme README.md \\
         --plots docs/img
 
@@ -22,7 +23,9 @@ replaced, for NAME in
 
 - ``detection-results``: detection per problem, size and representation (one block
   per device), from ``bench_detection.py``;
-- ``detection-asdex``: the Brusselator next to asdex's reference figures (``ASDEX``);
+- ``detection-asdex``: asdex next to trackjac, from ``peers.json`` (``bench_peers.py``: every
+  problem, detection, colors, jit and warm-plan evaluation); without it, the Brusselator's
+  detection next to the quoted ``ASDEX`` figures, labeled as quoted (``QUOTED``);
 - ``coloring-results``: colors and time per pattern, from ``bench_coloring.py``;
 - ``evaluation-results``: every method per problem and size, from ``bench_engine.py``;
 
@@ -34,11 +37,12 @@ table printed by ``python benches/bench_detection.py --threshold`` into the
 ``--readme FILE`` replaces the ``readme-summary`` block of FILE (the README's
 Performance table; its markers must be there): one row per headline figure, from the
 same records -- Brusselator detection at n = 32,768 (time and detection peak, vs
-``ASDEX``) and 524,288 (vs the dense Jacobian's size), its row coloring at 524,288
+asdex) and 524,288 (vs the dense Jacobian's size), its row coloring at 524,288
 (colors, lower bound), ``jacobian`` from scratch and the warm plan vs ``jacrev`` at
-n = 4,608, the warm plan at 32,768 (eager and compiled, per thread count, vs
-``ASDEX_JIT``), and the largest bundle adjustment detected and evaluated (warm plan,
-its colors and mode). ``SUMMARY_N`` holds the Brusselator sizes. A row whose records
+n = 4,608, the warm plan at 32,768 (eager and compiled, per thread count, vs asdex's jit
+``jacobian``), and the largest bundle adjustment detected and evaluated (warm plan,
+its colors and mode). ``SUMMARY_N`` holds the Brusselator sizes. The asdex figures come from
+``peers.json`` where it has the case, else from the quoted ``ASDEX`` / ``ASDEX_JIT``. A row whose records
 are not in the JSON files given is left out (pass all of them); without any, the
 block is left as it is.
 
@@ -57,10 +61,19 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-#: asdex detection on the same Brusselator (docs anchors, CPU): n -> seconds
+#: asdex detection on the same Brusselator, quoted from the project's reference notes (an earlier
+#: measurement outside this repository): n -> seconds. Used only without ``peers.json``.
 ASDEX = {2048: 0.08, 4608: 0.17, 8192: 0.34, 32768: 1.19}
 
+#: what the docs say of asdex figures that come from ``ASDEX`` / ``ASDEX_JIT`` rather than peers.json
+QUOTED = ("asdex figures quoted from the project's reference notes (an earlier measurement), "
+          "not measured by this repository; `python benches/bench_peers.py` measures them")
+
 PROBLEMS = {"brusselator": "2-D Brusselator", "bundle_adjustment": "Bundle adjustment"}
+
+#: bench_peers.py's problems, in its table's order
+PEER_PROBLEMS = {**PROBLEMS, "laplacian3d_cubic": "3-D Laplacian + cubic reaction",
+                 "kuramoto_sivashinsky": "1-D Kuramoto-Sivashinsky"}
 
 #: bench_engine.py's methods, in the tables' and legends' order, with their short labels
 METHODS = {
@@ -80,7 +93,8 @@ Record = Tuple[dict, dict, str]  # (stats, extra_info, datetime of its run)
 # -- reading -----------------------------------------------------------------------------
 
 def load(paths: Iterable[str]) -> dict:
-    """Several pytest-benchmark JSON files as one: their benchmarks, each with its run's date."""
+    """Several pytest-benchmark JSON files as one: their benchmarks, each with its run's date; a
+    ``bench_peers.py`` file (``"suite": "peers"``) goes to ``"peers"``."""
     merged: dict = {"datetime": "", "benchmarks": []}
     for path in paths:
         with open(path) as fh:
@@ -90,9 +104,12 @@ def load(paths: Iterable[str]) -> dict:
 
 def merge(a: dict, b: dict) -> dict:
     def dated(data):
-        return [dict(x, datetime=x.get("datetime", data.get("datetime", ""))) for x in data["benchmarks"]]
-    return {"datetime": max(a.get("datetime", ""), b.get("datetime", "")),
-            "benchmarks": dated(a) + dated(b)}
+        return [dict(x, datetime=x.get("datetime", data.get("datetime", ""))) for x in data.get("benchmarks", [])]
+    out = {"datetime": max(a.get("datetime", ""), b.get("datetime", "")), "benchmarks": dated(a) + dated(b)}
+    runs = [p for d in (a, b) for p in ([d] if d.get("suite") == "peers" else [d["peers"]] if "peers" in d else [])]
+    if runs:   # one peers run is shown: the latest
+        out["peers"] = max(runs, key=lambda p: p.get("datetime", ""))
+    return out
 
 
 def suite_of(bench: dict) -> Optional[str]:
@@ -165,12 +182,80 @@ def _best_brusselator(data: dict) -> Dict[int, float]:
 
 
 def asdex_table(data: dict) -> str:
+    """asdex next to trackjac: from peers.json where given (:func:`peers_table`), else the quoted ``ASDEX``."""
+    if "peers" in data:
+        return peers_table(data["peers"])
     best = _best_brusselator(data)
     rows = ["| n | asdex | trackjac (best representation) | speed-up |", "|---:|---:|---:|---:|"]
     for n, t in sorted(ASDEX.items()):
         if n in best:
             rows.append(f"| {n:,} | {_fmt_s(t)} | {_fmt_s(best[n])} | {t / best[n]:.0f}x |")
-    return "\n".join(rows) + "\n"
+    return f"{QUOTED}; trackjac's from `detection.json`.\n\n" + "\n".join(rows) + "\n"
+
+
+#: the labels of bench_peers.py's evaluations in the failures under the peers table
+PEER_FAILURES = {"eval_jit_s": "asdex jit `jacobian`", "compressed_jit_s": "asdex jit compressed"}
+
+
+def _peer_time(res: dict, key: str, stat: str = "median") -> str:
+    t = res.get(key)
+    if t:
+        return _fmt_s(t[stat])
+    return "fails (below)" if key in res.get("errors", {}) else "-"
+
+
+def _peer_colors(res: dict) -> str:
+    return f"{res['colors']} ({res['mode']})" if "colors" in res else "-"
+
+
+def peers_table(peers: dict) -> str:
+    """The cases of a ``bench_peers.py`` run: asdex and trackjac side by side, medians."""
+    m = peers.get("machine", {})
+    versions = ", ".join(f"{k} {m[k]}" for k in ("asdex", "jax", "torch") if k in m)
+    out = [f"Measured by `benches/bench_peers.py` (`benches/results/peers.json`), both libraries of a case in "
+           f"the same run, each in its own process: {m.get('cpu', '?')}, {versions}, {m.get('threads', '?')} "
+           f"thread, float64, {peers.get('datetime', '')[:10]}; medians.\n",
+           "| problem | n | nnz | asdex detection | trackjac detection | speed-up | asdex colors | trackjac colors "
+           "| asdex jit `jacobian` | asdex jit compressed | trackjac warm `plan(x)` | trackjac compiled `plan(x)` |",
+           "|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|"]
+    order = list(PEER_PROBLEMS)
+    for case in sorted(peers["cases"], key=lambda c: (order.index(c["problem"]) if c["problem"] in order
+                                                      else len(order), c["size"])):
+        a, t = case.get("asdex", {}), case.get("trackjac", {})
+        speed = "-"
+        if "detection_s" in a and "detection_s" in t:
+            ratio = a["detection_s"]["median"] / t["detection_s"]["median"]
+            speed = f"{ratio:.1f}x" if ratio < 9.95 else f"{ratio:.0f}x"
+        size = f"{case['size']:,} obs." if case["problem"] == "bundle_adjustment" else f"{case['size']:,}"
+        asdex_det = a["error"] if "error" in a else _peer_time(a, "detection_s")
+        track_det = t["error"] if "error" in t else _peer_time(t, "detection_s")
+        out.append(f"| {PEER_PROBLEMS.get(case['problem'], case['problem'])} | {size} | {case.get('nnz', 0):,} | "
+                   f"{asdex_det} | {track_det} | {speed} | {_peer_colors(a)} | {_peer_colors(t)} | "
+                   f"{_peer_time(a, 'eval_jit_s')} | {_peer_time(a, 'compressed_jit_s')} | "
+                   f"{_peer_time(t, 'plan_eager_s')} | {_peer_time(t, 'plan_compiled_s')} |")
+    failures = []
+    for c in peers["cases"]:
+        for tool in ("asdex", "trackjac"):
+            for key, msg in c.get(tool, {}).get("errors", {}).items():
+                label = PEER_FAILURES.get(key, f"{tool} {key}")
+                size = f"{c['size']:,} obs." if c["problem"] == "bundle_adjustment" else f"n = {c['size']:,}"
+                first = msg.split(". ")[0].rstrip(".")   # the first sentence says what failed
+                failures.append(f"- {label}, {PEER_PROBLEMS.get(c['problem'], c['problem'])} {size}: `{first}`")
+    if failures:
+        out += ["", "Failures (the other figures of those cases stand):", "", *failures]
+    if "suite_wall_s" in peers:
+        out.append(f"\nSuite runtime: {peers['suite_wall_s'] / 60:.0f} min (process starts and JIT compilation "
+                   f"included).")
+    return "\n".join(out) + "\n"
+
+
+def _peer(data: dict, problem: str, size: int, tool: str) -> dict:
+    """One library's figures of one case of peers.json; ``{}`` when absent or failed."""
+    for case in data.get("peers", {}).get("cases", []):
+        if case["problem"] == problem and case["size"] == size:
+            res = case.get(tool, {})
+            return {} if "error" in res else res
+    return {}
 
 
 def _vertices(e: dict) -> int:
@@ -251,7 +336,8 @@ def evaluation_tables(data: dict) -> str:
 
 # -- the README's summary ------------------------------------------------------------------
 
-#: asdex's jit-compiled Jacobian evaluation on the same Brusselator (its docs, CPU): n -> seconds
+#: asdex's jit-compiled compressed evaluation on the same Brusselator, quoted like ``ASDEX`` (not
+#: measured by this repository): n -> seconds. Used only without ``peers.json``.
 ASDEX_JIT = {32768: 0.42e-3}
 
 #: the Brusselator sizes of the README's rows: detection, large detection and coloring, evaluation
@@ -309,7 +395,9 @@ def summary_rows(data: dict) -> List[Tuple[str, str, str, str]]:
     n = SUMMARY_N["detection"]
     rec = _fastest(det, problem=B, size=n)
     if rec:
-        asdex = f"asdex (JAX) {_fmt_s(ASDEX[n])}" if n in ASDEX else ""
+        peer = _peer(data, B, n, "asdex").get("detection_s")
+        asdex = (f"asdex (JAX) {_fmt_s(peer['min'])}" if peer
+                 else f"asdex (JAX) {_fmt_s(ASDEX[n])}" if n in ASDEX else "")
         rows.append((brus(n), "detection", detection(rec), asdex))
     n = SUMMARY_N["large"]
     rec = _fastest(det, problem=B, size=n)
@@ -321,8 +409,14 @@ def summary_rows(data: dict) -> List[Tuple[str, str, str, str]]:
     if rec:
         st, e, _ = rec
         bound = f"; lower bound {e['lower_bound']}" if "lower_bound" in e else ""
-        rows.append((brus(n), "row coloring", f"{_fmt_s(st['min'])}, {e['colors']} colors",
-                     f"asdex 10-12 colors{bound}"))
+        at = next((k for k in (n, SUMMARY_N["detection"]) if "colors" in _peer(data, B, k, "asdex")), None)
+        if at is None:
+            asdex = "asdex 10-12 colors"
+        else:
+            peer = _peer(data, B, at, "asdex")
+            asdex = (f"asdex {peer['colors']} colors ({MODES.get(peer['mode'], peer['mode'])}"
+                     + (f", at n = {at:,})" if at != n else ")"))
+        rows.append((brus(n), "row coloring", f"{_fmt_s(st['min'])}, {e['colors']} colors", f"{asdex}{bound}"))
 
     n = SUMMARY_N["evaluation"]
     jacrev = _fastest(ev, problem=B, size=n, method="torch.func.jacrev", threads=common)
@@ -343,7 +437,9 @@ def summary_rows(data: dict) -> List[Tuple[str, str, str, str]]:
             return ", ".join(f"{_fmt_s(best[t, label])} {label}" for label in WARM.values() if (t, label) in best)
         others = sorted({t for t, _ in best} - {common}, key=lambda t: (t is None, t or 0))
         e = _fastest(ev, problem=B, size=n)[1]
-        asdex = f"asdex (jit) {_fmt_s(ASDEX_JIT[n])}; " if n in ASDEX_JIT else ""
+        peer = _peer(data, B, n, "asdex").get("eval_jit_s")
+        asdex = (f"asdex (jit) {_fmt_s(peer['min'])}; " if peer
+                 else f"asdex (jit) {_fmt_s(ASDEX_JIT[n])}; " if n in ASDEX_JIT else "")
         timings = "; ".join([cells(common)] + [f"{_threads(t)}: {cells(t)}" for t in others])
         rows.append((brus(n), "warm `plan(x)`", timings, f"{asdex}dense {_dense(e.get('rows', n), e.get('cols', n))}"))
 
@@ -382,6 +478,7 @@ def blocks(data: dict) -> Dict[str, str]:
     out = {}
     if records(data, "detection"):
         out["detection-results"] = detection_tables(data)
+    if records(data, "detection") or "peers" in data:
         out["detection-asdex"] = asdex_table(data)
     if records(data, "coloring"):
         out["coloring-results"] = coloring_table(data)
@@ -477,7 +574,12 @@ def plot_detection(data: dict, path: Path) -> List[str]:
         if plain:
             xs, ys = zip(*sorted(plain.items()))
             ax.loglog(xs, ys, ":", color="grey", label="plain f(x)")
-        if problem == "brusselator" and mine:
+        peer = sorted((c["size"], c["asdex"]["detection_s"]["min"]) for c in data.get("peers", {}).get("cases", [])
+                      if c["problem"] == problem and "detection_s" in c.get("asdex", {}))
+        if peer:
+            xs, ys = zip(*peer)
+            ax.loglog(xs, ys, "x--", color="black", label="asdex (JAX), bench_peers")
+        elif problem == "brusselator" and mine:
             xs, ys = zip(*sorted(ASDEX.items()))
             ax.loglog(xs, ys, "x--", color="black", label="asdex (JAX), reference")
         legend += _finish(ax, PROBLEMS[problem], "n (unknowns)" if problem == "brusselator" else "observations",
