@@ -20,6 +20,7 @@ the reduction buffer live on the plan's device.
 from __future__ import annotations
 
 import hashlib
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -156,7 +157,9 @@ class DistributedPlan:
 
     Attributes: ``plan`` (the local Plan), ``local_colors`` (a ``range``),
     ``color_ranges`` (every rank's), ``rank``, ``world_size``, ``output``,
-    ``row_offsets`` (rows mode), ``num_colors``, ``nnz``, ``pattern``, ``mode``.
+    ``row_offsets`` (rows mode), ``num_colors``, ``nnz``, ``pattern``, ``mode``, and
+    ``last_timings``: seconds of the last call's phases ("check", "products", "status",
+    "all_reduce", "assemble"; host clock: on CUDA, kernels may still run when a phase ends).
     """
 
     def __init__(self, plan: Plan, process_group=None, output: str = "full"):
@@ -176,6 +179,8 @@ class DistributedPlan:
         _agree(True, fingerprint, f"{plan.num_colors} colors ({plan.mode}), nnz {plan.nnz}", "the plan (pattern "
                "or coloring: detection and coloring must be deterministic, same seed and arguments)",
                process_group, self.device)
+        self.last_timings: Dict[str, float] = {}
+        self._audited = False   # the batched product is compared with plain autograd on the first call
         self._build_gathers()
         if output == "rows":
             self._build_rows(grows, gcols)
@@ -270,7 +275,7 @@ class DistributedPlan:
         if plan._fallback:
             return per_color(g, dargs, plan.mode, self._seeds(), plan._check_outputs, draws)
         try:
-            return vectorized(g, dargs, plan.mode, self._seeds(), plan._check_outputs, draws)
+            res = vectorized(g, dargs, plan.mode, self._seeds(), plan._check_outputs, draws)
         except ControlFlowChanged:
             raise
         except Exception as err:  # torch.func may not transform f: one color at a time
@@ -279,6 +284,35 @@ class DistributedPlan:
                           "color at a time with torch.autograd instead", RuntimeWarning, stacklevel=4)
             plan._fallback = True
             return res
+        if not self._audited:
+            self._audited = True
+            res = self._audit(g, dargs, res, draws)
+        return res
+
+    def _audit(self, g: Callable, dargs: Tuple[Tensor, ...], res, draws: SameDraws):
+        """As a single-process plan's first call: a few of this rank's colors from the batched
+        product against plain autograd; where they disagree (``torch.func`` is wrong for some
+        ops), warn and evaluate this rank's colors one at a time from now on."""
+        plan, lc, cs = self.plan, self.local_colors, self.plan.chunk_size
+        if not len(lc):
+            return res
+        gen = torch.Generator().manual_seed(self.rank)
+        ids = (torch.randperm(len(lc), generator=gen)[: plan.AUDIT_COLORS].sort().values + lc.start)
+        try:
+            _, ref = per_color(g, dargs, plan.mode, [plan._seed_ids(ids)], lambda o: None, draws)
+        except Exception:  # plain autograd cannot run f where torch.func can: nothing to compare with
+            return res
+        outs, comps = res
+        for part, want in enumerate(ref[0]):
+            got = torch.stack([comps[(int(c) - lc.start) // cs][part][(int(c) - lc.start) % cs] for c in ids])
+            rtol, atol = plan._AUDIT_TOL.get(want.dtype, (1e-1, 1e-2))
+            scale = max(1.0, float(want.abs().max())) if want.numel() else 1.0
+            err = (got - want).abs()
+            if bool((err > atol * scale + rtol * want.abs()).any()):
+                plan._warn_batched_wrong(g, dargs, draws, float(err.max()), scale)
+                plan._fallback = True
+                return per_color(g, dargs, plan.mode, self._seeds(), plan._check_outputs, draws)
+        return res
 
     def _local_values(self, args: Sequence[Any]) -> Tuple[Tuple[Tensor, ...], Dict[torch.dtype, Tensor]]:
         outs, comps = self._products(args)
@@ -290,7 +324,12 @@ class DistributedPlan:
         return outs, bufs
 
     def _run(self, args: Sequence[Any]):
-        g = self.group
+        g, clock = self.group, [time.perf_counter()]
+
+        def lap() -> float:
+            clock.append(time.perf_counter())
+            return clock[-1] - clock[-2]
+
         sig = _signature(args)
         try:
             self.plan._validate(args)
@@ -299,6 +338,7 @@ class DistributedPlan:
             err = e
         detail = sig if err is None else f"{sig} ({_describe(err)})"
         _agree(err is None, _digest(sig), detail, "the call's arguments (shapes/dtypes)", g, self.device, err)
+        times = {"check": lap()}
         threads = self.plan._threads or 0
         try:
             with intra_op_threads(threads):
@@ -306,10 +346,17 @@ class DistributedPlan:
             err = None
         except Exception as e:
             err, outs, bufs = e, (), {}
+        times["products"] = lap()
+        # also where ranks wait for the slowest one, so that the all-reduce below times the transfer
         _agree(err is None, 0, "" if err is None else _describe(err), "evaluating f", g, self.device, err)
+        times["status"] = lap()
         for d in self._dtypes:   # one sum per value dtype (usually one)
             dist.all_reduce(bufs[d], op=dist.ReduceOp.SUM, group=g)
-        return outs, self._assemble(bufs)
+        times["all_reduce"] = lap()
+        jac = self._assemble(bufs)
+        times["assemble"] = lap()
+        self.last_timings = times
+        return outs, jac
 
     def _assemble(self, bufs: Dict[torch.dtype, Tensor]):
         if self.output == "rows":
