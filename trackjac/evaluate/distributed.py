@@ -438,7 +438,8 @@ class GlobalRows:
 
 def _local_coo(local: Any) -> Tuple[Tensor, Tensor, Tuple[int, int], torch.device]:
     if isinstance(local, DistributedPlan):
-        local = local.plan
+        raise TypeError("global_rows stacks per-rank row blocks; a DistributedPlan already holds the whole "
+                        "Jacobian on every rank (output='rows' and its row_offsets give a row block)")
     if isinstance(local, Plan):
         r, c, shape = local.structure.global_coo()
         return r, c, shape, local.device
@@ -446,7 +447,7 @@ def _local_coo(local: Any) -> Tuple[Tensor, Tensor, Tuple[int, int], torch.devic
         coo = local.to_sparse_coo().coalesce() if local.layout != torch.sparse_coo else local.coalesce()
         idx = coo.indices()   # explicit zeros of a value matrix count as structural entries
         return idx[0].cpu(), idx[1].cpu(), (local.shape[0], local.shape[1]), local.device
-    raise TypeError(f"global_rows needs a Plan, a DistributedPlan or a 2-D pattern tensor; got {type(local).__name__}")
+    raise TypeError(f"global_rows needs a Plan or a 2-D pattern tensor; got {type(local).__name__}")
 
 
 def global_rows(local: Any, process_group=None, pattern: bool = False) -> GlobalRows:
