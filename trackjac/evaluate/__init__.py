@@ -1,6 +1,7 @@
 """Sparse Jacobians from a pattern: coloring choice, seeds, compressed products, assembly, plans."""
 from .api import check_jacobian, jacobian, jacobian_plan
-from .distributed import DistributedPlan, DistributedPlanError, distributed_plan, global_rows
+from .distributed import DistributedPlan, DistributedPlanError, global_rows
+from .distributed_api import distributed_plan
 from .hessian import HessianPlan, check_hessian, hessian, hessian_plan
 from .paths import PathChangedError
 from .plan import Plan

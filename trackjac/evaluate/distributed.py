@@ -30,11 +30,10 @@ import torch.distributed as dist
 from torch import Tensor
 
 from .._threads import intra_op_threads
-from .api import jacobian_plan
 from .plan import Plan
 from .products import ControlFlowChanged, SameDraws, per_color, vectorized
 
-__all__ = ["DistributedPlan", "DistributedPlanError", "distributed_plan", "global_rows", "GlobalRows",
+__all__ = ["DistributedPlan", "DistributedPlanError", "distribute", "global_rows", "GlobalRows",
            "color_shares", "row_split"]
 
 OUTPUTS = ("full", "rows")
@@ -128,6 +127,13 @@ def _agree(ok: bool, key: int, detail: str, what: str, group, device, err: Optio
     raise DistributedPlanError(f"trackjac: {what} differs across ranks ({lines})", bad)
 
 
+def _status_device(group, device: torch.device) -> torch.device:
+    """Where small status tensors go: NCCL moves CUDA tensors only, gloo is surest on the CPU."""
+    if dist.get_backend(group) == "nccl":
+        return device if device.type == "cuda" else torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def _describe(err: BaseException) -> str:
     first = str(err).splitlines()[0] if str(err) else ""
     return f"{type(err).__name__}: {first[:300]}"
@@ -146,7 +152,7 @@ def _signature(args: Sequence[Any]) -> str:
 class DistributedPlan:
     """A :class:`~trackjac.Plan` whose colors are split across a process group.
 
-    Build it with :func:`distributed_plan`. ``plan(*args)`` must be called on every
+    Build it with :func:`trackjac.distributed_plan`. ``plan(*args)`` must be called on every
     rank of the group with args of the same shapes and dtypes (typically the same
     replicated point). ``output="full"``: every rank gets the whole Jacobian, nested
     as the single-process plan returns it. ``output="rows"``: every rank gets the
@@ -168,7 +174,8 @@ class DistributedPlan:
         self.plan, self.group, self.output = plan, process_group, output
         self.rank = dist.get_rank(process_group)
         self.world_size = dist.get_world_size(process_group)
-        self.device = plan.device
+        self.device = plan.device   # of the value buffer, reduced where it was computed
+        self._status = _status_device(process_group, plan.device)
         self.color_ranges = color_shares(plan.num_colors, self.world_size)
         self.local_colors = self.color_ranges[self.rank]
         st = plan.structure
@@ -178,7 +185,7 @@ class DistributedPlan:
                               [(tuple(s.shape), str(s.dtype)) for s in list(st.out_specs) + list(st.in_specs)])
         _agree(True, fingerprint, f"{plan.num_colors} colors ({plan.mode}), nnz {plan.nnz}", "the plan (pattern "
                "or coloring: detection and coloring must be deterministic, same seed and arguments)",
-               process_group, self.device)
+               process_group, self._status)
         self.last_timings: Dict[str, float] = {}
         self._audited = False   # the batched product is compared with plain autograd on the first call
         self._build_gathers()
@@ -337,7 +344,7 @@ class DistributedPlan:
         except ValueError as e:
             err = e
         detail = sig if err is None else f"{sig} ({_describe(err)})"
-        _agree(err is None, _digest(sig), detail, "the call's arguments (shapes/dtypes)", g, self.device, err)
+        _agree(err is None, _digest(sig), detail, "the call's arguments (shapes/dtypes)", g, self._status, err)
         times = {"check": lap()}
         threads = self.plan._threads or 0
         try:
@@ -348,7 +355,7 @@ class DistributedPlan:
             err, outs, bufs = e, (), {}
         times["products"] = lap()
         # also where ranks wait for the slowest one, so that the all-reduce below times the transfer
-        _agree(err is None, 0, "" if err is None else _describe(err), "evaluating f", g, self.device, err)
+        _agree(err is None, 0, "" if err is None else _describe(err), "evaluating f", g, self._status, err)
         times["status"] = lap()
         for d in self._dtypes:   # one sum per value dtype (usually one)
             dist.all_reduce(bufs[d], op=dist.ReduceOp.SUM, group=g)
@@ -386,28 +393,21 @@ class DistributedPlan:
                 f"output={self.output!r}, {self.plan!r})")
 
 
-def distributed_plan(f: Callable, *args: Any, process_group=None, output: str = "full",
-                     **kwargs: Any) -> DistributedPlan:
-    """:func:`trackjac.jacobian_plan` on every rank of ``process_group`` (default: the
-    default group), colors split across the ranks; see :class:`DistributedPlan`.
-
-    Every rank detects and colors the same pattern itself (both are deterministic for a
-    given ``seed``); a hash of the coloring is compared, and a difference raises
-    :class:`DistributedPlanError` on every rank, as does a build that fails on any rank.
-    ``kwargs`` are those of :func:`trackjac.jacobian_plan`. Call on every rank.
-    """
+def distribute(build: Callable[[], Plan], process_group=None, output: str = "full") -> DistributedPlan:
+    """Run ``build`` (which returns this rank's :class:`~trackjac.Plan`) on every rank and
+    wrap the result: a build that raises on any rank raises :class:`DistributedPlanError`
+    on every rank, and so do plans that differ. Call on every rank."""
     if not dist.is_available() or not dist.is_initialized():
-        raise RuntimeError("trackjac: distributed_plan needs an initialized torch.distributed process group "
+        raise RuntimeError("trackjac: a distributed plan needs an initialized torch.distributed process group "
                            "(torch.distributed.init_process_group)")
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {OUTPUTS}; got {output!r}")
     try:
-        plan: Optional[Plan] = jacobian_plan(f, *args, **kwargs)
+        plan: Optional[Plan] = build()
         err: Optional[BaseException] = None
     except Exception as e:
         plan, err = None, e
-    devices = [a.device for a in args if isinstance(a, Tensor)]
-    device = devices[0] if devices else torch.device("cpu")
+    device = _status_device(process_group, plan.device if plan is not None else torch.device("cpu"))
     _agree(err is None, 0, "" if err is None else _describe(err), "building the plan", process_group, device, err)
     assert plan is not None
     # mode="auto" may switch a forward plan to reverse when f has no jvp; on one rank alone
@@ -459,7 +459,8 @@ def global_rows(local: Any, process_group=None, pattern: bool = False) -> Global
     all-gather of (rows, columns, nnz); with ``pattern=True`` one more of the local COO
     indices (padded to the largest). Raises :class:`DistributedPlanError` on every rank
     if the column counts differ. Call on every rank."""
-    rows, cols, (m, n), device = _local_coo(local)
+    rows, cols, (m, n), local_device = _local_coo(local)
+    device = _status_device(process_group, local_device)
     table = _gather_rows([m, n, rows.numel()], process_group, device)
     ms, ns, nnzs = table[:, 0].tolist(), table[:, 1].tolist(), table[:, 2].tolist()
     if len(set(ns)) != 1:
@@ -481,5 +482,5 @@ def global_rows(local: Any, process_group=None, pattern: bool = False) -> Global
         idx = idx[:, torch.argsort(idx[0] * max(n, 1) + idx[1])]   # blocks of several inputs interleave
         vals = torch.ones(idx.shape[1], dtype=torch.bool)
         out.pattern = torch.sparse_coo_tensor(idx, vals, out.shape, is_coalesced=True,
-                                              check_invariants=False).to(device)
+                                              check_invariants=False).to(local_device)
     return out
