@@ -341,7 +341,7 @@ class DistributedPlan:
         try:
             self.plan._validate(args)
             err: Optional[BaseException] = None
-        except ValueError as e:
+        except Exception as e:   # whatever it is, the other ranks must hear of it before any product
             err = e
         detail = sig if err is None else f"{sig} ({_describe(err)})"
         _agree(err is None, _digest(sig), detail, "the call's arguments (shapes/dtypes)", g, self._status, err)
