@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import trackjac
 
@@ -33,7 +34,7 @@ def run_example(name, *args, timeout=240):
 
 def test_every_example_is_tested():
     tested = {"seed_participation.py", "bundle_adjustment.py", "brusselator_newton.py",
-              "gnn_message_passing.py", "newton_logistic.py"}
+              "gnn_message_passing.py", "newton_logistic.py", "distributed_rows.py"}
     assert set(f for f in os.listdir(EXAMPLES) if f.endswith(".py")) == tested
 
 
@@ -48,6 +49,13 @@ def test_gnn_message_passing():
     out = run_example("gnn_message_passing.py")
     assert "OK: node pattern == 2-hop neighborhood" in out
     assert "Every node now reads all 24 nodes" in out
+
+
+@needs_engine
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+def test_distributed_rows():
+    out = run_example("distributed_rows.py", "--sensors", "60")
+    assert "matches autograd" in out and out.rstrip().endswith("OK")
 
 
 @needs_engine

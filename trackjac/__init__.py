@@ -14,6 +14,7 @@ from .errors import (ControlFlowWarning, DenseColoringWarning, StrictModeError, 
                      TrackJacWarning, UnsupportedOpWarning)
 from .evaluate import (HessianPlan, JacobianCheckError, PathChangedError, Plan, check_hessian, check_jacobian,
                        hessian, hessian_plan, jacobian, jacobian_plan)
+from .evaluate import DistributedPlan, DistributedPlanError, distributed, distributed_plan
 from .spy import SpyPlot, spy
 from .tracer import (JacobianClassification, Tracked, depends_on, hessian_sparsity, jacobian_sparsity, tracking,
                      untrack)
@@ -24,5 +25,6 @@ __all__ = [
     "TrackingError", "spy", "SpyPlot",
     "jacobian", "jacobian_plan", "check_jacobian", "Plan", "JacobianCheckError", "PathChangedError",
     "hessian", "hessian_plan", "check_hessian", "HessianPlan",
+    "distributed_plan", "DistributedPlan", "DistributedPlanError", "distributed",
 ]
 __version__ = "0.1.0"
