@@ -86,7 +86,7 @@ class _Guard:
         for p, saved in self._saved:
             a = args[p]
             same = (isinstance(a, Tensor) and a.shape == saved.shape and torch.equal(a, saved)
-                    if isinstance(saved, Tensor) else type(a) is type(saved) and a == saved)
+                    if isinstance(saved, Tensor) else type(a) is type(saved) and (a == saved or a != a and saved != saved))
             if not same:
                 raise ValueError(
                     f"argument {p} is not differentiated and differs from the build point: this plan "
