@@ -186,13 +186,13 @@ def stiff(x):
 
 
 def test_float32_large_constants_fall_back():
-    x = torch.rand(16) + 0.5
+    x = torch.rand(16, dtype=torch.float32) + 0.5
     with pytest.warns(RuntimeWarning, match="digits of torch.float32"):
         plan = jacobian_plan(stiff, x, constant_entries="reuse")
     assert plan.constant_entries == "recompute"
     assert plan.num_colors == jacobian_plan(stiff, x).num_colors > 1
     assert plan.constant_nnz == 32 and plan.variable_nnz == 16
-    y = torch.rand(16) + 0.5
+    y = torch.rand(16, dtype=torch.float32) + 0.5
     torch.testing.assert_close(plan(y).to_dense(), dense_jacobian(stiff, y))
 
 
