@@ -220,7 +220,8 @@ def jacobian_plan(
     if constant_entries == "reuse":
         plan = build_reuse_plan(
             f, args, structure, strict, constant_zeros,
-            full_plan=lambda st: _plan(f, st, mode, coloring, seed, **opts),
+            once=lambda st: _plan(f, st, mode, "fast", seed, **opts),
+            fallback=lambda st: _plan(f, st, mode, coloring, seed, compile=compile, **opts),
             color=lambda st: _choose(st, mode, coloring, seed),
             rev_color=lambda st: color_rows(st.global_coo(), **EFFORT[coloring], seed=seed),
             compile=compile, **opts)

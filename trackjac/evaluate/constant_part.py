@@ -26,7 +26,6 @@ from ..errors import user_stacklevel
 from ..tracer import jacobian_sparsity
 from .assemble import Block, merge
 from .plan import Plan
-from .products import try_compile
 from .structure import Structure, _grid
 
 __all__ = ["VariablePartPlan", "build_reuse_plan", "cancellation_limit"]
@@ -242,16 +241,17 @@ class VariablePartPlan(Plan):
 
 
 def build_reuse_plan(f: Callable, args: Sequence[Any], structure: Structure, strict: bool,
-                     constant_zeros: Optional[str], full_plan: Callable[[Structure], Plan],
-                     color: Callable[[Structure], Coloring], rev_color: Callable[[Structure], Coloring],
-                     compile: bool, **kwargs) -> Plan:
+                     constant_zeros: Optional[str], once: Callable[[Structure], Plan],
+                     fallback: Callable[[Structure], Plan], color: Callable[[Structure], Coloring],
+                     rev_color: Callable[[Structure], Coloring], **kwargs) -> Plan:
     """The plan for ``constant_entries="reuse"``, or the full-pattern plan with a
     ``RuntimeWarning`` where subtracting the constants would cancel too many digits.
 
-    ``full_plan(structure)`` builds an eager full-pattern plan; ``color`` / ``rev_color``
-    color a structure for the requested mode / for reverse mode."""
+    ``once(structure)`` builds the full-pattern plan evaluated once here (a fast coloring:
+    it runs once), ``fallback(structure)`` the one returned on a failed check; ``color`` /
+    ``rev_color`` color a structure for the requested mode / for reverse mode."""
     split = _split_blocks(f, args, structure, strict, constant_zeros)
-    full = full_plan(structure)
+    full = once(structure)
     full._validate(args)
     _, values = full._evaluate(args)  # the constant entries' values, once
     values = [[v.detach().cpu() for v in row] for row in values]
@@ -259,12 +259,13 @@ def build_reuse_plan(f: Callable, args: Sequence[Any], structure: Structure, str
         [(r[vp], c[vp]) for (r, c), (_, vp) in zip(brow, srow)] for brow, srow in zip(structure.blocks, split)])
     col = color(variable)
     plan = VariablePartPlan(f, structure, variable, col.mode, col, split, values,
-                            _Guard(args, structure.diff_pos), compile=compile, **kwargs)
+                            _Guard(args, structure.diff_pos), **kwargs)
     if col.mode == "fwd":  # if f turns out to have no forward-mode derivative
         plan._rev_coloring = lambda: rev_color(variable)
     if plan._cancels is None:
         return plan
     j, i, r, dtype = plan._cancels
+    full = fallback(structure)
     warnings.warn(
         f"trackjac: constant_entries='reuse' would lose more than half the digits of {dtype} in block "
         f"[{j}][{i}] (a constant contamination {r:.3g} times the variable value it is subtracted from, "
@@ -272,7 +273,4 @@ def build_reuse_plan(f: Callable, args: Sequence[Any], structure: Structure, str
         f"({full.num_colors} colors instead of {plan.num_colors})",
         RuntimeWarning, stacklevel=user_stacklevel())
     full.constant_nnz, full.variable_nnz = plan.constant_nnz, plan.variable_nnz
-    if compile:
-        full.compile = True
-        full._compiled = try_compile(full._pure_compressed)
     return full
