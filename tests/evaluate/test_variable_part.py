@@ -247,3 +247,33 @@ def test_bad_options():
         jacobian_plan(torch.sin, x, constant_entries="yes")
     with pytest.raises(ValueError, match="pattern="):
         jacobian_plan(torch.sin, x, constant_entries="reuse", pattern=trackjac.jacobian_sparsity(torch.sin, x))
+
+
+class _Cube(torch.autograd.Function):
+    """No forward-mode derivative: mode="auto" must switch a column-colored plan to rows."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x ** 3
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 3 * x * x * g
+
+
+def test_switch_to_reverse_mode_recomputes_the_contamination():
+    def f(x):  # a dense variable column 0: the column coloring wins, but f has no jvp
+        return _Cube.apply(x) * x[0] + 3.0 * x.roll(1)
+
+    x = torch.rand(10, dtype=torch.float64)
+    plan = jacobian_plan(f, x, constant_entries="reuse")
+    assert plan.mode == "fwd" and plan.constant_nnz > 0
+    y = torch.rand(10, dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="switches this plan to reverse mode"):
+        J = plan(y)
+    assert plan.mode == "rev" and plan.constant_entries == "reuse"
+    assert_matches(J, dense_jacobian(f, y))
+    z = torch.rand(10, dtype=torch.float64)
+    assert_matches(plan(z), dense_jacobian(f, z))
