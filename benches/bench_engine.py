@@ -47,6 +47,7 @@ BRUSSELATOR_DENSE_N = 48
 BA_SIZES = ((8, 100), (32, 1000), (128, 10000))  # (cameras, points), 4 observations per point
 DENSE_MLP = 1024  # tanh(W @ x) with a dense W: trackjac should cost about what jacrev does
 BA_DENSE = 1  # dense methods on the first BA size only: jacrev took 100 s at (32, 1000)
+VARIABLE_PART_N = 128  # n = 32,768: warm plans with constant_entries "recompute" and "reuse"
 
 
 @dataclass
@@ -136,9 +137,27 @@ def cases(quick: bool = False, compile_too: bool = COMPILE) -> List[Case]:
     out.append(Case("dense MLP", size, "trackjac.jacobian (from scratch)", _quiet(lambda: jacobian(mlp, xm)), 3,
                     None, info))
     out.append(Case("dense MLP", size, "torch.func.jacrev", lambda: torch.func.jacrev(mlp)(xm), 3, None, info))
+    out.extend(_variable_part_cases(VARIABLE_PART_N))
     P = brusselator_pattern(512)
     out.append(Case("coloring", "Brusselator rows, n=524288", "trackjac.color_rows",
                     lambda: color_rows(P), 3))
+    return out
+
+
+def _variable_part_cases(N: int) -> List[Case]:
+    """Warm eager plans on the Brusselator: every entry from the products (9-10 colors) against
+    constants computed once and only the variable entries colored (2 colors)."""
+    x = brusselator_point(N)
+    n = x.numel()
+    out, state = [], {}
+    for entries in ("recompute", "reuse"):
+        def build(entries=entries):
+            state[entries] = jacobian_plan(brusselator, x, constant_entries=entries)
+
+        info = dict(problem="brusselator_variable_part", size=n, N=N, rows=n, cols=n, constant_entries=entries)
+        out.append(Case("brusselator variable part", f"N={N} (n={n})",
+                        f"trackjac plan(x) (warm, eager, constant_entries={entries!r})",
+                        lambda entries=entries: state[entries](x), 20, build, info))
     return out
 
 

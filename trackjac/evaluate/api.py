@@ -20,6 +20,7 @@ from torch import Tensor
 from ..coloring import DENSE, IDENTITY, Coloring, color_columns, color_rows
 from ..errors import DenseColoringWarning, user_stacklevel
 from .assemble import check_layout
+from .constant_part import build_reuse_plan
 from .paths import PathGuard, scalar_reads
 from .plan import Plan
 from .products import SameDraws
@@ -143,6 +144,7 @@ def jacobian_plan(
     seed: int = 0,
     constant_zeros: str = "keep",
     threads: Optional[int] = None,
+    constant_entries: str = "recompute",
 ) -> Plan:
     """Detect the pattern of ``f`` at ``args`` and color it once; returns a :class:`Plan`.
 
@@ -184,8 +186,28 @@ def jacobian_plan(
             the faster is kept (``plan.threads``); torch's pool made small
             products up to 10x slower on a busy machine. ``0``: the caller's
             setting; an int: that many.
+        constant_entries: "recompute" (default: every entry comes from the
+            products) or "reuse": entries whose value does not depend on the
+            differentiated arguments (``jacobian_sparsity(..., classify=True)``)
+            are computed once here at ``args``, only the variable entries are
+            colored (``plan.num_colors``; ``plan.constant_nnz``,
+            ``plan.variable_nnz``), and each call subtracts the constants that
+            share a compressed slot with a variable entry. Safe only while
+            everything ``f`` reads besides its differentiated arguments is
+            unchanged: non-differentiated tensor and number arguments are
+            compared with their build-time copies at each call (a
+            ``ValueError`` if they differ); closures, module parameters,
+            buffers and globals are not guarded, and ``plan.check`` (autograd)
+            catches constants they made stale. Falls back to the full coloring
+            with a ``RuntimeWarning`` where the subtraction would cancel more
+            than half the dtype's digits at ``args``. Needs detection
+            (not ``pattern=``).
     """
     _check_options(layout, mode)
+    if constant_entries not in ("recompute", "reuse"):
+        raise ValueError(f"constant_entries must be 'recompute' or 'reuse'; got {constant_entries!r}")
+    if constant_entries == "reuse" and pattern is not None:
+        raise ValueError("constant_entries='reuse' classifies the entries by detection; it cannot use pattern=")
     structure = build_structure(f, args, pattern, strict, local=False, constant_zeros=constant_zeros)
     if structure.traced_reads:   # f branched on a tracked value: check the path at each call
         structure.path = PathGuard(f, args, structure.traced_reads)
@@ -193,8 +215,18 @@ def jacobian_plan(
         reads = scalar_reads(f, args)
         if reads:
             structure.path = PathGuard(f, args, reads)
-    plan = _plan(f, structure, mode, coloring, seed, layout=layout, blocksize=blocksize,
-                 chunk_size=chunk_size, memory_budget=memory_budget, compile=compile, threads=threads)
+    opts = dict(layout=layout, blocksize=blocksize, chunk_size=chunk_size, memory_budget=memory_budget,
+                threads=threads)
+    if constant_entries == "reuse":
+        plan = build_reuse_plan(
+            f, args, structure, strict, constant_zeros,
+            once=lambda st: _plan(f, st, mode, "fast", seed, **opts),
+            fallback=lambda st: _plan(f, st, mode, coloring, seed, compile=compile, **opts),
+            color=lambda st: _choose(st, mode, coloring, seed),
+            rev_color=lambda st: color_rows(st.global_coo(), **EFFORT[coloring], seed=seed),
+            compile=compile, **opts)
+    else:
+        plan = _plan(f, structure, mode, coloring, seed, compile=compile, **opts)
     if verify:
         plan.check(*args)
     return plan

@@ -76,8 +76,14 @@ class Plan:
     ``plan.value_and_jacobian(*args)`` also returns ``f(*args)``.
     Attributes: ``pattern`` (sparse COO bool, nested), ``num_colors``, ``mode``
     ("rev": one vjp per row color; "fwd": one jvp per column color),
-    ``layout``, ``blocksize``, ``chunk_size``, ``coloring``, ``nnz``.
+    ``layout``, ``blocksize``, ``chunk_size``, ``coloring``, ``nnz``;
+    ``constant_entries`` ("recompute": every entry from the products, or "reuse"),
+    ``constant_nnz`` and ``variable_nnz`` (None where the entries were not classified).
     """
+
+    constant_entries = "recompute"
+    constant_nnz: Optional[int] = None
+    variable_nnz: Optional[int] = None
 
     def __init__(
         self,
