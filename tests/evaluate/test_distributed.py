@@ -70,6 +70,14 @@ def sc_brusselator(rank, world, group):
         assert J.layout == kw.get("layout", torch.sparse_coo)
 
 
+def sc_jacobian_plan_process_group(rank, world, group):
+    """jacobian_plan(..., process_group=g) is the same distributed plan."""
+    x0, x1 = brusselator_point(5, seed=0), brusselator_point(5, seed=2)
+    plan = jacobian_plan(brusselator, x0, process_group=group, mode="rev")
+    assert isinstance(plan, trackjac.DistributedPlan)
+    _close(plan(x1), dense_jacobian(brusselator, x1))
+
+
 def sc_bundle(rank, world, group):
     ba = bundle_adjustment(4, 9, obs_per_pt=3)
     plan = distributed_plan(ba.residual, *ba.args, process_group=group)

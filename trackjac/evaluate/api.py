@@ -21,6 +21,7 @@ from ..coloring import DENSE, IDENTITY, Coloring, color_columns, color_rows
 from ..errors import DenseColoringWarning, user_stacklevel
 from .assemble import check_layout
 from .constant_part import build_reuse_plan
+from .distributed import distribute
 from .paths import PathGuard, scalar_reads
 from .plan import Plan
 from .products import SameDraws
@@ -145,6 +146,8 @@ def jacobian_plan(
     constant_zeros: str = "keep",
     threads: Optional[int] = None,
     constant_entries: str = "recompute",
+    process_group: Any = None,
+    output: str = "full",
 ) -> Plan:
     """Detect the pattern of ``f`` at ``args`` and color it once; returns a :class:`Plan`.
 
@@ -181,6 +184,12 @@ def jacobian_plan(
         coloring: "best" (several orders, refinement, local search) or "fast".
         verify: compare random rows/columns with autograd at ``args``.
         seed: seed of the coloring's random tie-breaking.
+        process_group: a ``torch.distributed`` process group (``torch.distributed.group.WORLD``
+            for the default one): every rank builds the same plan and evaluates its share of
+            the colors, combined by one sum all-reduce; returns a
+            :class:`~trackjac.DistributedPlan` (see docs/scale_out.md). Call on every rank.
+        output: with ``process_group``: "full" (the whole Jacobian on every rank) or "rows"
+            (a contiguous row block per rank, balanced by nonzeros).
         threads: intra-op threads for evaluation, restored afterwards. ``None``
             (default): calls 2 and 3 time the caller's setting and one thread, and
             the faster is kept (``plan.threads``); torch's pool made small
@@ -203,6 +212,12 @@ def jacobian_plan(
             than half the dtype's digits at ``args``. Needs detection
             (not ``pattern=``).
     """
+    if process_group is not None:  # every rank builds the plan and evaluates its share of the colors
+        return distribute(lambda: jacobian_plan(
+            f, *args, mode=mode, layout=layout, blocksize=blocksize, chunk_size=chunk_size,
+            memory_budget=memory_budget, compile=compile, strict=strict, pattern=pattern, coloring=coloring,
+            verify=verify, seed=seed, constant_zeros=constant_zeros, threads=threads,
+            constant_entries=constant_entries), process_group, output)
     _check_options(layout, mode)
     if constant_entries not in ("recompute", "reuse"):
         raise ValueError(f"constant_entries must be 'recompute' or 'reuse'; got {constant_entries!r}")
