@@ -87,7 +87,9 @@ def _info(benchmark, name: str, stage: str, plan) -> None:
     rows, cols, (n, _) = plan.structure.global_coo()
     lower = int(torch.bincount(rows, minlength=n).max()) if rows.numel() else 0
     benchmark.extra_info.update(problem=name, n=n, nnz=plan.nnz, colors=plan.num_colors, lower_bound=lower,
-                                coloring=type(plan.coloring).__name__, method=stage, cpu=cpu_name())
+                                coloring=type(plan.coloring).__name__, method=stage, cpu=cpu_name(),
+                                symmetric=getattr(plan.coloring, "method", None), suite="hessian",
+                                torch=torch.__version__, threads=torch.get_num_threads())
 
 
 def _color_fn() -> Callable:

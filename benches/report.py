@@ -8,6 +8,7 @@ The whole workflow, from the repository root (each suite takes a few minutes on
     python -m pytest benches/bench_engine.py --benchmark-only --benchmark-json=benches/results/engine.json
     TRACKJAC_BENCH_COMPILE=1 OMP_NUM_THREADS=1 python -m pytest benches/bench_engine.py --benchmark-only \\
         -k warm --benchmark-json=benches/results/engine_compiled.json
+    python -m pytest benches/bench_hessian.py --benchmark-only --benchmark-json=benches/results/hessian.json
     python benches/bench_peers.py --compile     # asdex vs trackjac: benches/results/peers.json (needs [peers])
     python benches/report.py benches/results/*.json --update docs/performance.md --readme README.md \\
         --plots docs/img
@@ -28,6 +29,8 @@ replaced, for NAME in
   detection next to the quoted ``ASDEX`` figures, labeled as quoted (``QUOTED``);
 - ``coloring-results``: colors and time per pattern, from ``bench_coloring.py``;
 - ``evaluation-results``: every method per problem and size, from ``bench_engine.py``;
+- ``hessian-results``: sparse Hessians per problem (colors, lower bound, detection, coloring,
+  warm plan, dense ``torch.func.hessian``), from ``bench_hessian.py``;
 
 a block whose suite is absent from the JSON files is left as it is, and a block whose
 markers are missing is appended at the end of FILE. ``--threshold FILE2`` also puts the
@@ -277,6 +280,30 @@ def coloring_table(data: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+#: bench_hessian.py's stages, in the table's column order
+HESSIAN_STAGES = ("detect", "color", "plan call", "torch.func.hessian")
+
+
+def hessian_table(data: dict) -> str:
+    """One row per Hessian problem: colors next to the lower bound, then each stage's median."""
+    recs = records(data, "hessian")
+    if not recs:
+        return ""
+    by: Dict[str, Dict[str, Record]] = defaultdict(dict)
+    for r in recs:
+        by[r[1]["problem"]][r[1]["method"]] = r
+    cpu = recs[0][1].get("cpu", "?")
+    out = [f"cpu: {cpu}, {max(r[2] for r in recs)[:10]} (median of the rounds)\n",
+           "| problem | n | nonzeros | colors (lower bound) | detect | color | warm `plan(x)` | "
+           "`torch.func.hessian` |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, stages in by.items():
+        e = next(iter(stages.values()))[1]
+        cells = [_fmt_s(stages[s][0]["median"]) if s in stages else "-" for s in HESSIAN_STAGES]
+        out.append(f"| {name} | {e['n']:,} | {e['nnz']:,} | {e['colors']} ({e['lower_bound']}) | "
+                   + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
 def series(recs: Sequence[Record]) -> Dict[Tuple[str, int], str]:
     """Label of each (method, threads) of the evaluation records, in ``METHODS`` order.
 
@@ -484,6 +511,8 @@ def blocks(data: dict) -> Dict[str, str]:
         out["coloring-results"] = coloring_table(data)
     if records(data, "evaluation"):
         out["evaluation-results"] = evaluation_tables(data)
+    if records(data, "hessian"):
+        out["hessian-results"] = hessian_table(data)
     return out
 
 

@@ -145,7 +145,8 @@ class Tracked(torch.Tensor, Carrier):
 
     @classmethod
     def _make(cls, value: torch.Tensor, store: _Store, source=None) -> "Tracked":
-        r = torch.Tensor._make_subclass(cls, value, False)
+        with torch._C._DisableFuncTorch():  # inside torch.func.grad, not a tensor of its level
+            r = torch.Tensor._make_subclass(cls, value, False)
         r.value = value
         r._store = store
         r._source = source
