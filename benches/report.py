@@ -294,7 +294,7 @@ def hessian_table(data: dict) -> str:
         by[r[1]["problem"]][r[1]["method"]] = r
     cpu = recs[0][1].get("cpu", "?")
     out = [f"cpu: {cpu}, {max(r[2] for r in recs)[:10]} (median of the rounds)\n",
-           "| problem | n | nonzeros | colors (lower bound) | detect | color | warm `plan(x)` | "
+           "| problem | n | nonzeros | colors (longest row) | detect | color | warm `plan(x)` | "
            "`torch.func.hessian` |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, stages in by.items():
         e = next(iter(stages.values()))[1]

@@ -280,7 +280,7 @@ def test_cli_spy_module_at_default_dtype(tmp_path, capsys):
 
 def test_cli_spy_dtype_mismatch_inside_f_says_what_to_pass(tmp_path):
     mod = tmp_path / "f32_for_spy.py"
-    mod.write_text("import torch\nW = torch.ones(3, 4)\ndef f(x):\n    return x @ W.T\n")
+    mod.write_text("import torch\nW = torch.ones(3, 4, dtype=torch.float32)\ndef f(x):\n    return x @ W.T\n")
     with pytest.raises(SystemExit, match="--dtype float32"):
         main(["spy", f"{mod}:f", "--shapes", "2,4", "-q", "--no-color"])
     assert main(["spy", f"{mod}:f", "--shapes", "2,4", "-q", "--no-color", "--dtype", "float32"]) == 0

@@ -6,7 +6,15 @@ import torch
 
 import trackjac
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    """float64 here, restored after each test (a module-level setting leaked into other files)."""
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(saved)
 
 
 def f(x):
