@@ -32,7 +32,7 @@ from .assemble import Block, check_blocksize, check_layout
 from .paths import PathGuard
 from .products import (ControlFlowChanged, SameDraws, bytes_per_color, try_compile, user_stacklevel,
                        vectorized, vjp_rows)
-from .structure import Spec, Structure, _grid, diff_positions
+from .structure import check_args, Spec, Structure, _grid, diff_positions
 from .verify import _TOL, _basis, _compare, _extract
 
 __all__ = ["HessianPlan", "hessian", "hessian_plan"]
@@ -375,20 +375,7 @@ class HessianPlan:
         return self.structure.nest(self.structure.patterns(self.device))
 
     def _validate(self, args: Sequence[Any]) -> None:
-        st = self.structure
-        if len(args) != st.n_args:
-            raise ValueError(f"plan was built for {st.n_args} arguments; got {len(args)}")
-        for p, (a, spec) in enumerate(zip(args, st.arg_specs)):
-            if spec is None:
-                if isinstance(a, Tensor):
-                    raise ValueError(f"argument {p}: plan was built with a non-tensor here; got a tensor")
-                continue
-            if not isinstance(a, Tensor):
-                raise ValueError(f"argument {p}: plan was built for a tensor ({spec.describe()}); "
-                                 f"got {type(a).__name__}")
-            if a.shape != spec.shape or a.dtype != spec.dtype or a.device != spec.device:
-                raise ValueError(f"argument {p}: plan was built for {spec.describe()}; "
-                                 f"got {Spec.of(a).describe()}. Build a new plan for new shapes/dtypes/devices.")
+        check_args(self.structure, args)
 
     def __repr__(self) -> str:
         return (f"HessianPlan(num_colors={self.num_colors}, nnz={self.nnz}, shape=({self.n}, {self.n}), "

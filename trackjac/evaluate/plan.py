@@ -36,7 +36,7 @@ from ..coloring import Coloring
 from .assemble import Block, check_blocksize, check_layout, merge
 from .products import (ControlFlowChanged, SameDraws, bytes_per_color, per_color, try_compile,
                        user_stacklevel, vectorized)
-from .structure import Spec, Structure, bind
+from .structure import check_args, Structure, bind
 from .verify import compare
 
 __all__ = ["Plan"]
@@ -450,20 +450,7 @@ class Plan:
     # -- validation ---------------------------------------------------------------
 
     def _validate(self, args: Sequence[Any]) -> None:
-        st = self.structure
-        if len(args) != st.n_args:
-            raise ValueError(f"plan was built for {st.n_args} arguments; got {len(args)}")
-        for p, (a, spec) in enumerate(zip(args, st.arg_specs)):
-            if spec is None:
-                if isinstance(a, Tensor):
-                    raise ValueError(f"argument {p}: plan was built with a non-tensor here; got a tensor")
-                continue
-            if not isinstance(a, Tensor):
-                raise ValueError(f"argument {p}: plan was built for a tensor ({spec.describe()}); "
-                                 f"got {type(a).__name__}")
-            if a.shape != spec.shape or a.dtype != spec.dtype or a.device != spec.device:
-                raise ValueError(f"argument {p}: plan was built for {spec.describe()}; "
-                                 f"got {Spec.of(a).describe()}. Build a new plan for new shapes/dtypes/devices.")
+        check_args(self.structure, args)
 
     def _check_outputs(self, outs: Sequence[Tensor]) -> None:
         specs = self.structure.out_specs

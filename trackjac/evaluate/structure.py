@@ -177,3 +177,20 @@ def bind(f: Callable, args: Sequence[Any], pos: Sequence[int]) -> Tuple[Callable
         return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
     return g, tuple(args[p] for p in pos)
+
+
+def check_args(st: Structure, args: Sequence[Any]) -> None:
+    """A ``ValueError`` unless ``args`` have the kinds, shapes, dtypes and devices a plan was built for."""
+    if len(args) != st.n_args:
+        raise ValueError(f"plan was built for {st.n_args} arguments; got {len(args)}")
+    for p, (a, spec) in enumerate(zip(args, st.arg_specs)):
+        if spec is None:
+            if isinstance(a, Tensor):
+                raise ValueError(f"argument {p}: plan was built with a non-tensor here; got a tensor")
+            continue
+        if not isinstance(a, Tensor):
+            raise ValueError(f"argument {p}: plan was built for a tensor ({spec.describe()}); "
+                             f"got {type(a).__name__}")
+        if a.shape != spec.shape or a.dtype != spec.dtype or a.device != spec.device:
+            raise ValueError(f"argument {p}: plan was built for {spec.describe()}; "
+                             f"got {Spec.of(a).describe()}. Build a new plan for new shapes/dtypes/devices.")
