@@ -54,7 +54,7 @@ def _derivatives_yaml() -> str:
 def derivative_entries() -> List[dict]:
     """The entries of torchgen's ``derivatives.yaml`` (empty when torchgen or PyYAML is missing)."""
     try:
-        import yaml  # PyYAML (not a torch requirement: without it, the hand list)
+        import yaml  # PyYAML, a dependency of trackjac (not of torch): without it, the hand list
         with open(_derivatives_yaml()) as fh:
             return yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (ImportError, OSError):   # pragma: no cover - torch ships torchgen
