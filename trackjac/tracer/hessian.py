@@ -59,6 +59,16 @@ class _GradFactoryMode(TorchFunctionMode):
         return _F._wrap_for_grad(made, level)
 
 
+def _scalar_of(f: Callable, args, pos: List[int], where: str) -> Callable:
+    """``f`` as a scalar function of the arguments at ``pos``, the others fixed to ``args``."""
+    def scalar(*d):
+        full = list(args)
+        for i, v in zip(pos, d):
+            full[i] = v
+        return scalar_output(f(*full), where)
+    return scalar
+
+
 def gradient_function(f: Callable, args, where: str):
     """``g(*args)`` returning the tuple of gradients of scalar ``f`` w.r.t. its floating tensor
     arguments (``torch.func.grad``), and those arguments' positions (for evaluating, not tracing)."""
@@ -67,12 +77,7 @@ def gradient_function(f: Callable, args, where: str):
         raise TypeError(f"{where}: no floating-point tensor among the arguments to differentiate")
 
     def g(*a):
-        def scalar(*d):
-            full = list(a)
-            for i, v in zip(pos, d):
-                full[i] = v
-            return scalar_output(f(*full), where)
-
+        scalar = _scalar_of(f, a, pos, where)
         return tuple(torch.func.grad(scalar, argnums=tuple(range(len(pos))))(*[a[i] for i in pos]))
 
     return g, pos
@@ -84,13 +89,7 @@ def _seeded_gradient(f: Callable, args, pos: List[int], where: str) -> Callable:
     ``f``'s factory tensors trackable."""
     def g(*a):
         *a, seed = a
-
-        def scalar(*d):
-            full = list(a)
-            for i, v in zip(pos, d):
-                full[i] = v
-            return scalar_output(f(*full), where)
-
+        scalar = _scalar_of(f, a, pos, where)
         with _GradFactoryMode():
             out, vjp_fn = torch.func.vjp(scalar, *[a[i] for i in pos])
             with gradient_seed(seed._source.first):
