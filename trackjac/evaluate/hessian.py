@@ -27,7 +27,7 @@ from ..coloring import color_columns
 from ..tracer import hessian_sparsity
 from ..tracer.hessian import scalar_output
 from ..tracer.state import config
-from .api import EFFORT
+from .api import EFFORT, _symmetric
 from .assemble import Block, check_blocksize, check_layout
 from .paths import PathGuard
 from .products import (ControlFlowChanged, SameDraws, bytes_per_color, try_compile, user_stacklevel,
@@ -56,9 +56,7 @@ def _scalar_specs(f: Callable, args: Sequence[Any]) -> None:
 
 def _check_symmetric(st: Structure) -> None:
     rows, cols, (n, _) = st.global_coo()
-    a = torch.sort(rows * n + cols).values
-    b = torch.sort(cols * n + rows).values
-    if not torch.equal(a, b):
+    if not _symmetric(rows, cols, n):
         raise ValueError("pattern must be symmetric (a Hessian pattern): H[i, j] is in it iff H[j, i] is")
 
 
