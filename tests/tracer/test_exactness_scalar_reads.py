@@ -60,3 +60,21 @@ def test_a_constant_read_is_not_a_control_flow_read():
     with warnings.catch_warnings():
         warnings.simplefilter("error", trackjac.ControlFlowWarning)
         trackjac.jacobian_sparsity(f, torch.rand(3, dtype=torch.float64), strict=True)
+
+
+def test_a_number_that_leaves_torch_is_named():
+    """item() hands Python a number: the warning says a tensor built from it has no dependency."""
+    import warnings as _w
+
+    x = torch.randn(3, dtype=torch.float64)
+    with _w.catch_warnings(record=True) as rec:
+        _w.simplefilter("always")
+        p = trackjac.jacobian_sparsity(lambda x: torch.tensor(x[0].item()) * x, x)
+    msgs = [str(r.message) for r in rec if issubclass(r.category, trackjac.ControlFlowWarning)]
+    assert msgs and "left torch as a Python number" in msgs[0] and "torch.tensor(t.item())" in msgs[0]
+    assert torch.equal(p.to_dense(), torch.eye(3, dtype=torch.bool))   # as autograd: no d/dx[0] via the copy
+    with _w.catch_warnings(record=True) as rec:
+        _w.simplefilter("always")
+        trackjac.jacobian_sparsity(lambda x: x * 2 if x.sum() > 0 else x, x)
+    msgs = [str(r.message) for r in rec if issubclass(r.category, trackjac.ControlFlowWarning)]
+    assert msgs and "left torch" not in msgs[0]   # a branch: the value stayed a bool

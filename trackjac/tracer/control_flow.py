@@ -8,6 +8,10 @@ from .origin import GLOBAL
 from .state import config
 
 
+# reads that hand Python a number (not just a branch): the value can leave torch
+_NUMBER_READS = ("item()", "tolist()", "numpy()")
+
+
 def control_flow(what, flat_tracked) -> None:
     """Python is about to read tracked values: warn (global mode) or raise (strict)."""
     cfg = config()
@@ -25,10 +29,16 @@ def control_flow(what, flat_tracked) -> None:
             "strict=False (then a ControlFlowWarning is issued) or local=True.")
     if not cfg.warned_control_flow:
         cfg.warned_control_flow = True
+        leaves = ""
+        if any(k in str(what) for k in _NUMBER_READS):
+            leaves = (" The value also left torch as a Python number: anything built from it "
+                      "(torch.tensor(t.item()), a NumPy round trip) carries no dependency on the inputs, "
+                      "as autograd gives it no derivative; keep it a tensor (t, t.clone(), torch.where) "
+                      "where the derivative should flow.")
         warnings.warn(
             f"Python read the value of a tracked tensor ({what}: bool(), item(), tolist() or "
             "'if t > 0:'): the Jacobian pattern holds only for inputs that take the same "
-            "control-flow path.", ControlFlowWarning, stacklevel=user_stacklevel())
+            f"control-flow path.{leaves}", ControlFlowWarning, stacklevel=user_stacklevel())
 
 
 def _value_read(what, flat_tracked):
@@ -38,6 +48,8 @@ def _value_read(what, flat_tracked):
     v = flat_tracked[0].value
     if what == "tolist()":
         return v.tolist()
+    if what == "item()":
+        return v.item()
     if isinstance(what, str) or v.numel() != 1:
         return None
     return v.item()

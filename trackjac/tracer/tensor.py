@@ -286,8 +286,14 @@ class Tracked(torch.Tensor, Carrier):
             "tensor computation they perform.")
 
     def untyped_storage(self):
-        """The value's storage (the wrapper's own is a placeholder without data)."""
+        """The value's storage (which the subclass shares)."""
         return self.value.untyped_storage()
+
+    def item(self):
+        """A Python number (a control-flow read of tracked values, see :class:`ControlFlowWarning`)."""
+        control_flow("item()", [self])
+        note_value_read([self])
+        return self.value.item()
 
     def tolist(self):
         """Python values (a control-flow read of tracked values, see :class:`ControlFlowWarning`)."""
