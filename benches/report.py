@@ -72,7 +72,10 @@ ASDEX = {2048: 0.08, 4608: 0.17, 8192: 0.34, 32768: 1.19}
 QUOTED = ("asdex figures quoted from the project's reference notes (an earlier measurement), "
           "not measured by this repository; `python benches/bench_peers.py` measures them")
 
-PROBLEMS = {"brusselator": "2-D Brusselator", "bundle_adjustment": "Bundle adjustment"}
+PROBLEMS = {"brusselator": "2-D Brusselator", "bundle_adjustment": "Bundle adjustment",
+            "bundle_adjustment_point": "Bundle adjustment, sorted by point",
+            "bundle_adjustment_camera": "Bundle adjustment, sorted by camera (BAL order)",
+            "bundle_adjustment_shuffled": "Bundle adjustment, shuffled"}
 
 #: bench_peers.py's problems, in its table's order
 PEER_PROBLEMS = {**PROBLEMS, "laplacian3d_cubic": "3-D Laplacian + cubic reaction",
@@ -271,11 +274,11 @@ def coloring_table(data: dict) -> str:
     if not recs:
         return ""
     out = [f"{_machine(recs)}\n",
-           "| pattern | colored | rows x columns | nonzeros | colors | lower bound | time (best / median) |",
-           "|---|---|---:|---:|---:|---:|---:|"]
-    for st, e, _ in recs:
-        out.append(f"| {PROBLEMS.get(e['problem'], e['problem'])} | {e['axis']} | {e['rows']:,} x {e['cols']:,} | "
-                   f"{e['nnz']:,} | {e['colors']} | {e['lower_bound']} | "
+           "| pattern | colored | by | rows x columns | nonzeros | colors | lower bound | time (best / median) |",
+           "|---|---|---|---:|---:|---:|---:|---:|"]
+    for st, e, _ in recs:   # "by": trackjac, or a baseline (scipy's group_columns)
+        out.append(f"| {PROBLEMS.get(e['problem'], e['problem'])} | {e['axis']} | {e.get('method', 'trackjac')} | "
+                   f"{e['rows']:,} x {e['cols']:,} | {e['nnz']:,} | {e['colors']} | {e['lower_bound']} | "
                    f"{_fmt_s(st['min'])} / {_fmt_s(st['median'])} |")
     return "\n".join(out) + "\n"
 

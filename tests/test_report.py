@@ -175,7 +175,7 @@ def test_missing_matplotlib_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(ImportError, match="pip install matplotlib"):
         report.plots(coloring_json(), tmp_path)
     # the tables need no matplotlib
-    assert "| 2-D Brusselator | rows | 512 x 512 |" in report.coloring_table(coloring_json())
+    assert "| 2-D Brusselator | rows | trackjac | 512 x 512 |" in report.coloring_table(coloring_json())
 
 
 def test_command_line(tmp_path, capsys):
@@ -189,7 +189,7 @@ def test_command_line(tmp_path, capsys):
     doc.write_text("# Perf\n\n<!-- coloring-results:start -->\n<!-- coloring-results:end -->\n")
     report.main([str(f) for f in files] + ["--update", str(doc)])
     text = doc.read_text()
-    assert "| 2-D Brusselator | rows | 524,288 x 524,288 | 3,145,728 | 10 | 6 | 2.47 s / 3.71 s |" in text
+    assert "| 2-D Brusselator | rows | trackjac | 524,288 x 524,288 | 3,145,728 | 10 | 6 | 2.47 s / 3.71 s |" in text
     assert "| 512 (N = 16) | 35.5 ms |" in text and "| 32,768 | 1.19 s | 23.1 ms | 52x |" in text
     # no --update: the tables are printed; --plots: one PNG per suite present, here coloring only
     report.main([str(files[1]), "--plots", str(tmp_path / "img")])
