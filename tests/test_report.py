@@ -193,7 +193,7 @@ def test_command_line(tmp_path, capsys):
     assert "| 512 (N = 16) | 35.5 ms |" in text and "| 32,768 | 1.19 s | 23.1 ms | 52x |" in text
     # no --update: the tables are printed; --plots: one PNG per suite present, here coloring only
     report.main([str(files[1]), "--plots", str(tmp_path / "img")])
-    assert "| Bundle adjustment | columns | 2,000 x 840 |" in capsys.readouterr().out
+    assert "| Bundle adjustment | columns | trackjac | 2,000 x 840 |" in capsys.readouterr().out
     assert [p.name for p in (tmp_path / "img").iterdir()] == ["coloring.png"]
     check_png(tmp_path / "img" / "coloring.png")
 
