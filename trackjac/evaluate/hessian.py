@@ -30,7 +30,7 @@ from ..tracer.state import config
 from .api import EFFORT, _symmetric
 from .assemble import Block, check_blocksize, check_layout
 from .paths import PathGuard
-from .products import (ControlFlowChanged, SameDraws, bytes_per_color, try_compile, user_stacklevel,
+from .products import (chunk_of, ControlFlowChanged, SameDraws, try_compile, user_stacklevel,
                        vectorized, vjp_rows)
 from .structure import check_args, Spec, Structure, _grid, diff_positions
 from .verify import _TOL, _basis, _compare, _extract
@@ -174,14 +174,7 @@ class HessianPlan:
                  blocksize: Optional[Tuple[int, int]] = None, chunk_size: Optional[int] = None,
                  compile: bool = False, memory_budget: Optional[int] = None):
         check_layout(layout)
-        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-            raise ValueError(f"chunk_size must be a positive int or None; got {chunk_size!r}")
-        if memory_budget is not None:
-            if not isinstance(memory_budget, int) or memory_budget < 1:
-                raise ValueError(f"memory_budget must be a positive number of bytes or None; got {memory_budget!r}")
-            if chunk_size is not None:
-                raise ValueError("give chunk_size or memory_budget, not both")
-            chunk_size = max(1, memory_budget // bytes_per_color(structure))
+        chunk_size = chunk_of(chunk_size, memory_budget, structure)
         devices = {s.device for s in structure.in_specs}
         if len(devices) != 1:
             raise ValueError(f"all differentiated arguments must be on one device; got {sorted(map(str, devices))}")

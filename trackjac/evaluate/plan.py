@@ -34,7 +34,7 @@ from torch import Tensor
 from .._threads import intra_op_threads
 from ..coloring import Coloring
 from .assemble import Block, check_blocksize, check_layout, merge
-from .products import (ControlFlowChanged, SameDraws, bytes_per_color, per_color, try_compile,
+from .products import (chunk_of, ControlFlowChanged, SameDraws, per_color, try_compile,
                        user_stacklevel, vectorized)
 from .structure import check_args, Structure, bind
 from .verify import compare
@@ -107,14 +107,7 @@ class Plan:
         self._timed: dict = {}   # intra-op thread count -> seconds of one evaluation (trial calls)
         if mode not in ("rev", "fwd"):
             raise ValueError(f"mode must be 'rev' or 'fwd' here; got {mode!r}")
-        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-            raise ValueError(f"chunk_size must be a positive int or None; got {chunk_size!r}")
-        if memory_budget is not None:
-            if not isinstance(memory_budget, int) or memory_budget < 1:
-                raise ValueError(f"memory_budget must be a positive number of bytes or None; got {memory_budget!r}")
-            if chunk_size is not None:
-                raise ValueError("give chunk_size or memory_budget, not both")
-            chunk_size = max(1, memory_budget // bytes_per_color(structure))
+        chunk_size = chunk_of(chunk_size, memory_budget, structure)
         st = structure
         devices = {s.device for s in st.in_specs}
         if len(devices) != 1:

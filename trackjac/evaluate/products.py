@@ -142,6 +142,19 @@ def bytes_per_color(st: Structure) -> int:
     return sum(s.shape.numel() * s.dtype.itemsize for s in specs)
 
 
+def chunk_of(chunk_size: Optional[int], memory_budget: Optional[int], st: Structure) -> Optional[int]:
+    """The colors per batched product: ``chunk_size``, or what ``memory_budget`` bytes allow."""
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive int or None; got {chunk_size!r}")
+    if memory_budget is None:
+        return chunk_size
+    if not isinstance(memory_budget, int) or memory_budget < 1:
+        raise ValueError(f"memory_budget must be a positive number of bytes or None; got {memory_budget!r}")
+    if chunk_size is not None:
+        raise ValueError("give chunk_size or memory_budget, not both")
+    return max(1, memory_budget // bytes_per_color(st))
+
+
 def try_compile(fn: Callable) -> Optional[Callable]:
     """``torch.compile(fn)``, or None (with a warning) when compiling is unavailable."""
     try:
