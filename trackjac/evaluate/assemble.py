@@ -1,6 +1,8 @@
 """Sparse tensors of one (output, input) block from its values: COO, CSR or BSR."""
 from __future__ import annotations
 
+import warnings
+
 from typing import List, Optional, Tuple
 
 import torch
@@ -49,13 +51,17 @@ class Block:
             return torch.sparse_coo_tensor(
                 self.indices, values, (m, n), is_coalesced=True, check_invariants=False
             )
-        if self.layout == torch.sparse_csr:
-            return torch.sparse_csr_tensor(self.crow, self.col, values, (m, n), check_invariants=False)
-        R, C = self.blocksize
-        dense_blocks = values.new_zeros(self.nblocks * R * C).index_copy_(0, self.slot, values)
-        return torch.sparse_bsr_tensor(
-            self.crow, self.col, dense_blocks.view(self.nblocks, R, C), (m, n), check_invariants=False
-        )
+        with warnings.catch_warnings():
+            # torch's once-per-process "support is in beta state" notice would point into trackjac,
+            # not at the user's code; the layout was the user's choice
+            warnings.filterwarnings("ignore", message="Sparse (CSR|BSR) tensor support is in beta")
+            if self.layout == torch.sparse_csr:
+                return torch.sparse_csr_tensor(self.crow, self.col, values, (m, n), check_invariants=False)
+            R, C = self.blocksize
+            dense_blocks = values.new_zeros(self.nblocks * R * C).index_copy_(0, self.slot, values)
+            return torch.sparse_bsr_tensor(
+                self.crow, self.col, dense_blocks.view(self.nblocks, R, C), (m, n), check_invariants=False
+            )
 
 
 def merge(parts: List[Tuple[Optional[Tensor], Tensor]], nnz: int, dtype: torch.dtype, device) -> Tensor:
