@@ -76,6 +76,18 @@ def merge(parts: List[Tuple[Optional[Tensor], Tensor]], nnz: int, dtype: torch.d
     return out
 
 
+def placement(st: Structure, layout, blocksize) -> Tuple[torch.device, Optional[Tuple[int, int]]]:
+    """The one device of the differentiated arguments, and the checked ``blocksize`` of ``layout``."""
+    devices = {s.device for s in st.in_specs}
+    if len(devices) != 1:
+        raise ValueError(f"all differentiated arguments must be on one device; got {sorted(map(str, devices))}")
+    if layout == torch.sparse_bsr:
+        blocksize = check_blocksize(blocksize, st)
+    elif blocksize is not None:
+        raise ValueError("blocksize only applies to layout=torch.sparse_bsr")
+    return devices.pop(), blocksize
+
+
 def check_blocksize(blocksize, st: Structure) -> Tuple[int, int]:
     if blocksize is None:
         raise ValueError("layout=torch.sparse_bsr needs blocksize=(rows, cols)")

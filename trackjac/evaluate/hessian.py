@@ -26,13 +26,12 @@ from .. import coloring as _coloring
 from ..coloring import color_columns
 from ..tracer import hessian_sparsity
 from ..tracer.hessian import scalar_output
-from ..tracer.state import config
 from .api import EFFORT, _symmetric
-from .assemble import Block, check_blocksize, check_layout
+from .assemble import Block, check_layout, placement
 from .paths import PathGuard
 from .products import (chunk_of, ControlFlowChanged, SameDraws, try_compile, user_stacklevel,
                        vectorized, vjp_rows)
-from .structure import check_args, Spec, Structure, _grid, diff_positions
+from .structure import check_args, Spec, Structure, _grid, diff_positions, with_reads
 from .verify import _TOL, _basis, _compare, _extract
 
 __all__ = ["HessianPlan", "hessian", "hessian_plan"]
@@ -67,12 +66,8 @@ def build_hessian_structure(f: Callable, args: Sequence[Any], pattern: Any, stri
     _scalar_specs(f, args)
     traced: List[Any] = []
     if pattern is None:
-        cfg = config()
-        saved, cfg.read_log = cfg.read_log, traced
-        try:
-            pattern = hessian_sparsity(f, *args, local=local, strict=strict, constant_zeros=constant_zeros)
-        finally:
-            cfg.read_log = saved
+        pattern, traced = with_reads(
+            lambda: hessian_sparsity(f, *args, local=local, strict=strict, constant_zeros=constant_zeros))
     arg_specs = [Spec.of(a) if isinstance(a, Tensor) else None for a in args]
     in_specs = [arg_specs[p] for p in pos]
     several = len(pos) > 1
@@ -175,14 +170,7 @@ class HessianPlan:
                  compile: bool = False, memory_budget: Optional[int] = None):
         check_layout(layout)
         chunk_size = chunk_of(chunk_size, memory_budget, structure)
-        devices = {s.device for s in structure.in_specs}
-        if len(devices) != 1:
-            raise ValueError(f"all differentiated arguments must be on one device; got {sorted(map(str, devices))}")
-        self.device = devices.pop()
-        if layout == torch.sparse_bsr:
-            blocksize = check_blocksize(blocksize, structure)
-        elif blocksize is not None:
-            raise ValueError("blocksize only applies to layout=torch.sparse_bsr")
+        self.device, blocksize = placement(structure, layout, blocksize)
         self.f, self.structure, self.coloring = f, structure, coloring
         self.layout, self.blocksize = layout, blocksize
         # an empty pattern needs no product, whatever the coloring says

@@ -33,7 +33,7 @@ from torch import Tensor
 
 from .._threads import intra_op_threads
 from ..coloring import Coloring
-from .assemble import Block, check_blocksize, check_layout, merge
+from .assemble import Block, check_layout, placement, merge
 from .products import (chunk_of, ControlFlowChanged, SameDraws, per_color, try_compile,
                        user_stacklevel, vectorized)
 from .structure import check_args, Structure, bind
@@ -109,14 +109,7 @@ class Plan:
             raise ValueError(f"mode must be 'rev' or 'fwd' here; got {mode!r}")
         chunk_size = chunk_of(chunk_size, memory_budget, structure)
         st = structure
-        devices = {s.device for s in st.in_specs}
-        if len(devices) != 1:
-            raise ValueError(f"all differentiated arguments must be on one device; got {sorted(map(str, devices))}")
-        self.device = devices.pop()
-        if layout == torch.sparse_bsr:
-            blocksize = check_blocksize(blocksize, st)
-        elif blocksize is not None:
-            raise ValueError("blocksize only applies to layout=torch.sparse_bsr")
+        self.device, blocksize = placement(st, layout, blocksize)
         self.f, self.structure = f, st
         self.layout, self.blocksize = layout, blocksize
         self._chunk_arg = chunk_size

@@ -147,6 +147,17 @@ def _grid(patterns: Any, out_specs: List[Spec], in_specs: List[Spec], out_tuple:
     ]
 
 
+def with_reads(detect: Callable[[], Any]) -> Tuple[Any, List[Any]]:
+    """``detect()``'s pattern and the control-flow reads of tracked values it recorded, in order."""
+    traced: List[Any] = []
+    cfg = config()
+    saved, cfg.read_log = cfg.read_log, traced
+    try:
+        return detect(), traced
+    finally:
+        cfg.read_log = saved
+
+
 def build_structure(f: Callable, args: Sequence[Any], pattern: Any, strict: bool, local: bool,
                     constant_zeros: Optional[str] = "keep") -> Structure:
     """Specs and pattern blocks; ``traced_reads`` lists the control-flow reads of tracked values."""
@@ -154,12 +165,8 @@ def build_structure(f: Callable, args: Sequence[Any], pattern: Any, strict: bool
     out_specs, out_tuple = output_specs(f, args)
     traced: List[Any] = []
     if pattern is None:
-        cfg = config()
-        saved, cfg.read_log = cfg.read_log, traced
-        try:
-            pattern = jacobian_sparsity(f, *args, local=local, strict=strict, constant_zeros=constant_zeros)
-        finally:
-            cfg.read_log = saved
+        pattern, traced = with_reads(
+            lambda: jacobian_sparsity(f, *args, local=local, strict=strict, constant_zeros=constant_zeros))
     arg_specs = [Spec.of(a) if isinstance(a, Tensor) else None for a in args]
     in_specs = [arg_specs[p] for p in pos]
     blocks = _grid(pattern, out_specs, in_specs, out_tuple)  # type: ignore[arg-type]
