@@ -307,6 +307,36 @@ def hessian_table(data: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+#: bench_symmetric_coloring.py's pattern families, as the table names them
+SYMMETRIC = {"tridiagonal": "tridiagonal", "banded5": "banded, half-width 5", "arrowhead": "arrowhead",
+             "random": "random, ~6 per row"}
+
+
+def symmetric_table(data: dict) -> str:
+    """Star and acyclic colors per pattern next to column coloring's, with coloring and decompression medians."""
+    col = {(e["problem"], e["method"]): (st, e) for st, e, _ in records(data, "symmetric_coloring")}
+    if not col:
+        return ""
+    dec = {(e["problem"], e["method"]): st for st, e, _ in records(data, "symmetric_decompression")}
+    recs = records(data, "symmetric_coloring")
+    out = [f"{_machine(recs)} (median of the rounds)\n",
+           "| pattern | n | nonzeros | star colors | acyclic colors | column colors | lower bound | "
+           "star: color / decompress | acyclic: color / decompress |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for fam in sorted({p for p, _ in col}, key=lambda p: list(SYMMETRIC).index(p) if p in SYMMETRIC else 99):
+        cells, e = [], None
+        for m in ("star", "acyclic"):
+            if (fam, m) in col:
+                st, e = col[(fam, m)]
+                d = dec.get((fam, m))
+                cells.append((str(e["colors"]), f"{_fmt_s(st['median'])} / {_fmt_s(d['median']) if d else '-'}"))
+            else:
+                cells.append(("-", "-"))
+        out.append(f"| {SYMMETRIC.get(fam, fam)} | {e['size']:,} | {e['nnz']:,} | {cells[0][0]} | {cells[1][0]} | "
+                   f"{e['column_colors']:,} | {e['lower_bound']} | {cells[0][1]} | {cells[1][1]} |")
+    return "\n".join(out) + "\n"
+
+
 def series(recs: Sequence[Record]) -> Dict[Tuple[str, int], str]:
     """Label of each (method, threads) of the evaluation records, in ``METHODS`` order.
 
@@ -516,6 +546,8 @@ def blocks(data: dict) -> Dict[str, str]:
         out["evaluation-results"] = evaluation_tables(data)
     if records(data, "hessian"):
         out["hessian-results"] = hessian_table(data)
+    if records(data, "symmetric_coloring"):
+        out["symmetric-coloring-results"] = symmetric_table(data)
     return out
 
 

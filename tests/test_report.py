@@ -351,3 +351,18 @@ def test_command_line_readme(tmp_path, capsys):
     with pytest.raises(SystemExit):
         report.main([str(files[0]), "--readme", str(perf)])   # no markers: an error, the file untouched
     assert perf.read_text().count("readme-summary") == 0
+
+
+def test_symmetric_table():
+    def sym(suite, family, method, colors, median, **kw):
+        return bench(f"test_{suite}[{family}-{method}]", median, median, suite=suite, problem=family,
+                     method=method, size=100, nnz=298, colors=colors, **kw)
+    data = {"datetime": "2026-01-05T00:00:00", "benchmarks": [
+        sym("symmetric_coloring", "tridiagonal", "star", 3, 0.49, lower_bound=2, column_colors=4),
+        sym("symmetric_coloring", "tridiagonal", "acyclic", 2, 0.37, lower_bound=2, column_colors=4),
+        sym("symmetric_decompression", "tridiagonal", "star", 3, 0.0004),
+    ]}
+    table = report.symmetric_table(data)
+    assert "| tridiagonal | 100 | 298 | 3 | 2 | 4 | 2 | 490 ms / 0.40 ms | 370 ms / - |" in table
+    assert "symmetric-coloring-results" in report.blocks(data)
+    assert report.symmetric_table({"benchmarks": []}) == ""
