@@ -22,7 +22,7 @@ import torch
 from ..provenance import scatter, union
 from .api import all_candidates
 from .pointwise import generic
-from .registry import register, rule
+from .registry import present, register, rule
 from .shapes import bcast, codes, keep_shape, reduce
 from .movement import moved
 
@@ -193,7 +193,7 @@ register([aten.masked_select], moved, kind="table:indexing", indices=("mask",),
          candidates=_mask_select_candidates)
 register([aten.masked_scatter], moved, kind="table:indexing", indices=("mask",))
 register([aten.index_fill], moved, kind="table:indexing", indices=("index",), candidates=generic)
-register([aten._unsafe_masked_index], moved, kind="table:indexing", indices=("mask", "indices"))
+register(present("_unsafe_masked_index"), moved, kind="table:indexing", indices=("mask", "indices"))
 
 def _into(call, self_name: str, src_name: Optional[str], dest: torch.Tensor,
           src_pos: Optional[torch.Tensor] = None, keep_self: bool = True, reduce: Optional[str] = None):

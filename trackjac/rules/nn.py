@@ -8,13 +8,13 @@ import torch
 
 from ..dtypes import DIFFERENTIABLE
 from ..provenance import scatter
-from .registry import register, rule
+from .registry import present, register, rule
 from .shapes import bcast, codes, keep_shape, reduce, slice_union, union_opt
 
 aten = torch.ops.aten
 
 
-@rule(aten._softmax, aten._safe_softmax)
+@rule(aten._softmax, *present("_safe_softmax"))
 def softmax(call, log: bool = False):
     """Each element depends on its whole slice along ``dim``.
 
@@ -196,7 +196,7 @@ def attention(call):
 
 register([aten._scaled_dot_product_flash_attention_for_cpu, aten._scaled_dot_product_flash_attention,
           aten._scaled_dot_product_efficient_attention, aten._scaled_dot_product_cudnn_attention,
-          aten._scaled_dot_product_fused_attention_overrideable], attention)
+          *present("_scaled_dot_product_fused_attention_overrideable")], attention)
 
 
 @rule(aten._ctc_loss)

@@ -81,6 +81,12 @@ def _kind(fn: Callable) -> str:
     return "table:" + getattr(fn, "__module__", "?").rsplit(".", 1)[-1]
 
 
+def present(*names: str) -> list:
+    """The ``aten`` ops of these names that this torch has: a rule written for an op added in a
+    later torch release registers nothing on an older one (where no program can call it)."""
+    return [getattr(aten, n) for n in names if hasattr(aten, n)]
+
+
 def register(ops: Iterable, fn: Callable, *, always: bool = False, kind: Optional[str] = None,
              indices: Sequence[str] = (), candidates: Optional[Callable] = None) -> Callable:
     """Register ``fn`` as the rule of every overload packet in ``ops``; returns ``fn``.

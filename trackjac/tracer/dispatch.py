@@ -60,7 +60,9 @@ def claim_dispatch_rules(cls: type) -> None:
         if schema.is_mutable and schema.overload_name.endswith("out"):
             continue   # out= variants are rare on tracked values; one would only cost the import
         name = f"{schema.name}.{schema.overload_name}" if schema.overload_name else schema.name
-        holder = _dispatch_rules.find(name).torch_dispatch_rules
+        holder = getattr(_dispatch_rules.find(name), "torch_dispatch_rules", None)
+        if holder is None:
+            return   # an older torch without per-op torch_dispatch rules: nothing to pre-pay
         if holder.find(cls) is None:
             holder.register(cls, rule)
 
