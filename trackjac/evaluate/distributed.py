@@ -47,6 +47,14 @@ class DistributedPlanError(RuntimeError):
         self.ranks = list(ranks)
 
 
+def check_output(output: str, distributed: bool = False) -> None:
+    """``output`` is "full", or "rows" for a distributed plan."""
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}; got {output!r}")
+    if output != "full" and not distributed:
+        raise ValueError(f"output={output!r} splits the matrix across ranks: it needs a process_group")
+
+
 # ----------------------------------------------------------------------------
 # Partitions (pure functions: the same answer on every rank)
 # ----------------------------------------------------------------------------
@@ -158,8 +166,7 @@ class DistributedBase:
     (``_values``, ``_assemble_full``)."""
 
     def __init__(self, plan: Any, process_group=None, output: str = "full"):
-        if output not in OUTPUTS:
-            raise ValueError(f"output must be one of {OUTPUTS}; got {output!r}")
+        check_output(output, distributed=True)
         self.plan, self.group, self.output = plan, process_group, output
         self.rank = dist.get_rank(process_group)
         self.world_size = dist.get_world_size(process_group)
@@ -403,7 +410,9 @@ class DistributedBase:
             return torch.sparse_coo_tensor(self._row_index, vals, self._row_shape, is_coalesced=True,
                                            check_invariants=False)
         crow, col = self._row_index
-        return torch.sparse_csr_tensor(crow, col, vals, self._row_shape, check_invariants=False)
+        with warnings.catch_warnings():   # torch's once-per-process beta notice: the layout was the user's choice
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            return torch.sparse_csr_tensor(crow, col, vals, self._row_shape, check_invariants=False)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(rank={self.rank}/{self.world_size}, local_colors={self.local_colors}, "
@@ -523,8 +532,7 @@ def distribute(build: Callable[[], Any], process_group=None, output: str = "full
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError("trackjac: a distributed plan needs an initialized torch.distributed process group "
                            "(torch.distributed.init_process_group)")
-    if output not in OUTPUTS:
-        raise ValueError(f"output must be one of {OUTPUTS}; got {output!r}")
+    check_output(output, distributed=True)
     try:
         plan: Any = build()
         err: Optional[BaseException] = None
