@@ -14,8 +14,10 @@ whose inputs differ or whose ``f`` raises therefore makes every rank raise
 :class:`DistributedPlanError` rather than hang; a rank that never reaches the
 call is caught by the process group's timeout (``init_process_group(timeout=...)``).
 
-The same code runs on gloo (CPU) and NCCL (CUDA): the small status tensors and
-the reduction buffer live on the plan's device.
+The same code runs on gloo (CPU) and NCCL (CUDA): the reduction buffer lives on
+the plan's device, the small status tensors where the backend can move them
+(:func:`_status_device`). :class:`DistributedBase` holds what Jacobian plans
+(:class:`DistributedPlan`, here) and Hessian plans (:mod:`.distributed_hessian`) share.
 """
 from __future__ import annotations
 
