@@ -549,3 +549,11 @@ def test_bad_arguments():
         color_shares(3, 0)
     with pytest.raises(ValueError, match="world_size"):
         row_split(torch.ones(3, dtype=torch.long), 0)
+
+
+def test_output_needs_a_process_group():
+    x = brusselator_point(3)
+    with pytest.raises(ValueError, match="needs a process_group"):
+        jacobian_plan(brusselator, x, output="rows")
+    with pytest.raises(ValueError, match="output must be one of"):
+        hessian_plan(rosenbrock, x[0, 0], output="columns")
