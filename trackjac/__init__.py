@@ -15,6 +15,7 @@ from .errors import (ControlFlowWarning, DenseColoringWarning, StrictModeError, 
 from .evaluate import (HessianPlan, JacobianCheckError, PathChangedError, Plan, check_hessian, check_jacobian,
                        hessian, hessian_plan, jacobian, jacobian_plan)
 from .evaluate import DistributedPlan, DistributedPlanError, distributed, distributed_plan
+from .evaluate import DistributedHessianPlan
 from .spy import SpyPlot, spy
 from .tracer import (JacobianClassification, Tracked, depends_on, hessian_sparsity, jacobian_sparsity, tracking,
                      untrack)
@@ -26,5 +27,6 @@ __all__ = [
     "jacobian", "jacobian_plan", "check_jacobian", "Plan", "JacobianCheckError", "PathChangedError",
     "hessian", "hessian_plan", "check_hessian", "HessianPlan",
     "distributed_plan", "DistributedPlan", "DistributedPlanError", "distributed",
+    "DistributedHessianPlan",
 ]
 __version__ = "0.1.0"

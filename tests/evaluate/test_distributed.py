@@ -1,5 +1,6 @@
 """Distributed plans on 2 and 3 local gloo processes: values vs the single-process plan and the
-dense Jacobian, row blocks, color balance, global rows, and failures that raise on every rank.
+dense Jacobian (or Hessian), row blocks, color balance, global rows, compiled products, and
+failures that raise on every rank.
 
 Each world size is spawned once (importing torch per process is the slow part on 2 cores);
 the workers run every scenario, record per rank "ok" or the traceback, and the tests below
@@ -21,17 +22,18 @@ import torch.distributed as dist
 from hypothesis import given, settings, strategies as st
 
 import trackjac
-from trackjac import DistributedPlanError, distributed_plan, jacobian_plan
+from trackjac import DistributedHessianPlan, DistributedPlanError, distributed_plan, hessian_plan, jacobian_plan
 from trackjac import distributed as tjd
 
 from dense_reference import dense_jacobian
-from problems import brusselator, brusselator_point, bundle_adjustment  # benches/problems.py
+from problems import (ba_cost, brusselator, brusselator_point, bundle_adjustment,  # benches/problems.py
+                      rosenbrock, sparse_quadratic)
 
 color_shares, global_rows, row_split = tjd.color_shares, tjd.global_rows, tjd.row_split
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 
-DEADLINE_S = 150
+DEADLINE_S = 240   # a hang guard: a loaded 2-core machine took 150 s for what takes 60 s alone
 
 
 def _dense(J):
@@ -253,6 +255,162 @@ def sc_global_rows(rank, world, group):
         global_rows(torch.ones(2, 3 + (rank == 0), dtype=torch.bool).to_sparse(), group)
 
 
+def _dense_hessian(f, *args):
+    H = torch.autograd.functional.hessian(f, args if len(args) > 1 else args[0])
+    if len(args) == 1:
+        return H.reshape(args[0].numel(), -1)
+    return tuple(tuple(b.reshape(a.numel(), c.numel()) for b, c in zip(row, args)) for row, a in zip(H, args))
+
+
+def _quartic_band(x):
+    """A banded Hessian (half-width 2) whose star and acyclic colorings differ."""
+    return (torch.sin(x[2:] * x[:-2]) + x[1:-1] ** 3 * x[2:]).sum() + (x ** 4).sum()
+
+
+HESSIAN_COLORINGS = ("star", "acyclic", "columns")
+
+
+def sc_hessian(rank, world, group):
+    g = torch.Generator().manual_seed(5)
+    x0, x1 = (torch.randn(14, generator=g, dtype=torch.float64) for _ in range(2))
+    for f in (rosenbrock, _quartic_band):
+        want = _dense_hessian(f, x1)
+        P = trackjac.hessian_sparsity(f, x0)   # detected once: the other scenarios detect per plan
+        for coloring in HESSIAN_COLORINGS:
+            single = hessian_plan(f, x0, coloring=coloring, pattern=P)
+            for kw in (dict(), dict(chunk_size=1)) if f is _quartic_band else (dict(),):
+                plan = hessian_plan(f, x0, process_group=group, coloring=coloring, pattern=P, **kw)
+                assert isinstance(plan, DistributedHessianPlan)
+                assert plan.reduce == ("products" if getattr(plan.plan.coloring, "method", "") == "acyclic" else "values")
+                assert plan.reduce_numel == (plan.num_colors * 14 if plan.reduce == "products" else plan.nnz)
+                v, grad, H = plan.value_and_hessian(x1)
+                _close(H, single(x1).to_dense(), 1e-12)
+                _close(H, want)
+                torch.testing.assert_close(v, f(x1))
+                torch.testing.assert_close(grad, torch.func.grad(f)(x1))
+    # two arguments, a CSR layout: nested like torch.autograd.functional.hessian
+    ba = bundle_adjustment(3, 6, obs_per_pt=2)
+    cost = ba_cost(ba)
+    plan = hessian_plan(cost, *ba.args, process_group=group, layout=torch.sparse_csr)
+    H = plan(*ba.args)
+    assert H[0][1].layout == torch.sparse_csr
+    _close(H, _dense_hessian(cost, *ba.args))
+
+
+def sc_hessian_random(rank, world, group):
+    # every rank draws the same sparse quadratics (same seed), perturbed by a quartic
+    gen = torch.Generator().manual_seed(13)
+    for trial in range(4):
+        n = int(torch.randint(2, 25, (1,), generator=gen))
+        q, _ = sparse_quadratic(n, per_row=int(torch.randint(1, 4, (1,), generator=gen)), seed=trial)
+
+        def f(x, q=q):
+            return q(x) + (x ** 4).sum()
+
+        x = torch.randn(n, generator=gen, dtype=torch.float64)
+        coloring = HESSIAN_COLORINGS[trial % 3]
+        plan = hessian_plan(f, x, process_group=group, coloring=coloring,
+                            chunk_size=int(torch.randint(1, 4, (1,), generator=gen)))
+        _close(plan(x), _dense_hessian(f, x))
+
+
+def sc_hessian_rows(rank, world, group):
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(17, generator=g, dtype=torch.float64)
+    D = _dense_hessian(_quartic_band, x)
+    for coloring, layout in (("star", torch.sparse_coo), ("acyclic", torch.sparse_csr)):
+        plan = hessian_plan(_quartic_band, x, process_group=group, coloring=coloring, output="rows", layout=layout)
+        B = plan(x)
+        offs = plan.row_offsets
+        assert offs[0] == 0 and offs[-1] == 17 and plan.shape == (17, 17)
+        assert B.layout == layout and B.shape == (offs[rank + 1] - offs[rank], 17)
+        torch.testing.assert_close(B.to_dense(), D[offs[rank]:offs[rank + 1]], rtol=1e-10, atol=1e-10)
+        shares = [None] * world
+        dist.all_gather_object(shares, (plan.local_colors.start, plan.local_colors.stop), group=group)
+        sizes = [b - a for a, b in shares]
+        assert max(sizes) - min(sizes) <= 1 and sum(sizes) == plan.num_colors
+        assert [a for a, _ in shares[1:]] == [b for _, b in shares[:-1]] and shares[0][0] == 0
+    with pytest.raises(ValueError, match="needs a process_group"):
+        hessian_plan(rosenbrock, x, output="rows")
+
+
+def sc_hessian_failures(rank, world, group):
+    x = torch.linspace(-1, 1, 9, dtype=torch.float64)
+    bad = world - 1
+    state = {"fail": False}
+
+    def f(x):
+        if state["fail"] and rank == bad:
+            raise ArithmeticError("cost blew up here")
+        return rosenbrock(x)
+
+    for coloring in ("star", "acyclic"):
+        plan = hessian_plan(f, x, process_group=group, coloring=coloring)
+        state["fail"] = True
+        with _raises(DistributedPlanError, f"evaluating f failed on rank(s) [{bad}]") as err:
+            plan(x)
+        assert err.value.ranks == [bad] and "ArithmeticError: cost blew up here" in str(err.value)
+        state["fail"] = False
+        wrong = torch.zeros(10, dtype=torch.float64) if rank == 0 else x
+        with _raises(DistributedPlanError, "the call's arguments (shapes/dtypes) failed on rank(s) [0]"):
+            plan(wrong)
+        with _raises(DistributedPlanError, "failed on rank(s) [1]"):
+            plan(x.float() if rank == 1 else x)
+        _close(plan(x), _dense_hessian(rosenbrock, x))   # the group is still in step
+    with _raises(DistributedPlanError, "building the plan failed on rank(s) [1]"):
+        hessian_plan(rosenbrock, x, process_group=group, coloring="bogus" if rank == 1 else "star")
+
+
+class _compile_as:
+    """``torch.compile`` replaced for a while (the compiled path without compiling: real
+    compilation takes tens of seconds a process on 2 cores)."""
+
+    def __init__(self, fake):
+        self.fake = fake
+
+    def __enter__(self):
+        self.real, torch.compile = torch.compile, self.fake
+
+    def __exit__(self, *exc):
+        torch.compile = self.real
+
+
+def sc_compile(rank, world, group):
+    x0, x1 = brusselator_point(5, seed=0), brusselator_point(5, seed=4)
+    calls = []
+
+    def traced(fn, **kw):
+        def run(*a, **k):
+            calls.append(len(k["seeds"]))   # chunks per compiled call
+            return fn(*a, **k)
+        return run
+
+    with _compile_as(traced):
+        for kw in (dict(mode="rev"), dict(mode="fwd", chunk_size=2)):
+            calls.clear()
+            plan = jacobian_plan(brusselator, x0, process_group=group, compile=True, **kw)
+            _close(plan(x1), dense_jacobian(brusselator, x1))
+            _close(plan(x0), dense_jacobian(brusselator, x0))
+            assert plan._compiled is not None and calls, "the distributed plan left the compiled path"
+            chunks = len(plan._chunks)
+            assert calls == ([chunks] * 2 if kw["mode"] == "rev" else [1] * (2 * chunks)), calls
+        hplan = hessian_plan(rosenbrock, x0[0, 0], process_group=group, compile=True)
+        _close(hplan(x1[0, 0]), _dense_hessian(rosenbrock, x1[0, 0]))
+        assert hplan._compiled is not None
+
+    def to_failure(fn, **kw):
+        def run(*a, **k):
+            raise RuntimeError("backend exploded")
+        return run
+
+    with _compile_as(to_failure):
+        plan = jacobian_plan(brusselator, x0, process_group=group, compile=True)
+        with pytest.warns(RuntimeWarning, match="compiled distributed plan failed"):
+            J = plan(x1)
+        _close(J, dense_jacobian(brusselator, x1))
+        assert plan._compiled is None
+
+
 class _raises:
     """pytest.raises that also checks the message contains ``text`` (plain substring)."""
 
@@ -274,7 +432,7 @@ class _raises:
 
 SCENARIOS = {name: fn for name, fn in globals().items() if name.startswith("sc_")}
 THREE_RANKS = ["sc_brusselator", "sc_bundle", "sc_rows", "sc_balance", "sc_more_ranks_than_colors",
-               "sc_one_rank_raises", "sc_global_rows"]
+               "sc_one_rank_raises", "sc_global_rows", "sc_hessian_random", "sc_hessian_rows", "sc_hessian_failures"]
 WORLD = 3
 
 
@@ -296,6 +454,8 @@ def _worker(rank, init_file, outdir):
 
     try:
         pair = dist.new_group([0, 1])   # every rank takes part in creating it
+        # the idle rank waits out the pairs' scenarios here, longer than the collectives' timeout
+        idle = dist.new_group(list(range(WORLD)), timeout=datetime.timedelta(seconds=DEADLINE_S))
         for world, group, names in ((2, pair, list(SCENARIOS)), (WORLD, dist.group.WORLD, THREE_RANKS)):
             if rank >= world:   # idle: pay torch.func's first-use cost while the others run
                 jacobian_plan(brusselator, brusselator_point(4))(brusselator_point(4))
@@ -306,7 +466,7 @@ def _worker(rank, init_file, outdir):
                 except Exception:
                     results[f"{world}:{name}"] = traceback.format_exc()
                 save()
-            dist.barrier()
+            dist.barrier(group=idle)
     finally:
         save()
         dist.destroy_process_group()
@@ -389,3 +549,11 @@ def test_bad_arguments():
         color_shares(3, 0)
     with pytest.raises(ValueError, match="world_size"):
         row_split(torch.ones(3, dtype=torch.long), 0)
+
+
+def test_output_needs_a_process_group():
+    x = brusselator_point(3)
+    with pytest.raises(ValueError, match="needs a process_group"):
+        jacobian_plan(brusselator, x, output="rows")
+    with pytest.raises(ValueError, match="output must be one of"):
+        hessian_plan(rosenbrock, x[0, 0], output="columns")

@@ -2,6 +2,7 @@
 from .api import check_jacobian, jacobian, jacobian_plan
 from .distributed import DistributedPlan, DistributedPlanError, global_rows
 from .distributed_api import distributed_plan
+from .distributed_hessian import DistributedHessianPlan
 from .hessian import HessianPlan, check_hessian, hessian, hessian_plan
 from .paths import PathChangedError
 from .plan import Plan
@@ -9,4 +10,5 @@ from .verify import JacobianCheckError
 
 __all__ = ["jacobian", "jacobian_plan", "check_jacobian", "Plan", "JacobianCheckError", "PathChangedError",
            "hessian", "hessian_plan", "check_hessian", "HessianPlan",
-           "distributed_plan", "DistributedPlan", "DistributedPlanError", "global_rows"]
+           "distributed_plan", "DistributedPlan", "DistributedPlanError", "global_rows",
+           "DistributedHessianPlan"]

@@ -21,7 +21,7 @@ from ..coloring import DENSE, IDENTITY, Coloring, color_columns, color_rows
 from ..errors import DenseColoringWarning, user_stacklevel
 from .assemble import check_layout
 from .constant_part import build_reuse_plan
-from .distributed import distribute
+from .distributed import check_output, distribute
 from .paths import PathGuard, scalar_reads
 from .plan import Plan
 from .products import SameDraws
@@ -218,6 +218,7 @@ def jacobian_plan(
             memory_budget=memory_budget, compile=compile, strict=strict, pattern=pattern, coloring=coloring,
             verify=verify, seed=seed, constant_zeros=constant_zeros, threads=threads,
             constant_entries=constant_entries), process_group, output)
+    check_output(output)
     _check_options(layout, mode)
     if constant_entries not in ("recompute", "reuse"):
         raise ValueError(f"constant_entries must be 'recompute' or 'reuse'; got {constant_entries!r}")

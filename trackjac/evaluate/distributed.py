@@ -14,8 +14,10 @@ whose inputs differ or whose ``f`` raises therefore makes every rank raise
 :class:`DistributedPlanError` rather than hang; a rank that never reaches the
 call is caught by the process group's timeout (``init_process_group(timeout=...)``).
 
-The same code runs on gloo (CPU) and NCCL (CUDA): the small status tensors and
-the reduction buffer live on the plan's device.
+The same code runs on gloo (CPU) and NCCL (CUDA): the reduction buffer lives on
+the plan's device, the small status tensors where the backend can move them
+(:func:`_status_device`). :class:`DistributedBase` holds what Jacobian plans
+(:class:`DistributedPlan`, here) and Hessian plans (:mod:`.distributed_hessian`) share.
 """
 from __future__ import annotations
 
@@ -31,9 +33,9 @@ from torch import Tensor
 
 from .._threads import intra_op_threads
 from .plan import Plan
-from .products import ControlFlowChanged, SameDraws, per_color, vectorized
+from .products import ControlFlowChanged, SameDraws, per_color, try_compile, user_stacklevel, vectorized
 
-__all__ = ["DistributedPlan", "DistributedPlanError", "distribute", "global_rows", "GlobalRows",
+__all__ = ["DistributedBase", "DistributedPlan", "DistributedPlanError", "distribute", "global_rows", "GlobalRows",
            "color_shares", "row_split"]
 
 OUTPUTS = ("full", "rows")
@@ -45,6 +47,14 @@ class DistributedPlanError(RuntimeError):
     def __init__(self, message: str, ranks: Sequence[int]):
         super().__init__(message)
         self.ranks = list(ranks)
+
+
+def check_output(output: str, distributed: bool = False) -> None:
+    """``output`` is "full", or "rows" for a distributed plan."""
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}; got {output!r}")
+    if output != "full" and not distributed:
+        raise ValueError(f"output={output!r} splits the matrix across ranks: it needs a process_group")
 
 
 # ----------------------------------------------------------------------------
@@ -149,28 +159,16 @@ def _signature(args: Sequence[Any]) -> str:
 # ----------------------------------------------------------------------------
 
 
-class DistributedPlan:
-    """A :class:`~trackjac.Plan` whose colors are split across a process group.
+class DistributedBase:
+    """What every distributed plan shares: the color split, the per-call protocol (argument
+    check, local products, status, all-reduce, assembly), the batched-product audit, the
+    compiled products and the row blocks. Subclasses say how their plan kind runs products
+    (``_bind``, ``_batched``, ``_plain``), what a rank contributes to the reduction
+    (``_prepare``, ``_fill``) and how the reduced buffers become values and matrices
+    (``_values``, ``_assemble_full``)."""
 
-    Build it with :func:`trackjac.distributed_plan`. ``plan(*args)`` must be called on every
-    rank of the group with args of the same shapes and dtypes (typically the same
-    replicated point). ``output="full"``: every rank gets the whole Jacobian, nested
-    as the single-process plan returns it. ``output="rows"``: every rank gets the
-    rows ``row_offsets[rank] : row_offsets[rank + 1]`` of the stacked Jacobian (all
-    outputs flattened and concatenated, by all inputs concatenated) as one sparse
-    matrix (COO, or CSR for ``layout=torch.sparse_csr``) with global column
-    indices; the row blocks are contiguous and balanced by nonzeros (:func:`row_split`).
-
-    Attributes: ``plan`` (the local Plan), ``local_colors`` (a ``range``),
-    ``color_ranges`` (every rank's), ``rank``, ``world_size``, ``output``,
-    ``row_offsets`` (rows mode), ``num_colors``, ``nnz``, ``pattern``, ``mode``, and
-    ``last_timings``: seconds of the last call's phases ("check", "products", "status",
-    "all_reduce", "assemble"; host clock: on CUDA, kernels may still run when a phase ends).
-    """
-
-    def __init__(self, plan: Plan, process_group=None, output: str = "full"):
-        if output not in OUTPUTS:
-            raise ValueError(f"output must be one of {OUTPUTS}; got {output!r}")
+    def __init__(self, plan: Any, process_group=None, output: str = "full"):
+        check_output(output, distributed=True)
         self.plan, self.group, self.output = plan, process_group, output
         self.rank = dist.get_rank(process_group)
         self.world_size = dist.get_world_size(process_group)
@@ -181,49 +179,57 @@ class DistributedPlan:
         st = plan.structure
         grows, gcols, _ = st.global_coo()
         cl = plan.coloring
-        fingerprint = _digest(cl.axis, plan.num_colors, cl.colors, grows, gcols,
+        fingerprint = _digest(cl.axis, getattr(cl, "method", ""), plan.num_colors, cl.colors, grows, gcols,
                               [(tuple(s.shape), str(s.dtype)) for s in list(st.out_specs) + list(st.in_specs)])
-        _agree(True, fingerprint, f"{plan.num_colors} colors ({plan.mode}), nnz {plan.nnz}", "the plan (pattern "
+        _agree(True, fingerprint, f"{plan.num_colors} colors ({self._kind()}), nnz {plan.nnz}", "the plan (pattern "
                "or coloring: detection and coloring must be deterministic, same seed and arguments)",
                process_group, self._status)
         self.last_timings: Dict[str, float] = {}
         self._audited = False   # the batched product is compared with plain autograd on the first call
-        self._build_gathers()
+        lc, cs = self.local_colors, plan.chunk_size
+        self._chunks = [(a, min(a + cs, lc.stop)) for a in range(lc.start, lc.stop, cs)]
+        self._dtypes: List[torch.dtype] = []
+        self._sizes: Dict[torch.dtype, int] = {}
+        self._prepare()
+        # each rank compiles the products of its own chunks (the plan's compiled function covers
+        # all); not where the plan's compile already failed and warned
+        self._compiled = try_compile(self._pure_products) if getattr(plan, "_compiled", None) else None
         if output == "rows":
             self._build_rows(grows, gcols)
 
-    # -- construction -------------------------------------------------------------
+    # -- what a plan kind provides ------------------------------------------------
 
-    def _build_gathers(self) -> None:
-        """Chunks of the local colors, and where each of their values lands in the
-        per-dtype value buffers (blocks concatenated row-major)."""
-        plan, st, cl, dev = self.plan, self.plan.structure, self.plan.coloring, self.device
-        lc, cs = self.local_colors, plan.chunk_size
-        self._chunks = [(a, min(a + cs, lc.stop)) for a in range(lc.start, lc.stop, cs)]
-        ro, co = st.offsets()
-        self._dtypes: List[torch.dtype] = []
-        self._sizes: Dict[torch.dtype, int] = {}
-        # per block: (dtype, offset in its buffer, nnz, part, [(dest, src) per local chunk])
-        self._slots: List[List[Tuple[torch.dtype, int, int, int, List[Tuple[Tensor, Tensor]]]]] = []
-        for j, row in enumerate(st.blocks):
-            srow = []
-            for i, (r, c) in enumerate(row):
-                m, n = st.out_specs[j].shape.numel(), st.in_specs[i].shape.numel()
-                dtype = cl.compressed(st.out_specs[j].dtype, st.in_specs[i].dtype)
-                if dtype not in self._sizes:
-                    self._dtypes.append(dtype)
-                    self._sizes[dtype] = 0
-                off = self._sizes[dtype]
-                col, pos = cl.compressed_index(r, c, (ro[j], co[i]))
-                width = cl.compressed(m, n)
-                per_chunk = []
-                for c0, c1 in self._chunks:
-                    sel = ((col >= c0) & (col < c1)).nonzero().squeeze(1)
-                    src = (col.index_select(0, sel) - c0) * width + pos.index_select(0, sel)
-                    per_chunk.append(((sel + off).to(dev), src.to(dev)))
-                srow.append((dtype, off, r.numel(), cl.compressed(j, i), per_chunk))
-                self._sizes[dtype] = off + r.numel()
-            self._slots.append(srow)
+    def _kind(self) -> str:
+        raise NotImplementedError
+
+    def _prepare(self) -> None:
+        """Set ``_dtypes`` and ``_sizes`` (numel of each dtype's reduction buffer)."""
+        raise NotImplementedError
+
+    def _bind(self, args: Sequence[Any]) -> Any:
+        raise NotImplementedError
+
+    def _batched(self, ctx: Any, seeds, check: Callable, draws: Optional[Callable]):
+        raise NotImplementedError
+
+    def _plain(self, ctx: Any, seeds, check: Callable, draws: Optional[Callable]):
+        raise NotImplementedError
+
+    def _warn_batched_wrong(self, ctx: Any, draws: SameDraws, err: float, scale: float) -> None:
+        raise NotImplementedError
+
+    def _fill(self, comps, bufs: Dict[torch.dtype, Tensor]) -> None:
+        """Write this rank's products into the zeroed reduction buffers."""
+        raise NotImplementedError
+
+    def _values(self, bufs: Dict[torch.dtype, Tensor]) -> Dict[torch.dtype, Tensor]:
+        """The reduced buffers as value vectors (blocks in ``global_coo`` order)."""
+        return bufs
+
+    def _assemble_full(self, values: Dict[torch.dtype, Tensor]):
+        raise NotImplementedError
+
+    # -- construction -------------------------------------------------------------
 
     def _build_rows(self, grows: Tensor, gcols: Tensor) -> None:
         if len(self._dtypes) > 1:
@@ -234,7 +240,7 @@ class DistributedPlan:
         self.shape = (M, N)
         self.row_offsets = row_split(torch.bincount(grows, minlength=M), self.world_size)
         r0, r1 = self.row_offsets[self.rank], self.row_offsets[self.rank + 1]
-        # global_coo stacks the blocks in the order of the value buffer
+        # global_coo stacks the blocks in the order of the value vector
         mine = ((grows >= r0) & (grows < r1)).nonzero().squeeze(1)
         key = (grows.index_select(0, mine) - r0) * max(N, 1) + gcols.index_select(0, mine)
         order = torch.argsort(key)
@@ -259,15 +265,34 @@ class DistributedPlan:
         return self.plan.nnz
 
     @property
-    def mode(self) -> str:
-        return self.plan.mode
-
-    @property
     def pattern(self):
         return self.plan.pattern
 
+    @property
+    def reduce_numel(self) -> int:
+        """Values each call all-reduces (every dtype's buffer together)."""
+        return sum(self._sizes.values())
+
     def _seeds(self):
         return (self.plan._seed_chunk(c0, c1) for c0, c1 in self._chunks)
+
+    def _pure_products(self, *args, seeds):
+        """The batched products of the chunks ``seeds`` alone: what ``compile=True`` compiles."""
+        return self._batched(self._bind(args), seeds, lambda outs: None, None)
+
+    def _compiled_products(self, args: Sequence[Any], draws: SameDraws):
+        """As the single-process plan: one compiled call for every local chunk, except forward
+        modes with several chunks (a run of ``f`` each), the RNG rewound before each."""
+        assert self._compiled is not None
+        if getattr(self.plan, "mode", "fwd") == "rev" or len(self._chunks) <= 1:
+            draws()
+            return self._compiled(*args, seeds=list(self._seeds()))
+        outs, comps = None, []
+        for s in self._seeds():
+            draws()
+            outs, c = self._compiled(*args, seeds=[s])
+            comps.extend(c)
+        return outs, comps
 
     def _products(self, args: Sequence[Any]):
         """Outputs and the compressed products of the local chunks."""
@@ -277,26 +302,42 @@ class DistributedPlan:
             start = SameDraws(self.device)
             plan.structure.path.check(args)
             start()
-        g, dargs = plan._bind(args)
+        if self._compiled is not None:
+            try:
+                draws = SameDraws(self.device)
+                res = self._compiled_products(args, draws)
+                plan._check_outputs(res[0])
+                if not self._audited:   # the compiled product is checked like the eager one
+                    self._audited = True
+                    res = self._audit(self._bind(args), res, draws)
+                    if plan._fallback:
+                        self._compiled = None
+                return res
+            except Exception as err:   # the eager path below raises the user-facing error, if any
+                warnings.warn(f"trackjac: compiled distributed plan failed ({_describe(err)}); using eager",
+                              RuntimeWarning, stacklevel=user_stacklevel())
+                self._compiled = None
+        ctx = self._bind(args)
         draws = SameDraws(self.device)
         if plan._fallback:
-            return per_color(g, dargs, plan.mode, self._seeds(), plan._check_outputs, draws)
+            return self._plain(ctx, self._seeds(), plan._check_outputs, draws)
         try:
-            res = vectorized(g, dargs, plan.mode, self._seeds(), plan._check_outputs, draws)
+            res = self._batched(ctx, self._seeds(), plan._check_outputs, draws)
         except ControlFlowChanged:
             raise
         except Exception as err:  # torch.func may not transform f: one color at a time
-            res = per_color(g, dargs, plan.mode, self._seeds(), plan._check_outputs, draws)
+            res = self._plain(ctx, self._seeds(), plan._check_outputs, draws)
             warnings.warn(f"trackjac: torch.func could not transform f ({_describe(err)}); evaluating one "
-                          "color at a time with torch.autograd instead", RuntimeWarning, stacklevel=4)
+                          "color at a time with torch.autograd instead", RuntimeWarning,
+                          stacklevel=user_stacklevel())
             plan._fallback = True
             return res
         if not self._audited:
             self._audited = True
-            res = self._audit(g, dargs, res, draws)
+            res = self._audit(ctx, res, draws)
         return res
 
-    def _audit(self, g: Callable, dargs: Tuple[Tensor, ...], res, draws: SameDraws):
+    def _audit(self, ctx: Any, res, draws: SameDraws):
         """As a single-process plan's first call: a few of this rank's colors from the batched
         product against plain autograd; where they disagree (``torch.func`` is wrong for some
         ops), warn and evaluate this rank's colors one at a time from now on."""
@@ -306,28 +347,27 @@ class DistributedPlan:
         gen = torch.Generator().manual_seed(self.rank)
         ids = (torch.randperm(len(lc), generator=gen)[: plan.AUDIT_COLORS].sort().values + lc.start)
         try:
-            _, ref = per_color(g, dargs, plan.mode, [plan._seed_ids(ids)], lambda o: None, draws)
+            _, ref = self._plain(ctx, [plan._seed_ids(ids)], lambda o: None, draws)
         except Exception:  # plain autograd cannot run f where torch.func can: nothing to compare with
             return res
         outs, comps = res
         for part, want in enumerate(ref[0]):
+            if want is None:   # a Hessian's value: no product to compare
+                continue
             got = torch.stack([comps[(int(c) - lc.start) // cs][part][(int(c) - lc.start) % cs] for c in ids])
             rtol, atol = plan._AUDIT_TOL.get(want.dtype, (1e-1, 1e-2))
             scale = max(1.0, float(want.abs().max())) if want.numel() else 1.0
             err = (got - want).abs()
             if bool((err > atol * scale + rtol * want.abs()).any()):
-                plan._warn_batched_wrong(g, dargs, draws, float(err.max()), scale)
+                self._warn_batched_wrong(ctx, draws, float(err.max()), scale)
                 plan._fallback = True
-                return per_color(g, dargs, plan.mode, self._seeds(), plan._check_outputs, draws)
+                return self._plain(ctx, self._seeds(), plan._check_outputs, draws)
         return res
 
-    def _local_values(self, args: Sequence[Any]) -> Tuple[Tuple[Tensor, ...], Dict[torch.dtype, Tensor]]:
+    def _local_buffers(self, args: Sequence[Any]) -> Tuple[Tuple[Tensor, ...], Dict[torch.dtype, Tensor]]:
         outs, comps = self._products(args)
         bufs = {d: torch.zeros(n, dtype=d, device=self.device) for d, n in self._sizes.items()}
-        for srow in self._slots:
-            for dtype, _, _, part, per_chunk in srow:
-                for (dest, src), comp in zip(per_chunk, comps):
-                    bufs[dtype].index_copy_(0, dest, comp[part].reshape(-1).index_select(0, src))
+        self._fill(comps, bufs)
         return outs, bufs
 
     def _run(self, args: Sequence[Any]):
@@ -346,10 +386,10 @@ class DistributedPlan:
         detail = sig if err is None else f"{sig} ({_describe(err)})"
         _agree(err is None, _digest(sig), detail, "the call's arguments (shapes/dtypes)", g, self._status, err)
         times = {"check": lap()}
-        threads = self.plan._threads or 0
+        threads = getattr(self.plan, "_threads", None) or 0
         try:
             with intra_op_threads(threads):
-                outs, bufs = self._local_values(args)
+                outs, bufs = self._local_buffers(args)
             err = None
         except Exception as e:
             err, outs, bufs = e, (), {}
@@ -357,24 +397,108 @@ class DistributedPlan:
         # also where ranks wait for the slowest one, so that the all-reduce below times the transfer
         _agree(err is None, 0, "" if err is None else _describe(err), "evaluating f", g, self._status, err)
         times["status"] = lap()
-        for d in self._dtypes:   # one sum per value dtype (usually one)
+        for d in self._dtypes:   # one sum per buffer dtype (usually one)
             dist.all_reduce(bufs[d], op=dist.ReduceOp.SUM, group=g)
         times["all_reduce"] = lap()
-        jac = self._assemble(bufs)
+        values = self._values(bufs)
+        out = self._assemble_rows(values) if self.output == "rows" else self._assemble_full(values)
         times["assemble"] = lap()
         self.last_timings = times
-        return outs, jac
+        return outs, out
 
-    def _assemble(self, bufs: Dict[torch.dtype, Tensor]):
-        if self.output == "rows":
-            vals = bufs[self._dtypes[0]].index_select(0, self._row_take)
-            if self.plan.layout == torch.sparse_coo:
-                return torch.sparse_coo_tensor(self._row_index, vals, self._row_shape, is_coalesced=True,
-                                               check_invariants=False)
-            crow, col = self._row_index
+    def _assemble_rows(self, values: Dict[torch.dtype, Tensor]):
+        vals = values[self._dtypes[0]].index_select(0, self._row_take)
+        if self.plan.layout == torch.sparse_coo:
+            return torch.sparse_coo_tensor(self._row_index, vals, self._row_shape, is_coalesced=True,
+                                           check_invariants=False)
+        crow, col = self._row_index
+        with warnings.catch_warnings():   # torch's once-per-process beta notice: the layout was the user's choice
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
             return torch.sparse_csr_tensor(crow, col, vals, self._row_shape, check_invariants=False)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(rank={self.rank}/{self.world_size}, local_colors={self.local_colors}, "
+                f"output={self.output!r}, {self.plan!r})")
+
+
+class DistributedPlan(DistributedBase):
+    """A :class:`~trackjac.Plan` whose colors are split across a process group.
+
+    Build it with :func:`trackjac.distributed_plan`. ``plan(*args)`` must be called on every
+    rank of the group with args of the same shapes and dtypes (typically the same
+    replicated point). ``output="full"``: every rank gets the whole Jacobian, nested
+    as the single-process plan returns it. ``output="rows"``: every rank gets the
+    rows ``row_offsets[rank] : row_offsets[rank + 1]`` of the stacked Jacobian (all
+    outputs flattened and concatenated, by all inputs concatenated) as one sparse
+    matrix (COO, or CSR for ``layout=torch.sparse_csr``) with global column
+    indices; the row blocks are contiguous and balanced by nonzeros (:func:`row_split`).
+    With ``compile=True`` each rank compiles the products of its own colors.
+
+    Attributes: ``plan`` (the local Plan), ``local_colors`` (a ``range``),
+    ``color_ranges`` (every rank's), ``rank``, ``world_size``, ``output``,
+    ``row_offsets`` (rows mode), ``num_colors``, ``nnz``, ``reduce_numel``, ``pattern``,
+    ``mode``, and ``last_timings``: seconds of the last call's phases ("check", "products",
+    "status", "all_reduce", "assemble"; host clock: on CUDA, kernels may still run when a
+    phase ends).
+    """
+
+    def __init__(self, plan: Plan, process_group=None, output: str = "full"):
+        # mode="auto" may switch a forward plan to reverse when f has no jvp; on one rank alone
+        # that would change its coloring, so a distributed plan raises (on every rank) instead
+        plan._rev_coloring = None
+        super().__init__(plan, process_group, output)
+
+    @property
+    def mode(self) -> str:
+        return self.plan.mode
+
+    def _kind(self) -> str:
+        return self.plan.mode
+
+    def _prepare(self) -> None:
+        """Where each local chunk's values land in the per-dtype value vectors (blocks
+        concatenated row-major): the color classes' value index sets are disjoint."""
+        st, cl, dev = self.plan.structure, self.plan.coloring, self.device
+        ro, co = st.offsets()
+        # per block: (dtype, offset in its buffer, nnz, part, [(dest, src) per local chunk])
+        self._slots: List[List[Tuple[torch.dtype, int, int, int, List[Tuple[Tensor, Tensor]]]]] = []
+        for j, row in enumerate(st.blocks):
+            srow = []
+            for i, (r, c) in enumerate(row):
+                m, n = st.out_specs[j].shape.numel(), st.in_specs[i].shape.numel()
+                dtype = cl.compressed(st.out_specs[j].dtype, st.in_specs[i].dtype)
+                if dtype not in self._sizes:
+                    self._dtypes.append(dtype)
+                    self._sizes[dtype] = 0
+                off = self._sizes[dtype]
+                col, pos = cl.compressed_index(r, c, (ro[j], co[i]))
+                width = cl.compressed(m, n)
+                srow.append((dtype, off, r.numel(), cl.compressed(j, i), _gathers(col, pos, width, off,
+                                                                                  self._chunks, dev)))
+                self._sizes[dtype] = off + r.numel()
+            self._slots.append(srow)
+
+    def _bind(self, args: Sequence[Any]):
+        return self.plan._bind(args)
+
+    def _batched(self, ctx, seeds, check, draws):
+        return vectorized(*ctx, self.plan.mode, seeds, check, draws)
+
+    def _plain(self, ctx, seeds, check, draws):
+        return per_color(*ctx, self.plan.mode, seeds, check, draws)
+
+    def _warn_batched_wrong(self, ctx, draws, err, scale) -> None:
+        self.plan._warn_batched_wrong(*ctx, draws, err, scale)
+
+    def _fill(self, comps, bufs) -> None:
+        for srow in self._slots:
+            for dtype, _, _, part, per_chunk in srow:
+                for (dest, src), comp in zip(per_chunk, comps):
+                    bufs[dtype].index_copy_(0, dest, comp[part].reshape(-1).index_select(0, src))
+
+    def _assemble_full(self, values):
         blocks = self.plan._blocks
-        table = [[blocks[j][i].assemble(bufs[d].narrow(0, off, n)) for i, (d, off, n, _, _) in enumerate(srow)]
+        table = [[blocks[j][i].assemble(values[d].narrow(0, off, n)) for i, (d, off, n, _, _) in enumerate(srow)]
                  for j, srow in enumerate(self._slots)]
         return self.plan.structure.nest(table)
 
@@ -388,32 +512,38 @@ class DistributedPlan:
         value = tuple(o.detach() for o in outs) if self.plan.structure.out_tuple else outs[0].detach()
         return value, jac
 
-    def __repr__(self) -> str:
-        return (f"DistributedPlan(rank={self.rank}/{self.world_size}, local_colors={self.local_colors}, "
-                f"output={self.output!r}, {self.plan!r})")
+
+def _gathers(col: Tensor, pos: Tensor, width: int, off: int, chunks: Sequence[Tuple[int, int]],
+             device) -> List[Tuple[Tensor, Tensor]]:
+    """Per chunk ``[c0, c1)``: (value indices + ``off``, flat indices into that chunk's
+    ``(c1 - c0, width)`` products) of the entries read from its colors."""
+    out = []
+    for c0, c1 in chunks:
+        sel = ((col >= c0) & (col < c1)).nonzero().squeeze(1)
+        src = (col.index_select(0, sel) - c0) * width + pos.index_select(0, sel)
+        out.append(((sel + off).to(device), src.to(device)))
+    return out
 
 
-def distribute(build: Callable[[], Plan], process_group=None, output: str = "full") -> DistributedPlan:
-    """Run ``build`` (which returns this rank's :class:`~trackjac.Plan`) on every rank and
-    wrap the result: a build that raises on any rank raises :class:`DistributedPlanError`
-    on every rank, and so do plans that differ. Call on every rank."""
+def distribute(build: Callable[[], Any], process_group=None, output: str = "full",
+               wrap: Callable[..., DistributedBase] = DistributedPlan) -> Any:
+    """Run ``build`` (which returns this rank's plan) on every rank and wrap the result in
+    ``wrap`` (:class:`DistributedPlan` for a :class:`~trackjac.Plan`): a build that raises
+    on any rank raises :class:`DistributedPlanError` on every rank, and so do plans that
+    differ. Call on every rank."""
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError("trackjac: a distributed plan needs an initialized torch.distributed process group "
                            "(torch.distributed.init_process_group)")
-    if output not in OUTPUTS:
-        raise ValueError(f"output must be one of {OUTPUTS}; got {output!r}")
+    check_output(output, distributed=True)
     try:
-        plan: Optional[Plan] = build()
+        plan: Any = build()
         err: Optional[BaseException] = None
     except Exception as e:
         plan, err = None, e
     device = _status_device(process_group, plan.device if plan is not None else torch.device("cpu"))
     _agree(err is None, 0, "" if err is None else _describe(err), "building the plan", process_group, device, err)
     assert plan is not None
-    # mode="auto" may switch a forward plan to reverse when f has no jvp; on one rank alone
-    # that would change its coloring, so a distributed plan raises (on every rank) instead
-    plan._rev_coloring = None
-    return DistributedPlan(plan, process_group, output)
+    return wrap(plan, process_group, output)
 
 
 # ----------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from ..tracer import hessian_sparsity
 from ..tracer.hessian import scalar_output
 from .api import EFFORT, _symmetric
 from .assemble import Block, check_layout, placement
+from .distributed import check_output, distribute
 from .paths import PathGuard
 from .products import (chunk_of, ControlFlowChanged, SameDraws, try_compile, user_stacklevel,
                        vectorized, vjp_rows)
@@ -379,6 +380,8 @@ def hessian_plan(
     coloring: str = "auto",
     verify: bool = False,
     constant_zeros: str = "keep",
+    process_group: Any = None,
+    output: str = "full",
 ) -> HessianPlan:
     """Detect the Hessian pattern of scalar ``f`` at ``args`` and color it once.
 
@@ -395,7 +398,17 @@ def hessian_plan(
         coloring: "auto" (symmetric coloring where available, else columns), "star",
             "acyclic" or "columns".
         constant_zeros: passed to :func:`trackjac.hessian_sparsity`.
+        process_group, output: as in :func:`trackjac.jacobian_plan`: every rank builds the plan and
+            evaluates its share of the colors; returns a :class:`~trackjac.DistributedHessianPlan`
+            (see docs/scale_out.md). Call on every rank.
     """
+    if process_group is not None:  # every rank builds the plan and evaluates its share of the colors
+        from .distributed_hessian import DistributedHessianPlan   # it imports this module
+        return distribute(lambda: hessian_plan(
+            f, *args, layout=layout, blocksize=blocksize, chunk_size=chunk_size, memory_budget=memory_budget,
+            compile=compile, strict=strict, pattern=pattern, coloring=coloring, verify=verify,
+            constant_zeros=constant_zeros), process_group, output, DistributedHessianPlan)
+    check_output(output)
     check_layout(layout)
     structure = build_hessian_structure(f, args, pattern, strict, local=False, constant_zeros=constant_zeros)
     if structure.traced_reads:   # f branched on a tracked value: check the path at each call
