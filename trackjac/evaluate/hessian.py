@@ -173,9 +173,10 @@ def _autograd_products(f: Callable, args: Sequence[Any], pos: Sequence[int],
 class HessianPlan:
     """A prepared sparse Hessian of scalar ``f``: call it at new points of the same specs.
 
-    Build it with :func:`trackjac.hessian_plan`. ``plan(*args)`` returns the Hessian (nested
-    like ``torch.autograd.functional.hessian``); ``plan.value_and_hessian(*args)`` returns
-    ``(value, gradient, hessian)`` from the same evaluation. Attributes: ``pattern``,
+    Build it with :func:`trackjac.hessian_plan`. ``plan(*args, **kwargs)`` returns the Hessian
+    (nested like ``torch.autograd.functional.hessian``, or ``torch.func.hessian`` for pytrees and
+    ``argnums``); ``plan.value_and_hessian(*args, **kwargs)`` returns ``(value, gradient, hessian)``
+    from the same evaluation; with ``has_aux`` both also return ``aux``. Attributes: ``pattern``,
     ``num_colors``, ``coloring``, ``nnz``, ``layout``, ``blocksize``, ``chunk_size``.
     """
 

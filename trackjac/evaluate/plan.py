@@ -72,9 +72,11 @@ def _backward_ops(g: Callable, dargs: Tuple[Tensor, ...], draws: SameDraws) -> L
 class Plan:
     """A prepared sparse Jacobian of ``f``: call it at new points of the same specs.
 
-    Build it with :func:`trackjac.jacobian_plan`. ``plan(*args)`` returns the
-    Jacobian (nested like ``torch.autograd.functional.jacobian``),
-    ``plan.value_and_jacobian(*args)`` also returns ``f(*args)``.
+    Build it with :func:`trackjac.jacobian_plan`. ``plan(*args, **kwargs)`` returns the
+    Jacobian (nested like :func:`trackjac.jacobian_sparsity` nests the pattern: for plain
+    positional tensors like ``torch.autograd.functional.jacobian``, for pytrees or ``argnums``
+    like ``torch.func.jacrev``), ``plan.value_and_jacobian(*args, **kwargs)`` also returns
+    ``f(*args, **kwargs)``; with ``has_aux`` both also return ``aux``.
     Attributes: ``pattern`` (sparse COO bool, nested), ``num_colors``, ``mode``
     ("rev": one vjp per row color; "fwd": one jvp per column color),
     ``layout``, ``blocksize``, ``chunk_size``, ``coloring``, ``nnz``;
