@@ -430,6 +430,26 @@ class _raises:
         return True
 
 
+def sc_signatures(rank, world, group):
+    """torch.func-style calls (dict input and output, argnums, kwargs, has_aux) distribute too."""
+    def f(d, w, *, scale=1.0):
+        y = torch.sin(d["a"]) * scale + d["b"].roll(1) * w
+        return {"y": y, "s": y.sum(0, keepdim=True)}, y.mean()
+
+    gen = torch.Generator().manual_seed(4)
+    d = {"a": torch.randn(6, generator=gen, dtype=torch.float64), "b": torch.randn(6, generator=gen, dtype=torch.float64)}
+    w = torch.randn(6, generator=gen, dtype=torch.float64)
+    plan = jacobian_plan(f, d, w, argnums=0, has_aux=True, scale=2.0, process_group=group)
+    w2 = w * 3
+    (jac, aux), ref = plan(d, w2, scale=-1.0), torch.func.jacrev(lambda d: f(d, w2, scale=-1.0)[0])(d)
+    for ko in ref:
+        for ki in ref[ko]:
+            torch.testing.assert_close(jac[ko][ki].to_dense().reshape(ref[ko][ki].shape), ref[ko][ki])
+    torch.testing.assert_close(aux, f(d, w2, scale=-1.0)[1])
+    value, _, aux2 = plan.value_and_jacobian(d, w2, scale=-1.0)
+    torch.testing.assert_close(value["s"], f(d, w2, scale=-1.0)[0]["s"])
+
+
 SCENARIOS = {name: fn for name, fn in globals().items() if name.startswith("sc_")}
 THREE_RANKS = ["sc_brusselator", "sc_bundle", "sc_rows", "sc_balance", "sc_more_ranks_than_colors",
                "sc_one_rank_raises", "sc_global_rows", "sc_hessian_random", "sc_hessian_rows", "sc_hessian_failures"]

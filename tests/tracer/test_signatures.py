@@ -23,7 +23,7 @@ def f(x, y, scale=1.0):
     return x.roll(1) * y[:3] * scale + x.sin()
 
 
-@pytest.mark.parametrize("argnums", [0, 1, (0, 1), (1, 0), -1])
+@pytest.mark.parametrize("argnums", [0, 1, (0, 1), (1, 0), -1, (1,)])
 def test_argnums_like_jacrev(argnums):
     x, y = torch.randn(3, dtype=DT), torch.randn(5, dtype=DT)
     p = trackjac.jacobian_sparsity(f, x, y, argnums=argnums)

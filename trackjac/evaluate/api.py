@@ -12,20 +12,23 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
+from torch.utils._pytree import tree_flatten, tree_unflatten
 
+from .._nesting import Nesting, legacy_output
 from ..coloring import DENSE, IDENTITY, Coloring, color_columns, color_rows
 from ..errors import DenseColoringWarning, user_stacklevel
+from ..tracer.signature import Signature
 from .assemble import check_layout
 from .constant_part import build_reuse_plan
 from .distributed import check_output, distribute
 from .paths import PathGuard, scalar_reads
 from .plan import Plan
 from .products import SameDraws
-from .structure import Structure, build_structure
+from .structure import Structure, build_structure, positional
 from .verify import JacobianCheckError, compare
 
 __all__ = [
@@ -124,6 +127,46 @@ def _plan(f: Callable, structure: Structure, mode: str, effort: str, seed: int, 
     return plan
 
 
+class _Call(NamedTuple):
+    """What the engine evaluates: ``f`` of positional tensors, and how results are nested."""
+
+    f: Callable
+    args: tuple
+    sig: Optional[Signature]    # None: f itself, positional tensors, nested like autograd.functional
+    out: Any                    # f's output at args
+
+
+def _call(f: Callable, args: Sequence[Any], kwargs: dict, argnums, has_aux: bool, where: str) -> _Call:
+    """``f(*args, **kwargs)`` as the engine sees it: as it is for plain positional tensors (and a
+    tensor or tuple output), else as a function of the flat leaves (:class:`Signature`)."""
+    sig = Signature(f, args, kwargs, argnums, has_aux, where)
+    out = sig.outputs()
+    for j, o in enumerate(tree_flatten(out)[0]):
+        if not isinstance(o, Tensor):
+            raise TypeError(f"{where}: the function must return a tensor or a tuple of tensors (or a pytree "
+                            f"of tensors); output leaf {j} is {type(o).__name__}")
+    if sig.legacy_in and not kwargs and not has_aux and legacy_output(out):
+        return _Call(f, tuple(args), None, out)
+    leaves, sig.out_spec = tree_flatten(out)
+    return _Call(sig.call, tuple(sig.leaves), sig, tuple(leaves))
+
+
+def _nesting(c: _Call) -> Optional[Nesting]:
+    return None if c.sig is None else c.sig.nesting(tree_unflatten(list(c.out), c.sig.out_spec))
+
+
+def _structure(c: _Call, pattern: Any, strict: bool, local: bool, constant_zeros: Optional[str]) -> Structure:
+    if c.sig is None:
+        return build_structure(c.f, c.args, pattern, strict, local, constant_zeros, out=c.out)
+    nesting = _nesting(c)
+    assert nesting is not None
+    if pattern is not None:   # nested like the Jacobian: to the positional nesting of c.f
+        pattern = tuple(tuple(r) for r in nesting.grid(pattern, "pattern"))
+    st = build_structure(c.f, c.args, pattern, strict, local, constant_zeros, diff_pos=c.sig.diff_pos, out=c.out)
+    st.nesting = nesting
+    return st
+
+
 # ----------------------------------------------------------------------------
 # Public API
 # ----------------------------------------------------------------------------
@@ -148,6 +191,9 @@ def jacobian_plan(
     constant_entries: str = "recompute",
     process_group: Any = None,
     output: str = "full",
+    argnums: Union[None, int, Sequence[int]] = None,
+    has_aux: bool = False,
+    **kwargs: Any,
 ) -> Plan:
     """Detect the pattern of ``f`` at ``args`` and color it once; returns a :class:`Plan`.
 
@@ -159,6 +205,14 @@ def jacobian_plan(
     each call, runs ``f`` once more (without autograd) to compare them: a call
     at a point that takes another path raises ``PathChangedError``
     (a ``ValueError``); build a new plan there.
+
+    Signatures as in ``torch.func.jacrev``: arguments may be pytrees (dicts, lists, tuples of
+    tensors), ``argnums`` (an int or a tuple) selects the differentiated arguments (default:
+    every floating tensor), ``kwargs`` are passed to ``f``, and with ``has_aux=True`` ``f``
+    returns ``(output, aux)``. ``plan(*args, **kwargs)`` takes the structure it was built for
+    and returns the Jacobian nested like :func:`~trackjac.jacobian_sparsity` (``(jacobian,
+    aux)`` with ``has_aux``; ``aux`` from the same evaluation, detached). Arguments not
+    differentiated are passed to ``f`` at each call.
 
     Args:
         mode: "rev" (row coloring, batched vjp), "fwd" (column coloring,
@@ -217,34 +271,36 @@ def jacobian_plan(
             f, *args, mode=mode, layout=layout, blocksize=blocksize, chunk_size=chunk_size,
             memory_budget=memory_budget, compile=compile, strict=strict, pattern=pattern, coloring=coloring,
             verify=verify, seed=seed, constant_zeros=constant_zeros, threads=threads,
-            constant_entries=constant_entries), process_group, output)
+            constant_entries=constant_entries, argnums=argnums, has_aux=has_aux, **kwargs), process_group, output)
     check_output(output)
     _check_options(layout, mode)
     if constant_entries not in ("recompute", "reuse"):
         raise ValueError(f"constant_entries must be 'recompute' or 'reuse'; got {constant_entries!r}")
     if constant_entries == "reuse" and pattern is not None:
         raise ValueError("constant_entries='reuse' classifies the entries by detection; it cannot use pattern=")
-    structure = build_structure(f, args, pattern, strict, local=False, constant_zeros=constant_zeros)
+    c = _call(f, args, kwargs, argnums, has_aux, "jacobian_plan")
+    structure = _structure(c, pattern, strict, False, constant_zeros)
     if structure.traced_reads:   # f branched on a tracked value: check the path at each call
-        structure.path = PathGuard(f, args, structure.traced_reads)
+        structure.path = PathGuard(c.f, c.args, structure.traced_reads)
     elif pattern is not None:    # nothing was traced: any value Python reads may choose the path
-        reads = scalar_reads(f, args)
+        reads = scalar_reads(c.f, c.args)
         if reads:
-            structure.path = PathGuard(f, args, reads)
+            structure.path = PathGuard(c.f, c.args, reads)
     opts = dict(layout=layout, blocksize=blocksize, chunk_size=chunk_size, memory_budget=memory_budget,
                 threads=threads)
     if constant_entries == "reuse":
         plan = build_reuse_plan(
-            f, args, structure, strict, constant_zeros,
-            once=lambda st: _plan(f, st, mode, "fast", seed, **opts),
-            fallback=lambda st: _plan(f, st, mode, coloring, seed, compile=compile, **opts),
+            c.f, c.args, structure, strict, constant_zeros,
+            once=lambda st: _plan(c.f, st, mode, "fast", seed, **opts),
+            fallback=lambda st: _plan(c.f, st, mode, coloring, seed, compile=compile, **opts),
             color=lambda st: _choose(st, mode, coloring, seed),
             rev_color=lambda st: color_rows(st.global_coo(), **EFFORT[coloring], seed=seed),
             compile=compile, **opts)
     else:
-        plan = _plan(f, structure, mode, coloring, seed, compile=compile, **opts)
+        plan = _plan(c.f, structure, mode, coloring, seed, compile=compile, **opts)
+    plan.signature = c.sig
     if verify:
-        plan.check(*args)
+        plan.check(*args, **kwargs)
     return plan
 
 
@@ -263,13 +319,18 @@ def jacobian(
     verify: bool = False,
     seed: int = 0,
     constant_zeros: Optional[str] = None,
+    argnums: Union[None, int, Sequence[int]] = None,
+    has_aux: bool = False,
+    **kwargs: Any,
 ):
     """The Jacobian of ``f`` at ``args`` as sparse matrices ``(out.numel(), arg.numel())``.
 
-    Nested like ``torch.autograd.functional.jacobian``: a tuple over the
-    floating-point tensor arguments when there are several, inside a tuple
-    over outputs when ``f`` returns a tuple. Non-floating arguments are passed
-    through. Values are computed with one batched vjp (``mode="rev"``) or jvp
+    Nested like :func:`~trackjac.jacobian_sparsity`: for plain tensor arguments and a tensor
+    or tuple output like ``torch.autograd.functional.jacobian`` (a tuple over the
+    floating-point tensor arguments when there are several, inside a tuple over outputs when
+    ``f`` returns a tuple), else like ``torch.func.jacrev``. Non-floating arguments are passed
+    through; ``argnums``, ``has_aux`` (returns ``(jacobian, aux)``), keyword arguments for
+    ``f`` and pytree arguments are as in :func:`jacobian_plan`. Values are computed with one batched vjp (``mode="rev"``) or jvp
     (``"fwd"``) per color of the detected pattern, never densely.
 
     ``local=True`` uses the pattern at this point only (value-dependent
@@ -279,14 +340,17 @@ def jacobian(
     "fast" since it is used once.
     """
     _check_options(layout, mode)
-    structure = build_structure(f, args, pattern, strict, local, constant_zeros)
-    plan = _plan(f, structure, mode, coloring, seed, layout=layout, blocksize=blocksize,
+    c = _call(f, args, kwargs, argnums, has_aux, "jacobian")
+    structure = _structure(c, pattern, strict, local, constant_zeros)
+    plan = _plan(c.f, structure, mode, coloring, seed, layout=layout, blocksize=blocksize,
                  chunk_size=chunk_size, memory_budget=memory_budget)
+    plan.signature = c.sig
     draws = SameDraws(plan.device)
-    jac = plan(*args)
+    res = plan(*args, **kwargs)
     if verify:
-        compare(f, args, jac, seed=seed, draws=draws)
-    return jac
+        compare(c.f, c.args, positional(structure.nesting, res[0] if has_aux else res), seed=seed, draws=draws,
+                diff_pos=structure.diff_pos)
+    return res
 
 
 def check_jacobian(
@@ -298,6 +362,9 @@ def check_jacobian(
     rtol: Optional[float] = None,
     atol: Optional[float] = None,
     seed: int = 0,
+    argnums: Union[None, int, Sequence[int]] = None,
+    has_aux: bool = False,
+    **kwargs: Any,
 ) -> None:
     """Compare random rows (vjp of basis vectors) and columns (jvp) of a sparse Jacobian with autograd.
 
@@ -309,12 +376,17 @@ def check_jacobian(
     inside the pattern means wrong values. Columns are skipped when ``f`` has
     no forward-mode derivative. A random ``f`` (dropout) is compared with the draw
     that ``jac`` was evaluated from when ``jac`` is left to this function; a ``jac``
-    you pass was evaluated from some earlier draw, so compare those at a fixed seed. Tolerances default by dtype:
+    you pass was evaluated from some earlier draw, so compare those at a fixed seed. ``argnums``,
+    ``has_aux`` and keyword arguments for ``f`` are as in :func:`jacobian_plan` (``jac`` nested
+    like the Jacobian). Tolerances default by dtype:
     ``|got - want| <= atol * max(1, max|want|) + rtol * |want|``.
     """
     draws = None
+    c = _call(f, args, kwargs, argnums, has_aux, "check_jacobian")
     if jac is None:
-        plan = _plan(f, build_structure(f, args, None, False, False, None), "auto", "fast", seed)
+        plan = _plan(c.f, _structure(c, None, False, False, None), "auto", "fast", seed)
         draws = SameDraws(plan.device)  # a random f is compared with the draw jac was evaluated from
-        jac = plan(*args)
-    compare(f, args, jac, rows=rows, cols=cols, rtol=rtol, atol=atol, seed=seed, draws=draws)
+        plan.signature = c.sig
+        jac = plan._run(c.args)[1]
+    compare(c.f, c.args, positional(_nesting(c), jac), rows=rows, cols=cols, rtol=rtol, atol=atol, seed=seed,
+            draws=draws, diff_pos=None if c.sig is None else c.sig.diff_pos)

@@ -55,7 +55,8 @@ def _positions(full: Tuple[Tensor, Tensor], part: Tuple[Tensor, Tensor], n: int,
 def _split_blocks(f: Callable, args: Sequence[Any], st: Structure, strict: bool,
                   constant_zeros: Optional[str]) -> List[List[Tuple[Tensor, Tensor]]]:
     """Per block, (positions of the constant entries, of the variable entries) in its nnz order."""
-    cls = jacobian_sparsity(f, *args, strict=strict, constant_zeros=constant_zeros, classify=True)
+    argnums = None if st.nesting is None else tuple(st.diff_pos)   # torch.func-style: only these leaves
+    cls = jacobian_sparsity(f, *args, argnums=argnums, strict=strict, constant_zeros=constant_zeros, classify=True)
     const = _grid(cls.constant, st.out_specs, st.in_specs, st.out_tuple)
     var = _grid(cls.variable, st.out_specs, st.in_specs, st.out_tuple)
     table = []

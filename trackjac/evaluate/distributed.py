@@ -502,15 +502,13 @@ class DistributedPlan(DistributedBase):
                  for j, srow in enumerate(self._slots)]
         return self.plan.structure.nest(table)
 
-    def __call__(self, *args):
+    def __call__(self, *args, **kwargs):
         """The Jacobian at ``args`` (full, or this rank's row block); call on every rank."""
-        return self._run(args)[1]
+        return self.plan._jacobian_result(self._run(self.plan._flat(args, kwargs))[1])
 
-    def value_and_jacobian(self, *args):
+    def value_and_jacobian(self, *args, **kwargs):
         """``(f(*args), jacobian)`` from one evaluation (``f``'s value computed locally)."""
-        outs, jac = self._run(args)
-        value = tuple(o.detach() for o in outs) if self.plan.structure.out_tuple else outs[0].detach()
-        return value, jac
+        return self.plan._value_result(*self._run(self.plan._flat(args, kwargs)))
 
 
 def _gathers(col: Tensor, pos: Tensor, width: int, off: int, chunks: Sequence[Tuple[int, int]],

@@ -105,12 +105,10 @@ class DistributedHessianPlan(DistributedBase):
         table = [[blk.assemble(vals.index_select(0, sel)) for sel, blk in row] for row in self.plan._blocks]
         return self.plan.structure.nest(table)
 
-    def __call__(self, *args):
+    def __call__(self, *args, **kwargs):
         """The Hessian at ``args`` (full, or this rank's row block); call on every rank."""
-        return self._run(args)[1]
+        return self.plan._hessian_result(self._run(self.plan._flat(args, kwargs))[1])
 
-    def value_and_hessian(self, *args):
+    def value_and_hessian(self, *args, **kwargs):
         """``(value, gradient, hessian)`` from one evaluation (value and gradient computed locally)."""
-        outs, hess = self._run(args)
-        grads = tuple(o.detach() for o in outs[:-1])
-        return outs[-1].detach().reshape(()), grads if self.plan.structure.in_tuple else grads[0], hess
+        return self.plan._value_result(*self._run(self.plan._flat(args, kwargs)))

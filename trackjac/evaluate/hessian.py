@@ -17,15 +17,17 @@ need; nothing of size ``n x n``.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from .. import coloring as _coloring
+from .._nesting import Nesting
 from ..coloring import color_columns
 from ..tracer import hessian_sparsity
 from ..tracer.hessian import scalar_output
+from ..tracer.signature import Signature
 from .api import EFFORT, _symmetric
 from .assemble import Block, check_layout, placement
 from .distributed import check_output, distribute
@@ -61,21 +63,37 @@ def _check_symmetric(st: Structure) -> None:
 
 
 def build_hessian_structure(f: Callable, args: Sequence[Any], pattern: Any, strict: bool, local: bool,
-                            constant_zeros: Optional[str]) -> Structure:
-    """A :class:`Structure` whose outputs are the gradients (one per differentiated argument)."""
-    pos = diff_positions(args)
+                            constant_zeros: Optional[str], sig: Optional[Signature] = None) -> Structure:
+    """A :class:`Structure` whose outputs are the gradients (one per differentiated argument);
+    ``sig``: ``f`` and ``args`` are its flat call, differentiated at ``sig.diff_pos``."""
+    pos = diff_positions(args) if sig is None else list(sig.diff_pos)
     _scalar_specs(f, args)
     traced: List[Any] = []
+    if sig is not None and pattern is not None:   # nested like the Hessian: to H[a][b] over leaves
+        pattern = tuple(tuple(r) for r in sig.hessian_nesting().grid(pattern, "pattern"))
     if pattern is None:
-        pattern, traced = with_reads(
-            lambda: hessian_sparsity(f, *args, local=local, strict=strict, constant_zeros=constant_zeros))
+        argnums = None if sig is None else tuple(pos) if len(pos) > 1 else pos[0]   # nested as _grid reads it
+        pattern, traced = with_reads(lambda: hessian_sparsity(
+            f, *args, argnums=argnums, local=local, strict=strict, constant_zeros=constant_zeros))
     arg_specs = [Spec.of(a) if isinstance(a, Tensor) else None for a in args]
     in_specs = [arg_specs[p] for p in pos]
     several = len(pos) > 1
     blocks = _grid(pattern, in_specs, in_specs, several)
     st = Structure(len(args), pos, arg_specs, list(in_specs), several, blocks, traced)
+    if sig is not None:
+        st.nesting = sig.hessian_nesting()
     _check_symmetric(st)
     return st
+
+
+def _call(f: Callable, args: Sequence[Any], kwargs: dict, argnums, has_aux: bool,
+          where: str) -> Tuple[Callable, Tuple[Any, ...], Optional[Signature]]:
+    """``f`` and ``args`` as the engine sees them: as they are for plain positional tensors, else
+    the flat call of a :class:`Signature` (pytrees, ``argnums``, keyword arguments, ``has_aux``)."""
+    if argnums is None and not has_aux and not kwargs and not any(isinstance(a, (list, tuple, dict)) for a in args):
+        return f, tuple(args), None
+    sig = Signature(f, args, kwargs, argnums, has_aux, where, scalar=True)
+    return sig.call, tuple(sig.leaves), sig
 
 
 def _color(st: Structure, method: str, effort: str):
@@ -156,15 +174,18 @@ def _autograd_products(f: Callable, args: Sequence[Any], pos: Sequence[int],
 class HessianPlan:
     """A prepared sparse Hessian of scalar ``f``: call it at new points of the same specs.
 
-    Build it with :func:`trackjac.hessian_plan`. ``plan(*args)`` returns the Hessian (nested
-    like ``torch.autograd.functional.hessian``); ``plan.value_and_hessian(*args)`` returns
-    ``(value, gradient, hessian)`` from the same evaluation. Attributes: ``pattern``,
+    Build it with :func:`trackjac.hessian_plan`. ``plan(*args, **kwargs)`` returns the Hessian
+    (nested like ``torch.autograd.functional.hessian``, or ``torch.func.hessian`` for pytrees and
+    ``argnums``); ``plan.value_and_hessian(*args, **kwargs)`` returns ``(value, gradient, hessian)``
+    from the same evaluation; with ``has_aux`` both also return ``aux``. Attributes: ``pattern``,
     ``num_colors``, ``coloring``, ``nnz``, ``layout``, ``blocksize``, ``chunk_size``.
     """
 
     # colors of the batched product compared with unbatched autograd on the first call
     AUDIT_COLORS = 2
     _AUDIT_TOL = {torch.float64: (1e-6, 1e-9), torch.float32: (1e-3, 1e-5)}
+    # torch.func-style call (pytrees, argnums, kwargs, has_aux) that ``f`` flattens; None: positional
+    signature: Optional[Signature] = None
 
     def __init__(self, f: Callable, structure: Structure, coloring, layout=torch.sparse_coo,
                  blocksize: Optional[Tuple[int, int]] = None, chunk_size: Optional[int] = None,
@@ -327,27 +348,55 @@ class HessianPlan:
         table = [[blk.assemble(values.index_select(0, sel)) for sel, blk in row] for row in self._blocks]
         return outs, self.structure.nest(table)
 
-    def __call__(self, *args):
-        """The Hessian at ``args`` (same shapes, dtypes and devices as at build time)."""
-        return self._run(args)[1]
+    def _flat(self, args: Sequence[Any], kwargs: dict) -> Sequence[Any]:
+        """The positional arguments of ``f`` for a call ``plan(*args, **kwargs)``."""
+        if self.signature is not None:
+            return self.signature.flatten(args, kwargs)
+        if kwargs:
+            raise TypeError(f"this plan was built without keyword arguments for f; got {sorted(kwargs)}")
+        return args
 
-    def value_and_hessian(self, *args):
-        """``(value, gradient, hessian)`` at ``args`` from one forward-over-reverse evaluation.
+    def __call__(self, *args, **kwargs):
+        """The Hessian at ``args`` (same structure, shapes, dtypes and devices as at build time);
+        ``(hessian, aux)`` for a plan built with ``has_aux=True``."""
+        return self._hessian_result(self._run(self._flat(args, kwargs))[1])
 
-        ``value`` is 0-d; ``gradient`` has the argument's shape (a tuple over several arguments)."""
-        outs, hess = self._run(args)
-        grads = tuple(o.detach() for o in outs[:-1])
-        return outs[-1].detach().reshape(()), grads if self.structure.in_tuple else grads[0], hess
+    def value_and_hessian(self, *args, **kwargs):
+        """``(value, gradient, hessian)`` at ``args`` from one forward-over-reverse evaluation
+        (``(value, gradient, hessian, aux)`` with ``has_aux=True``).
+
+        ``value`` is 0-d; ``gradient`` has the argument's shape (a tuple over several arguments;
+        the arguments' structure for pytrees or ``argnums``, as ``torch.func.grad``)."""
+        return self._value_result(*self._run(self._flat(args, kwargs)))
+
+    def _hessian_result(self, hess):
+        """What a call returns: the Hessian, with aux when built with ``has_aux=True``."""
+        sig = self.signature
+        return (hess, sig.aux) if sig is not None and sig.has_aux else hess
+
+    def _value_result(self, outs, hess):
+        """What ``value_and_hessian`` returns, from the products' outputs (gradients, then the value)."""
+        grads = [o.detach() for o in outs[:-1]]
+        value, sig = outs[-1].detach().reshape(()), self.signature
+        if sig is None:
+            return value, tuple(grads) if self.structure.in_tuple else grads[0], hess
+        grad = sig.hessian_nesting().inputs(grads) if not sig.legacy_in else (
+            tuple(grads) if self.structure.in_tuple else grads[0])
+        return (value, grad, hess, sig.aux) if sig.has_aux else (value, grad, hess)
 
     def check(self, *args, hess: Any = None, rows: int = 8, rtol: Optional[float] = None,
-              atol: Optional[float] = None, seed: int = 0) -> None:
-        """Compare random rows of the Hessian at ``args`` with plain double backward.
+              atol: Optional[float] = None, seed: int = 0, **kwargs) -> None:
+        """Compare random rows of the Hessian at ``args`` with plain double backward (``kwargs``
+        go to ``f``).
 
         Raises :class:`trackjac.JacobianCheckError` naming the first disagreeing entry: a
         nonzero outside the pattern (a missed interaction, another control-flow path) or a
         wrong value inside it."""
-        check_hessian(self.f, *args, hess=self(*args) if hess is None else hess, rows=rows,
-                      rtol=rtol, atol=atol, seed=seed)
+        flat = self._flat(args, kwargs)
+        if hess is None:
+            hess = self._run(flat)[1]
+        _compare_rows(self.f, flat, self.structure.diff_pos, _hessian_grid(hess, self.structure.nesting,
+                      len(self.structure.diff_pos)), rows, rtol, atol, seed)
 
     @property
     def pattern(self):
@@ -382,6 +431,9 @@ def hessian_plan(
     constant_zeros: str = "keep",
     process_group: Any = None,
     output: str = "full",
+    argnums: Union[None, int, Sequence[int]] = None,
+    has_aux: bool = False,
+    **kwargs: Any,
 ) -> HessianPlan:
     """Detect the Hessian pattern of scalar ``f`` at ``args`` and color it once.
 
@@ -389,7 +441,9 @@ def hessian_plan(
     dtypes and devices (a ``ValueError`` otherwise); ``plan.value_and_hessian`` also returns
     the value and the gradient. The pattern is global: valid wherever ``f`` takes the same
     control flow; where ``f`` branched on a tracked value at ``args``, each call checks the
-    path as :func:`trackjac.jacobian_plan` does (``PathChangedError``).
+    path as :func:`trackjac.jacobian_plan` does (``PathChangedError``). ``argnums``, ``has_aux``
+    (``plan(...)`` returns ``(hessian, aux)``), keyword arguments for ``f`` and pytree arguments
+    as in ``torch.func.hessian``; then nested like ``torch.func.hessian``.
 
     Args:
         layout, blocksize, chunk_size, memory_budget, compile, strict, verify: as in
@@ -407,16 +461,19 @@ def hessian_plan(
         return distribute(lambda: hessian_plan(
             f, *args, layout=layout, blocksize=blocksize, chunk_size=chunk_size, memory_budget=memory_budget,
             compile=compile, strict=strict, pattern=pattern, coloring=coloring, verify=verify,
-            constant_zeros=constant_zeros), process_group, output, DistributedHessianPlan)
+            constant_zeros=constant_zeros, argnums=argnums, has_aux=has_aux, **kwargs), process_group, output,
+            DistributedHessianPlan)
     check_output(output)
     check_layout(layout)
-    structure = build_hessian_structure(f, args, pattern, strict, local=False, constant_zeros=constant_zeros)
+    g, flat, sig = _call(f, args, kwargs, argnums, has_aux, "hessian_plan")
+    structure = build_hessian_structure(g, flat, pattern, strict, local=False, constant_zeros=constant_zeros, sig=sig)
     if structure.traced_reads:   # f branched on a tracked value: check the path at each call
-        structure.path = PathGuard(f, args, structure.traced_reads)
-    plan = HessianPlan(f, structure, _color(structure, coloring, "best"), layout=layout, blocksize=blocksize,
+        structure.path = PathGuard(g, flat, structure.traced_reads)
+    plan = HessianPlan(g, structure, _color(structure, coloring, "best"), layout=layout, blocksize=blocksize,
                        chunk_size=chunk_size, memory_budget=memory_budget, compile=compile)
+    plan.signature = sig
     if verify:
-        plan.check(*args)
+        plan.check(*args, **kwargs)
     return plan
 
 
@@ -433,42 +490,67 @@ def hessian(
     verify: bool = False,
     constant_zeros: Optional[str] = None,
     coloring: str = "auto",
+    argnums: Union[None, int, Sequence[int]] = None,
+    has_aux: bool = False,
+    **kwargs: Any,
 ):
     """The Hessian of scalar ``f`` at ``args`` as sparse matrices, never densely.
 
     One argument: ``(n, n)``; several floating tensor arguments: a tuple of tuples of
     ``(arg_a.numel(), arg_b.numel())`` blocks, nested like ``torch.autograd.functional.hessian``.
-    ``local=True`` uses the pattern at this point only. Other options as in :func:`hessian_plan`.
+    ``local=True`` uses the pattern at this point only. Other options (``argnums``, ``has_aux``,
+    keyword arguments for ``f``, pytree arguments) as in :func:`hessian_plan`.
     """
     check_layout(layout)
-    structure = build_hessian_structure(f, args, pattern, strict, local, constant_zeros)
-    plan = HessianPlan(f, structure, _color(structure, coloring, "fast"), layout=layout, blocksize=blocksize,
+    g, flat, sig = _call(f, args, kwargs, argnums, has_aux, "hessian")
+    structure = build_hessian_structure(g, flat, pattern, strict, local, constant_zeros, sig=sig)
+    plan = HessianPlan(g, structure, _color(structure, coloring, "fast"), layout=layout, blocksize=blocksize,
                        chunk_size=chunk_size, memory_budget=memory_budget)
-    hess = plan(*args)
+    plan.signature = sig
+    res = plan(*args, **kwargs)
     if verify:
-        check_hessian(f, *args, hess=hess)
-    return hess
+        plan.check(*args, hess=res[0] if has_aux else res, **kwargs)
+    return res
 
 
 def check_hessian(f: Callable, *args: Any, hess: Any = None, rows: int = 8, rtol: Optional[float] = None,
-                  atol: Optional[float] = None, seed: int = 0) -> None:
+                  atol: Optional[float] = None, seed: int = 0, argnums: Union[None, int, Sequence[int]] = None,
+                  has_aux: bool = False, **kwargs: Any) -> None:
     """Compare random rows of a sparse Hessian with plain autograd (double backward).
 
     ``hess`` defaults to ``trackjac.hessian(f, *args)``. Raises :class:`trackjac.JacobianCheckError`
     naming the first disagreeing entry ("output" = gradient component). Tolerances as in
-    :func:`trackjac.check_jacobian`.
+    :func:`trackjac.check_jacobian`; ``argnums``, ``has_aux``, keyword arguments for ``f`` and
+    pytree arguments as in :func:`hessian_plan` (``hess`` nested like the Hessian).
     """
     if hess is None:
-        hess = hessian(f, *args)
-    pos = diff_positions(args)
+        hess = hessian(f, *args, argnums=argnums, has_aux=has_aux, **kwargs)
+        hess = hess[0] if has_aux else hess
+    g, flat, sig = _call(f, args, kwargs, argnums, has_aux, "check_hessian")
+    pos = diff_positions(flat) if sig is None else sig.diff_pos
+    _compare_rows(g, flat, pos, _hessian_grid(hess, None if sig is None else sig.hessian_nesting(), len(pos)),
+                  rows, rtol, atol, seed)
+
+
+def _hessian_grid(hess: Any, nesting: Optional[Nesting], k: int) -> List[List[Any]]:
+    """``hess`` as blocks ``[a][b]`` over the differentiated leaves."""
+    if nesting is not None:
+        return nesting.grid(hess, "hess")
+    blocks = [list(r) for r in hess] if k > 1 else [[hess]]
+    if len(blocks) != k or any(len(r) != k for r in blocks):
+        raise ValueError(f"hess must be nested like the Hessian of {k} argument(s)")
+    return blocks
+
+
+def _compare_rows(f: Callable, args: Sequence[Any], pos: Sequence[int], blocks: List[List[Any]], rows: int,
+                  rtol: Optional[float], atol: Optional[float], seed: int) -> None:
+    """Random rows of the Hessian blocks ``[a][b]`` of ``f`` at ``args`` (arguments ``pos``) against
+    double backward."""
     specs = [Spec.of(args[p]) for p in pos]
     co = [0]
     for s in specs:
         co.append(co[-1] + s.shape.numel())
     n = co[-1]
-    blocks = [list(r) for r in hess] if len(pos) > 1 else [[hess]]
-    if len(blocks) != len(pos) or any(len(r) != len(pos) for r in blocks):
-        raise ValueError(f"hess must be nested like the Hessian of {len(pos)} argument(s)")
     rt, at = _TOL.get(specs[0].dtype, (1e-2, 1e-3))
     rtol = rt if rtol is None else rtol
     atol = at if atol is None else atol

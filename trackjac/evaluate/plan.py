@@ -33,10 +33,11 @@ from torch import Tensor
 
 from .._threads import intra_op_threads
 from ..coloring import Coloring
+from ..tracer.signature import Signature
 from .assemble import Block, check_layout, placement, merge
 from .products import (chunk_of, ControlFlowChanged, SameDraws, per_color, try_compile,
                        user_stacklevel, vectorized)
-from .structure import check_args, Structure, bind
+from .structure import check_args, positional, Structure, bind
 from .verify import compare
 
 __all__ = ["Plan"]
@@ -71,9 +72,11 @@ def _backward_ops(g: Callable, dargs: Tuple[Tensor, ...], draws: SameDraws) -> L
 class Plan:
     """A prepared sparse Jacobian of ``f``: call it at new points of the same specs.
 
-    Build it with :func:`trackjac.jacobian_plan`. ``plan(*args)`` returns the
-    Jacobian (nested like ``torch.autograd.functional.jacobian``),
-    ``plan.value_and_jacobian(*args)`` also returns ``f(*args)``.
+    Build it with :func:`trackjac.jacobian_plan`. ``plan(*args, **kwargs)`` returns the
+    Jacobian (nested like :func:`trackjac.jacobian_sparsity` nests the pattern: for plain
+    positional tensors like ``torch.autograd.functional.jacobian``, for pytrees or ``argnums``
+    like ``torch.func.jacrev``), ``plan.value_and_jacobian(*args, **kwargs)`` also returns
+    ``f(*args, **kwargs)``; with ``has_aux`` both also return ``aux``.
     Attributes: ``pattern`` (sparse COO bool, nested), ``num_colors``, ``mode``
     ("rev": one vjp per row color; "fwd": one jvp per column color),
     ``layout``, ``blocksize``, ``chunk_size``, ``coloring``, ``nnz``;
@@ -84,6 +87,8 @@ class Plan:
     constant_entries = "recompute"
     constant_nnz: Optional[int] = None
     variable_nnz: Optional[int] = None
+    # torch.func-style call (pytrees, argnums, kwargs, has_aux) that ``f`` flattens; None: positional
+    signature: Optional[Signature] = None
 
     def __init__(
         self,
@@ -412,23 +417,47 @@ class Plan:
         )
         return outs, jac
 
-    def __call__(self, *args):
-        """The Jacobian at ``args`` (same shapes, dtypes and devices as at build time)."""
-        return self._run(args)[1]
+    def _flat(self, args: Sequence[Any], kwargs: dict) -> Sequence[Any]:
+        """The positional arguments of ``f`` for a call ``plan(*args, **kwargs)``."""
+        if self.signature is not None:
+            return self.signature.flatten(args, kwargs)
+        if kwargs:
+            raise TypeError(f"this plan was built without keyword arguments for f; got {sorted(kwargs)}")
+        return args
 
-    def value_and_jacobian(self, *args):
-        """``(f(*args), jacobian)`` from one evaluation."""
-        outs, jac = self._run(args)
-        value = tuple(o.detach() for o in outs) if self.structure.out_tuple else outs[0].detach()
-        return value, jac
+    def _jacobian_result(self, jac):
+        """What ``plan(...)`` returns: the Jacobian, with ``has_aux`` ``(jacobian, aux)``."""
+        sig = self.signature
+        return (jac, sig.aux) if sig is not None and sig.has_aux else jac
 
-    def check(self, *args, **kwargs) -> None:
-        """Compare random rows/columns at ``args`` with plain autograd; see :func:`trackjac.check_jacobian`.
+    def _value_result(self, outs: Sequence[Tensor], jac):
+        """What ``value_and_jacobian`` returns: ``(value, jacobian)``, with ``has_aux`` ``(value, jacobian, aux)``."""
+        sig = self.signature
+        if sig is None:
+            return (tuple(o.detach() for o in outs) if self.structure.out_tuple else outs[0].detach()), jac
+        return (sig.value(outs), jac, sig.aux) if sig.has_aux else (sig.value(outs), jac)
+
+    def __call__(self, *args, **kwargs):
+        """The Jacobian at ``args`` (same structure, shapes, dtypes and devices as at build time);
+        ``(jacobian, aux)`` for a plan built with ``has_aux=True``."""
+        return self._jacobian_result(self._run(self._flat(args, kwargs))[1])
+
+    def value_and_jacobian(self, *args, **kwargs):
+        """``(f(*args, **kwargs), jacobian)`` from one evaluation; ``(value, jacobian, aux)``
+        with ``has_aux=True``."""
+        return self._value_result(*self._run(self._flat(args, kwargs)))
+
+    def check(self, *args, rows: int = 8, cols: int = 8, rtol: Optional[float] = None,
+              atol: Optional[float] = None, seed: int = 0, **kwargs) -> None:
+        """Compare random rows/columns at ``args`` with plain autograd; see :func:`trackjac.check_jacobian`
+        (``kwargs`` go to ``f``).
 
         A random ``f`` (dropout) is compared with the draw the plan evaluated."""
         draws = SameDraws(self.device)
-        jac = self(*args)
-        compare(self.f, args, jac, draws=draws, **kwargs)
+        flat = self._flat(args, kwargs)
+        jac = positional(self.structure.nesting, self._run(flat)[1])
+        compare(self.f, flat, jac, draws=draws, rows=rows, cols=cols, rtol=rtol, atol=atol, seed=seed,
+                diff_pos=self.structure.diff_pos)
 
     @property
     def pattern(self):

@@ -7,7 +7,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from .._nesting import nest, output_list
+from .._nesting import Nesting, nest, output_list
 from .._sparse import bool_coo, structural_coo
 from ..tracer import jacobian_sparsity
 from ..tracer.state import config
@@ -48,6 +48,9 @@ class Structure:
     traced_reads: List[Any] = field(default_factory=list)
     # for path-dependent plans, the guard that replays the reads per call (set by jacobian_plan)
     path: Optional[Any] = None
+    # torch.func-style calls (pytrees, argnums): how results are nested; None: like
+    # torch.autograd.functional.jacobian over the positional arguments
+    nesting: Optional[Nesting] = None
 
     @property
     def in_specs(self) -> List[Spec]:
@@ -78,13 +81,23 @@ class Structure:
         return torch.cat(rows or [empty]), torch.cat(cols or [empty]), (ro[-1], co[-1])
 
     def nest(self, table: List[List[Any]]) -> Any:
-        """Nest ``table[j][i]`` like ``torch.autograd.functional.jacobian``."""
+        """Nest ``table[j][i]`` like ``torch.autograd.functional.jacobian`` (or as ``nesting`` says)."""
+        if self.nesting is not None:
+            return self.nesting.nest(table)
         return nest(table, self.out_tuple, self.in_tuple)
+
 
     def patterns(self, device=None) -> List[List[Tensor]]:
         """``blocks`` as sparse COO bool patterns ``(out.numel(), in.numel())``."""
         return [[bool_coo(r, c, (self.out_specs[j].shape.numel(), self.in_specs[i].shape.numel()), device)
                  for i, (r, c) in enumerate(row)] for j, row in enumerate(self.blocks)]
+
+
+def positional(nesting: Optional[Nesting], nested: Any) -> Any:
+    """A Jacobian nested by ``nesting`` as tuples over the outputs and inputs of the flat function."""
+    if nesting is None:
+        return nested
+    return tuple(tuple(r) if len(r) > 1 else r[0] for r in nesting.grid(nested, "the Jacobian"))
 
 
 def diff_positions(args: Sequence[Any]) -> List[int]:
@@ -101,9 +114,11 @@ def diff_positions(args: Sequence[Any]) -> List[int]:
     return pos
 
 
-def output_specs(f: Callable, args: Sequence[Any]) -> Tuple[List[Spec], bool]:
-    with torch.no_grad():   # on copies: an f that writes into its arguments must not change the caller's
-        out = f(*[a.clone() if isinstance(a, Tensor) else a for a in args])
+def output_specs(f: Callable, args: Sequence[Any], out: Any = None) -> Tuple[List[Spec], bool]:
+    """Specs of ``f``'s outputs at ``args`` (``out``: ``f``'s output there, if already computed)."""
+    if out is None:
+        with torch.no_grad():   # on copies: an f that writes into its arguments must not change the caller's
+            out = f(*[a.clone() if isinstance(a, Tensor) else a for a in args])
     outs, out_tuple = output_list(out, "f")
     for j, o in enumerate(outs):
         if not o.is_floating_point():
@@ -159,14 +174,19 @@ def with_reads(detect: Callable[[], Any]) -> Tuple[Any, List[Any]]:
 
 
 def build_structure(f: Callable, args: Sequence[Any], pattern: Any, strict: bool, local: bool,
-                    constant_zeros: Optional[str] = "keep") -> Structure:
-    """Specs and pattern blocks; ``traced_reads`` lists the control-flow reads of tracked values."""
-    pos = diff_positions(args)
-    out_specs, out_tuple = output_specs(f, args)
+                    constant_zeros: Optional[str] = "keep", diff_pos: Optional[List[int]] = None,
+                    out: Any = None) -> Structure:
+    """Specs and pattern blocks; ``traced_reads`` lists the control-flow reads of tracked values.
+
+    ``diff_pos``: the positions differentiated (default: every floating tensor argument);
+    ``out``: ``f``'s output at ``args``, if already computed."""
+    pos = diff_positions(args) if diff_pos is None else list(diff_pos)
+    out_specs, out_tuple = output_specs(f, args, out)
     traced: List[Any] = []
     if pattern is None:
-        pattern, traced = with_reads(
-            lambda: jacobian_sparsity(f, *args, local=local, strict=strict, constant_zeros=constant_zeros))
+        argnums = None if diff_pos is None else tuple(pos)
+        pattern, traced = with_reads(lambda: jacobian_sparsity(
+            f, *args, argnums=argnums, local=local, strict=strict, constant_zeros=constant_zeros))
     arg_specs = [Spec.of(a) if isinstance(a, Tensor) else None for a in args]
     in_specs = [arg_specs[p] for p in pos]
     blocks = _grid(pattern, out_specs, in_specs, out_tuple)  # type: ignore[arg-type]

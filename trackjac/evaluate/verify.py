@@ -19,15 +19,16 @@ _TOL = {torch.float64: (1e-7, 1e-9), torch.float32: (1e-4, 1e-6)}
 
 def compare(f: Callable, args: Sequence[Any], jac: Any, *, rows: int = 8, cols: int = 8,
             rtol: Optional[float] = None, atol: Optional[float] = None, seed: int = 0,
-            draws: Optional[SameDraws] = None) -> None:
+            draws: Optional[SameDraws] = None, diff_pos: Optional[Sequence[int]] = None) -> None:
     """Compare random rows (vjp of basis vectors) and columns (jvp) of ``jac`` with autograd.
 
     Raises :class:`JacobianCheckError` naming the first disagreeing entry; the options
     are those of :func:`trackjac.check_jacobian`. ``draws``: the RNG state ``jac`` was
     evaluated from, so that a random ``f`` (dropout) is compared with the same draw;
     by default the state at entry, so that rows and columns at least share one draw.
+    ``diff_pos``: the differentiated arguments (default: every floating tensor).
     """
-    pos = diff_positions(args)
+    pos = diff_positions(args) if diff_pos is None else list(diff_pos)
     if draws is None:
         draws = SameDraws(args[pos[0]].device if pos else torch.device("cpu"))
     out_specs, out_tuple = output_specs(f, args)

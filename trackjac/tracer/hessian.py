@@ -15,7 +15,7 @@ see docs/concepts.md, "Second order".
 """
 from __future__ import annotations
 
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Sequence, Union
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -25,6 +25,7 @@ from ..dtypes import FLOATING
 from ..rules.gradient import gradient_seed
 from .context import _FACTORIES, _RANDOM_FACTORIES
 from .origin import RANDOM, drawn_globally
+from .signature import Signature
 from .sparsity import jacobian_sparsity
 from .tensor import Tracked
 
@@ -116,10 +117,14 @@ def _intersected(p, live_p, pt, live_pt) -> torch.Tensor:
 
 
 def hessian_sparsity(f: Callable, *args, local: bool = False, strict: bool = False,
-                     representation: Optional[str] = None, constant_zeros: Optional[str] = None):
+                     representation: Optional[str] = None, constant_zeros: Optional[str] = None,
+                     argnums: Union[None, int, Sequence[int]] = None, has_aux: bool = False, **kwargs):
     """Structural sparsity pattern of the Hessian of scalar ``f`` at ``args``.
 
-    Every floating tensor argument is differentiated. ``(i, j)`` is in the pattern
+    The floating tensors of the arguments ``argnums`` (default: every argument) are
+    differentiated; arguments may be pytrees, ``kwargs`` are passed to ``f``, and with
+    ``has_aux=True`` ``f`` returns ``(value, aux)`` and the result is ``(pattern, aux)``, as
+    in ``torch.func.hessian``. ``(i, j)`` is in the pattern
     when ``arg_a.flatten()[i]`` and ``arg_b.flatten()[j]`` interact in ``f``: both
     enter one nonlinear op (a product of the two, a nonlinear function of an
     expression of both), whatever the values. Global mode (default) holds at every
@@ -130,19 +135,26 @@ def hessian_sparsity(f: Callable, *args, local: bool = False, strict: bool = Fal
     Returns:
         A symmetric coalesced sparse COO bool matrix ``(x.numel(), x.numel())``, or for
         several inputs a tuple of tuples ``H[a][b]`` of shape ``(arg_a.numel(), arg_b.numel())``,
-        nested like ``torch.autograd.functional.hessian``.
+        nested like ``torch.autograd.functional.hessian``; with pytree arguments or
+        ``argnums``, nested like ``torch.func.hessian`` (the gradient's structure, each leaf
+        holding the inputs' structure).
 
     Cost: one tracked run of ``f`` and of its backward (``torch.func.vjp``); memory
     proportional to the dependencies of the intermediate tensors and gradients,
     which for the gradient is the Hessian's number of nonzeros.
     """
-    pos: List[int] = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.dtype in FLOATING]
+    sig = None
+    if argnums is not None or has_aux or kwargs or any(isinstance(a, (list, tuple, dict)) for a in args):
+        sig = Signature(f, args, kwargs, argnums, has_aux, "hessian_sparsity", scalar=True)
+        f, args, pos = sig.call, tuple(sig.leaves), sig.diff_pos
+    else:
+        pos = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.dtype in FLOATING]
     if not pos:
         raise TypeError("hessian_sparsity: no floating-point tensor among the arguments to differentiate")
     g = _seeded_gradient(f, args, pos, "hessian_sparsity")
     seed = torch.ones((), dtype=args[pos[0]].dtype, device=args[pos[0]].device)
-    raw = jacobian_sparsity(g, *args, seed, local=local, strict=strict, representation=representation,
-                            constant_zeros=constant_zeros)
+    raw = jacobian_sparsity(g, *args, seed, argnums=None if sig is None else (*pos, len(args)), local=local,
+                            strict=strict, representation=representation, constant_zeros=constant_zeros)
     k = len(pos)
     # row i of d grad_a / d arg_b is sound for the Hessian's row i; rows of gradient elements that
     # do not read the seed are zero (the gradient is linear in it); the Hessian is symmetric, so
@@ -151,4 +163,7 @@ def hessian_sparsity(f: Callable, *args, local: bool = False, strict: bool = Fal
     live = [torch.zeros(raw[a][k].shape[0], dtype=torch.bool).index_fill_(
         0, structural_coo(raw[a][k])[0], True) for a in range(k)]
     sym = [[_intersected(raw[a][b], live[a], raw[b][a], live[b]) for b in range(k)] for a in range(k)]
+    if sig is not None:
+        res = sig.hessian_nesting().nest(sym)
+        return (res, sig.aux) if has_aux else res
     return tuple(tuple(r) for r in sym) if k > 1 else sym[0][0]

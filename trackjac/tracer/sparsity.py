@@ -6,7 +6,7 @@ from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple, U
 import torch
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
-from .._nesting import nest
+from .._nesting import argnums_of, nesting_of, single_of
 from .._sparse import bool_coo, empty_coo
 from .._threads import intra_op_threads
 from ..dtypes import DIFFERENTIABLE, FLOATING
@@ -27,20 +27,6 @@ def _track_leaf(a: Any, where: str) -> Any:
     return a
 
 
-def _argnums(argnums: Union[None, int, Sequence[int]], n: int) -> Optional[Tuple[int, ...]]:
-    if argnums is None:
-        return None
-    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
-    if not nums or not all(isinstance(k, int) for k in nums):
-        raise TypeError(f"argnums must be an int or a non-empty tuple of ints; got {argnums!r}")
-    norm = tuple(k + n if k < 0 else k for k in nums)
-    if any(not 0 <= k < n for k in norm):
-        raise ValueError(f"argnums {argnums!r} out of range for {n} positional argument(s)")
-    if len(set(norm)) != len(norm):
-        raise ValueError(f"argnums {argnums!r} names an argument twice")
-    return norm
-
-
 class Tracking(NamedTuple):
     """Which arguments were tracked: the new args, the tracked leaves and how to nest over them."""
 
@@ -48,7 +34,7 @@ class Tracking(NamedTuple):
     sources: List[Tracked]
     legacy: bool           # plain tensor arguments only: nest like torch.autograd.functional.jacobian
     groups: list           # per differentiated argument: (its pytree spec, indices into sources or None)
-    single: bool           # argnums was an int: no tuple over arguments
+    single: Optional[bool]  # argnums an int: no tuple over arguments; a tuple: always one (Nesting)
 
 
 def track_args(args, argnums=None) -> Tracking:
@@ -56,7 +42,7 @@ def track_args(args, argnums=None) -> Tracking:
     sources; arguments may be pytrees (dicts, lists, tuples of tensors), as in ``torch.func``.
 
     The sources refuse in-place writes (``f`` must not change its caller's tensors)."""
-    nums = _argnums(argnums, len(args))
+    nums = argnums_of(argnums, len(args))
     chosen = range(len(args)) if nums is None else nums
     legacy = nums is None and all(not isinstance(a, (list, tuple, dict)) for a in args)
     new, srcs, groups = list(args), [], []
@@ -82,26 +68,13 @@ def track_args(args, argnums=None) -> Tracking:
     if not srcs:
         raise TypeError("jacobian_sparsity: no floating-point tensor among the arguments to track "
                         f"(got {', '.join(type(a).__name__ for a in args) or 'no arguments'})")
-    return Tracking(new, srcs, legacy, groups, isinstance(argnums, int))
-
-
-def _nest_inputs(blocks: List[Any], tr: Tracking) -> Any:
-    """Blocks of one output (one per source) nested like the differentiated arguments."""
-    per_arg = []
-    for spec, idx in tr.groups:
-        leaves = [None if j is None else blocks[j] for j in idx]
-        per_arg.append(tree_unflatten(leaves, spec))
-    return per_arg[0] if tr.single or len(per_arg) == 1 else tuple(per_arg)
+    return Tracking(new, srcs, legacy, groups, single_of(argnums))
 
 
 def _nest(table: List[List[Any]], out: Any, tr: Tracking) -> Any:
     """``table[output leaf][source]`` nested like ``torch.autograd.functional.jacobian`` (plain
     tensor arguments, a tensor or tuple output) or else like ``torch.func.jacrev``."""
-    out_leaves, out_spec = tree_flatten(out)
-    if tr.legacy and (isinstance(out, torch.Tensor) or (isinstance(out, (tuple, list))
-                                                         and all(isinstance(o, torch.Tensor) for o in out))):
-        return nest(table, isinstance(out, (tuple, list)), len(tr.sources) > 1)
-    return tree_unflatten([_nest_inputs(row, tr) for row in table], out_spec)
+    return nesting_of(out, tr.legacy, tr.groups, tr.single, len(tr.sources)).nest(table)
 
 
 def _outputs(out: Any, has_aux: bool) -> Tuple[Any, List[torch.Tensor], Any]:
