@@ -27,7 +27,7 @@ from ..coloring import color_columns
 from ..tracer import hessian_sparsity
 from ..tracer.hessian import scalar_output
 from .api import EFFORT, _symmetric
-from .assemble import Block, check_layout, placement
+from .assemble import Block, blocksize_of, check_layout, placement
 from .paths import PathGuard
 from .products import (chunk_of, ControlFlowChanged, SameDraws, try_compile, user_stacklevel,
                        vectorized, vjp_rows)
@@ -203,7 +203,7 @@ class HessianPlan:
                 sel = ((ra == a) & (cb == b)).nonzero().squeeze(1)
                 r, c = st.blocks[a][b]
                 row.append((sel.to(dev), Block(r, c, (sa.shape.numel(), sb.shape.numel()), self.layout,
-                                               self.blocksize, dev)))
+                                               blocksize_of(self.blocksize, a, b), dev)))
             self._blocks.append(row)
         self.nnz = rows.numel()
 

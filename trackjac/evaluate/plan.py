@@ -33,7 +33,7 @@ from torch import Tensor
 
 from .._threads import intra_op_threads
 from ..coloring import Coloring
-from .assemble import Block, check_layout, placement, merge
+from .assemble import Block, blocksize_of, check_layout, placement, merge
 from .products import (chunk_of, ControlFlowChanged, SameDraws, per_color, try_compile,
                        user_stacklevel, vectorized)
 from .structure import check_args, Structure, bind
@@ -161,7 +161,7 @@ class Plan:
             brow, grow = [], []
             for i, (r, c) in enumerate(row):
                 m, n = st.out_specs[j].shape.numel(), st.in_specs[i].shape.numel()
-                brow.append(Block(r, c, (m, n), self.layout, self.blocksize, dev))
+                brow.append(Block(r, c, (m, n), self.layout, blocksize_of(self.blocksize, j, i), dev))
                 col, pos = cl.compressed_index(r, c, (ro[j], co[i]))
                 width = cl.compressed(m, n)
                 per_chunk = []
