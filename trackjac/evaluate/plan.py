@@ -34,6 +34,7 @@ from torch import Tensor
 from .._threads import intra_op_threads
 from ..coloring import Coloring
 from .assemble import Block, blocksize_of, check_layout, placement, merge
+from .state import jacobian_from_state, jacobian_state
 from .products import (chunk_of, ControlFlowChanged, SameDraws, per_color, try_compile,
                        user_stacklevel, vectorized)
 from .structure import check_args, Structure, bind
@@ -432,6 +433,24 @@ class Plan:
     def pattern(self):
         """The structural pattern, sparse COO bool, nested like the Jacobian."""
         return self.structure.nest(self.structure.patterns(self.device))
+
+    # -- saving -------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """Pattern, coloring, layout, blocksize, chunk size, specs (and path reads, constant
+        entries) as CPU tensors and plain values: ``torch.save`` writes it, ``torch.load(...,
+        weights_only=True)`` reads it, :meth:`from_state` rebuilds the plan from it."""
+        return jacobian_state(self)
+
+    @classmethod
+    def from_state(cls, f: Callable, state: dict, *, compile: bool = False,
+                   threads: Optional[int] = None) -> "Plan":
+        """The plan saved as ``state`` (:meth:`state_dict`), without detection or coloring.
+
+        You assert that ``f`` is the function the plan was built for (its code cannot be
+        compared); ``plan.check(*args)`` verifies cheaply. A ValueError for a state of another
+        format version, an invalid coloring, and (at each call) arguments of other specs."""
+        return jacobian_from_state(f, state, compile=compile, threads=threads)
 
     # -- validation ---------------------------------------------------------------
 
