@@ -243,3 +243,11 @@ def test_auto_forward_plan_can_still_switch_to_reverse(tmp_path):
     loaded = Plan.from_state(f, state)
     assert loaded._rev_coloring is not None and loaded._rev_coloring().mode == "rev"
     assert not Plan.from_state(f, jacobian_plan(f, x, mode="fwd").state_dict())._rev_coloring
+
+
+def test_docs_example_runs():
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    text = open(os.path.join(root, "docs", "engine.md"), encoding="utf-8").read()
+    block = text.split("test_plan_state.py::test_docs_example_runs -->\n```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(block, "docs/engine.md", "exec"), {})
