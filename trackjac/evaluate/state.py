@@ -177,8 +177,6 @@ def check_header(state: Any, kind: str) -> None:
 def jacobian_state(plan: Any) -> Dict[str, Any]:
     from .constant_part import VariablePartPlan
 
-    if type(plan).__name__ == "DistributedPlan":
-        raise TypeError("a DistributedPlan has no state_dict: save the state of the plan each rank builds")
     state = _header("jacobian", plan)
     state.update(structure=structure_state(plan.structure), coloring=coloring_state(plan.coloring),
                  mode=plan.mode, chunk_size=plan._chunk_arg, auto=plan._rev_coloring is not None,
