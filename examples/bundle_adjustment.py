@@ -86,23 +86,6 @@ class Problem:
 # --- Levenberg-Marquardt with a Schur complement on BSR blocks -------------------------
 
 
-def regroup(J, blocksize):
-    """A BSR matrix with r x c blocks as one with r x (k c) blocks (k consecutive blocks merged).
-
-    ``jacobian_plan`` takes one blocksize for all inputs; the camera Jacobian asked for
-    with 2 x 3 blocks holds exactly 3 consecutive ones per observation: together, the
-    2 x 9 camera block.
-    """
-    r, c = J.values().shape[1:]
-    R, C = blocksize
-    k = C // c
-    assert R == r and C == k * c
-    nb = J.values().shape[0] // k
-    vals = J.values().reshape(nb, k, r, c).transpose(1, 2).reshape(nb, R, C)
-    return torch.sparse_bsr_tensor(J.crow_indices() // k, J.col_indices()[::k] // k, vals, J.shape,
-                                   check_invariants=False)
-
-
 def blocks(Jc, Jp, n_obs):
     """Per-observation blocks A (O, 2, 9), B (O, 2, 3) and their camera / point indices.
 
@@ -169,7 +152,8 @@ def main(argv=None):
           f"({2 * O} residuals, {9 * C + 3 * P} parameters)")
 
     t = time.perf_counter()
-    plan = trackjac.jacobian_plan(prob.residual, cams, pts, layout=torch.sparse_bsr, blocksize=(2, 3))
+    # one blocksize per argument: a 2 x 9 block per (observation, camera), 2 x 3 per point
+    plan = trackjac.jacobian_plan(prob.residual, cams, pts, layout=torch.sparse_bsr, blocksize=[(2, 9), (2, 3)])
     t_plan = time.perf_counter() - t
     print(f"plan: pattern + coloring in {t_plan:.2f} s, {plan.num_colors} colors ({plan.mode}) "
           f"instead of {2 * O} vjps or {9 * C + 3 * P} jvps")
@@ -203,7 +187,6 @@ def main(argv=None):
     for it in range(1, a.iters + 1):
         t = time.perf_counter()
         r, (Jc, Jp) = plan.value_and_jacobian(cams, pts)
-        Jc = regroup(Jc, (2, 9))
         t_jac += time.perf_counter() - t
         A, B, ci, pi = blocks(Jc, Jp, O)
         for _ in range(10):                              # raise lambda until the cost drops

@@ -217,8 +217,11 @@ def jacobian_plan(
     Args:
         mode: "rev" (row coloring, batched vjp), "fwd" (column coloring,
             batched jvp) or "auto" (fewer colors; rev on ties).
-        layout: torch.sparse_coo, torch.sparse_csr or torch.sparse_bsr (with
-            ``blocksize=(r, c)``; blocks holding any structural nonzero are stored).
+        layout: torch.sparse_coo, torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr or
+            torch.sparse_bsc (with ``blocksize``: ``(r, c)``, one per differentiated argument as a
+            sequence or a dict by argument position, or a grid [output][argument]; blocks holding
+            any structural nonzero are stored). Save and load with ``plan.state_dict()`` and
+            :meth:`Plan.from_state`.
         chunk_size: colors per batched vjp/jvp (default: all at once); bounds
             the compressed memory to ``chunk_size x (outputs + inputs)`` values.
         memory_budget: bytes for the seeds and compressed products at a time

@@ -24,7 +24,7 @@ from torch import Tensor
 from ..coloring import Coloring
 from ..errors import user_stacklevel
 from ..tracer import jacobian_sparsity
-from .assemble import Block, merge
+from .assemble import Block, blocksize_of, merge
 from .plan import Plan
 from .structure import Structure, _grid
 
@@ -137,7 +137,7 @@ class VariablePartPlan(Plan):
         self._var_pos = [[vp.to(dev) for _, vp in row] for row in self._split]
         self._blocks = [
             [Block(r, c, (full.out_specs[j].shape.numel(), full.in_specs[i].shape.numel()), self.layout,
-                   self.blocksize, dev) for i, (r, c) in enumerate(row)]
+                   blocksize_of(self.blocksize, j, i), dev) for i, (r, c) in enumerate(row)]
             for j, row in enumerate(full.blocks)
         ]
         self.nnz = sum(b.nnz for row in self._blocks for b in row)

@@ -29,9 +29,10 @@ from ..tracer import hessian_sparsity
 from ..tracer.hessian import scalar_output
 from ..tracer.signature import Signature
 from .api import EFFORT, _symmetric
-from .assemble import Block, check_layout, placement
+from .assemble import Block, blocksize_of, check_layout, placement
 from .distributed import check_output, distribute
 from .paths import PathGuard
+from .state import hessian_from_state, hessian_state
 from .products import (chunk_of, ControlFlowChanged, SameDraws, try_compile, user_stacklevel,
                        vectorized, vjp_rows)
 from .structure import check_args, Spec, Structure, _grid, diff_positions, with_reads
@@ -225,7 +226,7 @@ class HessianPlan:
                 sel = ((ra == a) & (cb == b)).nonzero().squeeze(1)
                 r, c = st.blocks[a][b]
                 row.append((sel.to(dev), Block(r, c, (sa.shape.numel(), sb.shape.numel()), self.layout,
-                                               self.blocksize, dev)))
+                                               blocksize_of(self.blocksize, a, b), dev)))
             self._blocks.append(row)
         self.nnz = rows.numel()
 
@@ -405,6 +406,16 @@ class HessianPlan:
 
     def _validate(self, args: Sequence[Any]) -> None:
         check_args(self.structure, args)
+
+    def state_dict(self) -> dict:
+        """Pattern, coloring, layout, blocksize, chunk size, specs (and path reads) as CPU tensors
+        and plain values, for ``torch.save``; :meth:`from_state` rebuilds the plan from it."""
+        return hessian_state(self)
+
+    @classmethod
+    def from_state(cls, f: Callable, state: dict, *, compile: bool = False) -> "HessianPlan":
+        """The plan saved as ``state``, without detection or coloring; as :meth:`trackjac.Plan.from_state`."""
+        return hessian_from_state(f, state, compile=compile)
 
     def __repr__(self) -> str:
         return (f"HessianPlan(num_colors={self.num_colors}, nnz={self.nnz}, shape=({self.n}, {self.n}), "

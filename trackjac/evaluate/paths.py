@@ -122,3 +122,10 @@ class PathGuard:
             return min(len(now), len(self.reads)), (
                 f"Python read {len(now)} tensor value(s) where it read {len(self.reads)} at build")
         return None
+
+    @classmethod
+    def restore(cls, f: Callable, reads: List[Read], traced: List[Read]) -> "PathGuard":
+        """The guard of saved ``reads`` and ``traced`` (a plan's state), without running ``f``."""
+        guard = cls.__new__(cls)
+        guard.f, guard.reads, guard.traced = f, [tuple(r) for r in reads], [tuple(r) for r in traced]
+        return guard

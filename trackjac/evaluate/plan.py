@@ -34,7 +34,8 @@ from torch import Tensor
 from .._threads import intra_op_threads
 from ..coloring import Coloring
 from ..tracer.signature import Signature
-from .assemble import Block, check_layout, placement, merge
+from .assemble import Block, blocksize_of, check_layout, placement, merge
+from .state import jacobian_from_state, jacobian_state
 from .products import (chunk_of, ControlFlowChanged, SameDraws, per_color, try_compile,
                        user_stacklevel, vectorized)
 from .structure import check_args, positional, Structure, bind
@@ -166,7 +167,7 @@ class Plan:
             brow, grow = [], []
             for i, (r, c) in enumerate(row):
                 m, n = st.out_specs[j].shape.numel(), st.in_specs[i].shape.numel()
-                brow.append(Block(r, c, (m, n), self.layout, self.blocksize, dev))
+                brow.append(Block(r, c, (m, n), self.layout, blocksize_of(self.blocksize, j, i), dev))
                 col, pos = cl.compressed_index(r, c, (ro[j], co[i]))
                 width = cl.compressed(m, n)
                 per_chunk = []
@@ -463,6 +464,24 @@ class Plan:
     def pattern(self):
         """The structural pattern, sparse COO bool, nested like the Jacobian."""
         return self.structure.nest(self.structure.patterns(self.device))
+
+    # -- saving -------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """Pattern, coloring, layout, blocksize, chunk size, specs (and path reads, constant
+        entries) as CPU tensors and plain values: ``torch.save`` writes it, ``torch.load(...,
+        weights_only=True)`` reads it, :meth:`from_state` rebuilds the plan from it."""
+        return jacobian_state(self)
+
+    @classmethod
+    def from_state(cls, f: Callable, state: dict, *, compile: bool = False,
+                   threads: Optional[int] = None) -> "Plan":
+        """The plan saved as ``state`` (:meth:`state_dict`), without detection or coloring.
+
+        You assert that ``f`` is the function the plan was built for (its code cannot be
+        compared); ``plan.check(*args)`` verifies cheaply. A ValueError for a state of another
+        format version, an invalid coloring, and (at each call) arguments of other specs."""
+        return jacobian_from_state(f, state, compile=compile, threads=threads)
 
     # -- validation ---------------------------------------------------------------
 
