@@ -9,7 +9,7 @@ The damped normal equations
 
 reduce to the camera system ``S dc = -g_c + W V^-1 g_p`` with ``S = U - W V^-1 W^T``, then
 ``dp = V^-1 (-g_p - W^T dc)``. ``V^-1`` is a batch of ``block x block`` Cholesky solves.
-``S`` is formed densely (sparse-sparse products) when it has at most ``dense_max`` rows, else
+``S`` is formed densely (summed over pairs of entries) when it has at most ``dense_max`` rows, else
 solved by CG with products through ``J_c`` and ``J_p`` only.
 """
 from __future__ import annotations
@@ -78,24 +78,43 @@ def point_blocks(op: SparseOperator, split: int, block: int) -> PointBlocks:
     return PointBlocks(B, hi, (n - split) // block)
 
 
-def _block_diag_coo(blocks: Tensor) -> Tensor:
-    """A (P, k, k) batch as a sparse COO (P k, P k) block-diagonal matrix."""
-    P, k, _ = blocks.shape
-    base = (torch.arange(P, device=blocks.device) * k)[:, None, None]
-    i = torch.arange(k, device=blocks.device)
-    rows = (base + i[None, :, None]).expand(P, k, k)
-    cols = (base + i[None, None, :]).expand(P, k, k)
-    return torch.sparse_coo_tensor(torch.stack([rows.reshape(-1), cols.reshape(-1)]), blocks.reshape(-1),
-                                   (P * k, P * k), check_invariants=False).coalesce()
+def _add_group_grams(S: Tensor, n: int, labels: Tensor, cols: Tensor, X: Tensor, M: Optional[Tensor],
+                     sign: float) -> None:
+    """``S[c_i, c_j] += sign * X_i M_g X_j^T`` over all entry pairs ``i, j`` of each group ``g``.
+
+    Entries come sorted by ``labels`` (their group), with a column ``cols`` and a row vector
+    ``X`` (entries, b); ``M`` is a (groups, b, b) batch (None: the identity). Groups of equal
+    size go through one batched matmul, so the work is the pairs, sum over groups of k^2.
+    """
+    counts = torch.bincount(labels)
+    start = torch.cumsum(counts, 0) - counts
+    for k in torch.unique(counts).tolist():
+        if k == 0:
+            continue
+        g = torch.nonzero(counts == k).squeeze(1)
+        idx = start[g, None] + torch.arange(k, device=g.device)          # (groups of size k, k)
+        Xg = X[idx]
+        Yg = Xg if M is None else Xg @ M[g]
+        c = cols[idx]
+        S.index_add_(0, (c[:, :, None] * n + c[:, None, :]).reshape(-1), (sign * Yg @ Xg.transpose(1, 2)).reshape(-1))
 
 
-def _jp_coo(jp: PointBlocks) -> Tensor:
-    has = torch.nonzero(jp.point >= 0).squeeze(1)
-    k = jp.B.shape[1]
-    rows = has.repeat_interleave(k)
-    cols = (jp.point[has, None] * k + torch.arange(k, device=has.device)).reshape(-1)
-    return torch.sparse_coo_tensor(torch.stack([rows, cols]), jp.B[has].reshape(-1),
-                                   (jp.B.shape[0], jp.n_points * k), check_invariants=False).coalesce()
+def _dense_reduced(jc: SparseOperator, jp: PointBlocks, Vi: Tensor) -> Tensor:
+    """``J_c^T J_c - W V^-1 W^T`` as a dense (split, split) matrix, summed over entry pairs that
+    share a row (for ``J_c^T J_c``) or a point (for ``W V^-1 W^T``): the work is the nonzeros of
+    the reduced system, never rows x columns."""
+    nc = jc.shape[1]
+    S = jc.vals.new_zeros(nc * nc)
+    order = torch.argsort(jc.rows, stable=True)
+    rows, cols, vals = jc.rows[order], jc.cols[order], jc.vals[order]
+    _add_group_grams(S, nc, rows, cols, vals[:, None], None, 1.0)
+    # W = J_c^T J_p: one b-vector per (point, camera column) that share a residual
+    sees = jp.point[rows] >= 0
+    pt, c = jp.point[rows[sees]], cols[sees]
+    keys, inv = torch.unique(pt * nc + c, return_inverse=True)     # sorted: grouped by point
+    W = vals.new_zeros(keys.numel(), jp.B.shape[1]).index_add_(0, inv, vals[sees, None] * jp.B[rows[sees]])
+    _add_group_grams(S, nc, keys // nc, keys % nc, W, Vi, -1.0)
+    return S.reshape(nc, nc)
 
 
 def schur_step(op: SparseOperator, r: Tensor, damping: float, damping_diag: str, split: int, block: int,
@@ -122,12 +141,8 @@ def schur_step(op: SparseOperator, r: Tensor, damping: float, damping_diag: str,
     if split == 0:
         dc = rhs
     elif split <= dense_max:
-        Jc, Jp = jc.to_torch(), _jp_coo(jp)
-        W = torch.sparse.mm(Jc.t().coalesce(), Jp)
         Vi = torch.cholesky_solve(torch.eye(block, dtype=V.dtype, device=V.device).expand_as(V), L)
-        WVW = torch.sparse.mm(torch.sparse.mm(W, _block_diag_coo(Vi)), W.t().coalesce())
-        S = torch.sparse.mm(Jc.t().coalesce(), Jc).to_dense() - WVW.to_dense()
-        S = S + torch.diag(damping * Dc)
+        S = _dense_reduced(jc, jp, Vi) + torch.diag(damping * Dc)
         Ls, bad = torch.linalg.cholesky_ex(S)
         if int(bad) != 0:
             raise ValueError("schur: the reduced camera system is singular; use damping > 0")
