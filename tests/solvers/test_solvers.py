@@ -282,3 +282,17 @@ def test_lm_arguments():
     assert res.converged and res.iterations == 0 and res.cost == 0   # already at the minimum
     res = levenberg_marquardt(rosenbrock, torch.tensor([-1.2, 1.0], dtype=D64), max_iter=2)
     assert not res.converged and res.message == "max_iter=2 iterations" and res.iterations == 2
+
+
+def test_docs_examples_run():
+    """Every python block of docs/solvers.md runs (the scipy one only where scipy is installed)."""
+    import os
+    import re
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    text = open(os.path.join(root, "docs", "solvers.md"), encoding="utf-8").read()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) == 4
+    for block in blocks:
+        if "scipy" in block:
+            pytest.importorskip("scipy")
+        exec(compile(block, "docs/solvers.md", "exec"), {})
