@@ -275,6 +275,10 @@ def test_lm_arguments():
         levenberg_marquardt(rosenbrock, torch.ones(4, dtype=torch.int64))
     with pytest.raises(TypeError, match="one tensor of residuals"):
         levenberg_marquardt(lambda x: (x, x), torch.ones(4, dtype=D64))
+    with pytest.raises(ValueError, match="not finite"):
+        levenberg_marquardt(lambda x: x / 0, torch.zeros(4, dtype=D64))
+    with pytest.raises(ValueError, match="x0 is empty"):
+        levenberg_marquardt(lambda x: x, torch.zeros(0, dtype=D64))
     plan = trackjac.jacobian_plan(rosenbrock, torch.ones(4, dtype=D64))
     with pytest.raises(ValueError, match="plan_options are for building a plan"):
         levenberg_marquardt(rosenbrock, torch.ones(4, dtype=D64), plan=plan, plan_options={"mode": "rev"})

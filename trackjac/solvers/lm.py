@@ -74,6 +74,8 @@ def levenberg_marquardt(f: Callable, x0: Any, plan: Any = None, *, max_iter: int
     if not isinstance(max_iter, int) or max_iter < 0 or not isinstance(max_tries, int) or max_tries < 1:
         raise ValueError("levenberg_marquardt: max_iter must be an int >= 0 and max_tries an int >= 1")
     xs = tuple(x.detach() for x in xs)
+    if sum(x.numel() for x in xs) == 0:
+        raise ValueError("levenberg_marquardt: x0 is empty")
     step_options = dict(step_options or {})
 
     def residual(*a: Tensor) -> Tensor:
@@ -94,6 +96,8 @@ def levenberg_marquardt(f: Callable, x0: Any, plan: Any = None, *, max_iter: int
 
     r, J = linearize(xs)
     cost = 0.5 * float(r @ r)
+    if not math.isfinite(cost):
+        raise ValueError(f"levenberg_marquardt: the residuals at x0 are not finite (cost {cost})")
     res = LMResult(x0, cost, [cost], [], plan=plan, jacobians=1)
     lam, x = float(damping), _flat(xs)
     it = 0
