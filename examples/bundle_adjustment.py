@@ -26,6 +26,7 @@ import torch
 from torch.func import jacfwd
 
 import trackjac
+from trackjac.solvers import gauss_newton_step, levenberg_marquardt
 
 warnings.filterwarnings("ignore", message="Sparse (CSR|BSR|CSC|BSC)? ?tensor support is in beta")
 
@@ -83,57 +84,9 @@ class Problem:
         return 0.5 * float((self.residual(cams, pts) ** 2).sum())
 
 
-# --- Levenberg-Marquardt with a Schur complement on BSR blocks -------------------------
+# --- BSR blocks ----------------------------------------------------------------------
 
 
-def blocks(Jc, Jp, n_obs):
-    """Per-observation blocks A (O, 2, 9), B (O, 2, 3) and their camera / point indices.
-
-    ``Jc`` is BSR (2 O, 9 C) with 2 x 9 blocks, ``Jp`` BSR (2 O, 3 P) with 2 x 3 blocks:
-    each block row (one observation) holds exactly one block of each.
-    """
-    for J, bs in ((Jc, (2, 9)), (Jp, (2, 3))):
-        assert J.layout == torch.sparse_bsr and tuple(J.values().shape[1:]) == bs
-        assert torch.equal(J.crow_indices(), torch.arange(n_obs + 1)), "one block per observation"
-    return Jc.values(), Jp.values(), Jc.col_indices(), Jp.col_indices()
-
-
-def point_pairs(pi):
-    """All (o1, o2) observation pairs that see the same point."""
-    order = torch.argsort(pi, stable=True)
-    counts = torch.bincount(pi)
-    start = torch.cumsum(counts, 0) - counts
-    k = counts[pi[order]]                              # group size of each sorted observation
-    o1_sorted = torch.repeat_interleave(torch.arange(pi.numel()), k)
-    within = torch.arange(o1_sorted.numel()) - torch.repeat_interleave(torch.cumsum(k, 0) - k, k)
-    o2_sorted = start[pi[order]][o1_sorted] + within
-    return order[o1_sorted], order[o2_sorted]
-
-
-def lm_step(A, B, ci, pi, r, lam, C, P, pairs):
-    """Solve (J^T J + lam diag(J^T J)) delta = -J^T r by eliminating the points."""
-    At, Bt = A.transpose(1, 2), B.transpose(1, 2)
-    U = torch.zeros(C, 9, 9, dtype=A.dtype).index_add_(0, ci, At @ A)
-    V = torch.zeros(P, 3, 3, dtype=A.dtype).index_add_(0, pi, Bt @ B)
-    W = At @ B                                          # (O, 9, 3): camera-point coupling
-    gc = torch.zeros(C, 9, dtype=A.dtype).index_add_(0, ci, (At @ r.unsqueeze(-1)).squeeze(-1))
-    gp = torch.zeros(P, 3, dtype=A.dtype).index_add_(0, pi, (Bt @ r.unsqueeze(-1)).squeeze(-1))
-    U = U + lam * torch.diag_embed(torch.diagonal(U, dim1=1, dim2=2)) + 1e-12 * torch.eye(9)
-    V = V + lam * torch.diag_embed(torch.diagonal(V, dim1=1, dim2=2)) + 1e-12 * torch.eye(3)
-    Vinv = torch.linalg.inv(V)
-    Y = W @ Vinv[pi]                                    # (O, 9, 3)
-    # reduced camera system S dc = b, S = U - W V^-1 W^T (dense 9C x 9C, small)
-    o1, o2 = pairs
-    S = torch.zeros(C * C, 9, 9, dtype=A.dtype).index_add_(0, ci[o1] * C + ci[o2], Y[o1] @ W[o2].transpose(1, 2))
-    S = -S.reshape(C, C, 9, 9)
-    S[torch.arange(C), torch.arange(C)] += U
-    S = S.permute(0, 2, 1, 3).reshape(9 * C, 9 * C)
-    b = -gc + torch.zeros(C, 9, dtype=A.dtype).index_add_(0, ci, (Y @ gp[pi].unsqueeze(-1)).squeeze(-1))
-    dc = torch.linalg.solve(S, b.reshape(-1)).reshape(C, 9)
-    # back-substitute the points, block by block
-    rhs = -gp - torch.zeros(P, 3, dtype=A.dtype).index_add_(0, pi, (W.transpose(1, 2) @ dc[ci].unsqueeze(-1)).squeeze(-1))
-    dp = (Vinv @ rhs.unsqueeze(-1)).squeeze(-1)
-    return dc, dp
 
 
 def main(argv=None):
@@ -175,40 +128,28 @@ def main(argv=None):
               f"of blocks) vs dense jacfwd {1e3 * t_dense:.0f} ms ({mb:.0f} MB): "
               f"{t_dense / t_sparse:.0f}x faster, same values")
 
-    # --- Levenberg-Marquardt -------------------------------------------------------------
-    pairs = point_pairs(prob.pt_idx)
-    lam = 1e-3
-    cost = prob.cost(cams, pts)
+    # --- Levenberg-Marquardt: trackjac.solvers, the points eliminated by a Schur complement ---
+    # The plan's blocks are (cameras, points): method="schur" takes the last input as the point
+    # blocks (3 columns each; every observation sees one point) and solves the reduced camera system.
     cost_true = prob.cost(*prob.true)
-    print(f"\n{'iter':>4} {'cost':>12} {'lambda':>8} {'step':>8}  (cost at the ground truth: {cost_true:.1f})")
-    print(f"{0:>4} {cost:12.4f} {lam:8.0e}")
-    t_jac = t_solve = 0.0
     t0 = time.perf_counter()
-    for it in range(1, a.iters + 1):
-        t = time.perf_counter()
-        r, (Jc, Jp) = plan.value_and_jacobian(cams, pts)
-        t_jac += time.perf_counter() - t
-        A, B, ci, pi = blocks(Jc, Jp, O)
-        for _ in range(10):                              # raise lambda until the cost drops
-            t = time.perf_counter()
-            dc, dp = lm_step(A, B, ci, pi, r, lam, C, P, pairs)
-            t_solve += time.perf_counter() - t
-            new = prob.cost(cams + dc, pts + dp)
-            if new < cost:
-                cams, pts = cams + dc, pts + dp
-                lam = max(lam / 3, 1e-9)
-                break
-            lam *= 4
-        rel = (cost - new) / cost if new < cost else 0.0
-        cost = min(cost, new)
-        print(f"{it:>4} {cost:12.4f} {lam:8.0e} {float(torch.cat([dc.reshape(-1), dp.reshape(-1)]).norm()):8.1e}")
-        if rel < 1e-10:
-            break
+    res = levenberg_marquardt(prob.residual, (cams, pts), plan=plan, method="schur", damping=1e-3,
+                              max_iter=a.iters)
     t_total = time.perf_counter() - t0
-    print(f"\nLM: {it} iterations in {t_total:.2f} s (Jacobians {t_jac:.2f} s, Schur solves {t_solve:.2f} s)")
+    print(f"\n{'iter':>4} {'cost':>12} {'lambda':>8}  (cost at the ground truth: {cost_true:.1f})")
+    print(f"{0:>4} {res.costs[0]:12.4f} {1e-3:8.0e}")
+    for it, (c, lam) in enumerate(zip(res.costs[1:], res.dampings), 1):
+        print(f"{it:>4} {c:12.4f} {lam:8.0e}")
+    cams, pts = res.x
+    r, J = plan.value_and_jacobian(cams, pts)
+    t = time.perf_counter()
+    gauss_newton_step(J, r, 1e-3, "schur")
+    t_step = time.perf_counter() - t
+    print(f"\nLM: {res.iterations} iterations, {res.jacobians} Jacobians in {t_total:.2f} s "
+          f"(one Schur step: {1e3 * t_step:.1f} ms); {res.message}")
+    cost = res.cost
     assert cost <= cost_true, f"LM stopped above the ground truth's cost ({cost:.2f} > {cost_true:.2f})"
     print(f"OK: final cost {cost:.2f} <= ground truth {cost_true:.2f}")
-
 
 if __name__ == "__main__":
     main()

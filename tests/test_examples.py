@@ -34,7 +34,8 @@ def run_example(name, *args, timeout=240):
 
 def test_every_example_is_tested():
     tested = {"seed_participation.py", "bundle_adjustment.py", "brusselator_newton.py",
-              "gnn_message_passing.py", "newton_logistic.py", "distributed_rows.py"}
+              "gnn_message_passing.py", "newton_logistic.py", "distributed_rows.py",
+              "least_squares_scipy.py"}
     assert set(f for f in os.listdir(EXAMPLES) if f.endswith(".py")) == tested
 
 
@@ -74,6 +75,14 @@ def test_brusselator_newton_torch_solver():
 def test_bundle_adjustment_small():
     out = run_example("bundle_adjustment.py", "--cams", "8", "--points", "120", "--iters", "10")
     assert "OK: final cost" in out and "same values" in out
+
+
+@needs_engine
+def test_least_squares_scipy_small():
+    pytest.importorskip("scipy")
+    out = run_example("least_squares_scipy.py", "--small")
+    assert "same values" in out and "jac_sparsity=trackjac (2-point)" in out
+    assert out.rstrip().endswith("OK: all three reach the same solution")
 
 
 @needs_engine
