@@ -433,6 +433,11 @@ class Plan:
         """The structural pattern, sparse COO bool, nested like the Jacobian."""
         return self.structure.nest(self.structure.patterns(self.device))
 
+    @property
+    def sparsity(self):
+        """The structural pattern as a :class:`~trackjac.SparsityPattern` (shapes, names, conversions)."""
+        return self.structure.sparsity(self.f, self.device)
+
     # -- validation ---------------------------------------------------------------
 
     def _validate(self, args: Sequence[Any]) -> None:

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from .._nesting import nest, output_list
 from .._sparse import bool_coo, structural_coo
+from ..pattern import Nesting, SparsityPattern, argument_names
 from ..tracer import jacobian_sparsity
 from ..tracer.state import config
 
@@ -86,6 +87,16 @@ class Structure:
         return [[bool_coo(r, c, (self.out_specs[j].shape.numel(), self.in_specs[i].shape.numel()), device)
                  for i, (r, c) in enumerate(row)] for j, row in enumerate(self.blocks)]
 
+    def sparsity(self, f: Optional[Callable] = None, device=None, hessian: bool = False) -> SparsityPattern:
+        """The blocks as a :class:`SparsityPattern`, inputs named after ``f``'s parameters
+        (``hessian``: the rows are the gradients, named like the inputs)."""
+        names = None if f is None else argument_names(f, self.n_args)
+        in_names = None if names is None else [names[p] for p in self.diff_pos]
+        return SparsityPattern(self.patterns(device), [s.shape for s in self.out_specs],
+                               [s.shape for s in self.in_specs], in_names=in_names,
+                               out_names=in_names if hessian else None,
+                               nesting=Nesting(self.out_tuple, self.in_tuple))
+
 
 def diff_positions(args: Sequence[Any]) -> List[int]:
     """Positions of the floating-point tensor arguments (the ones differentiated)."""
@@ -125,8 +136,17 @@ def _block_indices(p: Any, shape: Tuple[int, int], where: str) -> Tuple[Tensor, 
 
 
 def _grid(patterns: Any, out_specs: List[Spec], in_specs: List[Spec], out_tuple: bool) -> List[List[Tuple[Tensor, Tensor]]]:
-    """Pattern blocks as grid[output][input], accepting the nesting of jacobian_sparsity."""
+    """Pattern blocks as grid[output][input], accepting the nesting of jacobian_sparsity or a
+    :class:`SparsityPattern` (whose shapes must be the ones ``f`` has here)."""
     n_out, n_in = len(out_specs), len(in_specs)
+    if isinstance(patterns, SparsityPattern):
+        got = ([tuple(s) for s in patterns.out_shapes], [tuple(s) for s in patterns.in_shapes])
+        want = ([tuple(s.shape) for s in out_specs], [tuple(s.shape) for s in in_specs])
+        if got != want:
+            raise ValueError(f"pattern: the SparsityPattern is for outputs {got[0]} and inputs {got[1]}; "
+                             f"here they are {want[0]} and {want[1]}")
+        patterns = patterns.blocks
+        out_tuple = True   # blocks is a full grid, whatever the counts
 
     def seq(x):
         return isinstance(x, (tuple, list))

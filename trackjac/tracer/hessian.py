@@ -22,6 +22,7 @@ from torch.overrides import TorchFunctionMode
 
 from .._sparse import bool_coo, structural_coo
 from ..dtypes import FLOATING
+from ..pattern import Nesting, SparsityPattern, argument_names
 from ..rules.gradient import gradient_seed
 from .context import _FACTORIES, _RANDOM_FACTORIES
 from .origin import RANDOM, drawn_globally
@@ -116,7 +117,8 @@ def _intersected(p, live_p, pt, live_pt) -> torch.Tensor:
 
 
 def hessian_sparsity(f: Callable, *args, local: bool = False, strict: bool = False,
-                     representation: Optional[str] = None, constant_zeros: Optional[str] = None):
+                     representation: Optional[str] = None, constant_zeros: Optional[str] = None,
+                     result: str = "nested"):
     """Structural sparsity pattern of the Hessian of scalar ``f`` at ``args``.
 
     Every floating tensor argument is differentiated. ``(i, j)`` is in the pattern
@@ -130,12 +132,15 @@ def hessian_sparsity(f: Callable, *args, local: bool = False, strict: bool = Fal
     Returns:
         A symmetric coalesced sparse COO bool matrix ``(x.numel(), x.numel())``, or for
         several inputs a tuple of tuples ``H[a][b]`` of shape ``(arg_a.numel(), arg_b.numel())``,
-        nested like ``torch.autograd.functional.hessian``.
+        nested like ``torch.autograd.functional.hessian``; with ``result="pattern"`` a
+        :class:`~trackjac.SparsityPattern` (outputs and inputs both the arguments, by name).
 
     Cost: one tracked run of ``f`` and of its backward (``torch.func.vjp``); memory
     proportional to the dependencies of the intermediate tensors and gradients,
     which for the gradient is the Hessian's number of nonzeros.
     """
+    if result not in ("nested", "pattern"):
+        raise ValueError(f"hessian_sparsity: result must be 'nested' or 'pattern'; got {result!r}")
     pos: List[int] = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.dtype in FLOATING]
     if not pos:
         raise TypeError("hessian_sparsity: no floating-point tensor among the arguments to differentiate")
@@ -151,4 +156,9 @@ def hessian_sparsity(f: Callable, *args, local: bool = False, strict: bool = Fal
     live = [torch.zeros(raw[a][k].shape[0], dtype=torch.bool).index_fill_(
         0, structural_coo(raw[a][k])[0], True) for a in range(k)]
     sym = [[_intersected(raw[a][b], live[a], raw[b][a], live[b]) for b in range(k)] for a in range(k)]
+    if result == "pattern":
+        names = argument_names(f, len(args))
+        shapes = [args[p].shape for p in pos]
+        return SparsityPattern(sym, shapes, shapes, out_names=[names[p] for p in pos],
+                               in_names=[names[p] for p in pos], nesting=Nesting(k > 1, k > 1))
     return tuple(tuple(r) for r in sym) if k > 1 else sym[0][0]
