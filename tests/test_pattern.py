@@ -1,6 +1,9 @@
 """``trackjac.SparsityPattern``: blocks, shapes, names and nesting of a real function's pattern,
 checked against ``jacobian_sparsity``'s nested result, ``depends_on`` and the dense autograd
 Jacobian; conversions; ``spy``, the CLI, ``to_scipy`` and the engine accepting it."""
+import os
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -268,3 +271,15 @@ def test_repr():
     r = repr(jacobian_sparsity(three_outputs, x, y, result="pattern"))
     assert r.startswith("SparsityPattern(11 x 8, nnz=")
     assert "outputs=[output 0 (4,), output 1 (2, 3), output 2 ()], inputs=[x (4,), y (4,)]" in r
+
+
+def test_docs_examples_run():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    marker = "tests/test_pattern.py::test_docs_examples_run -->\n```python\n"
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    for page in ("api.md", "concepts.md"):
+        text = open(os.path.join(root, "docs", page), encoding="utf-8").read()
+        assert marker in text, page
+        block = text.split(marker, 1)[1].split("```", 1)[0]
+        r = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, env=env, timeout=300)
+        assert r.returncode == 0, f"docs/{page}: {r.stderr[-3000:]}"
