@@ -258,6 +258,8 @@ def test_errors():
         p.block(0, "z")
     with pytest.raises(IndexError, match="output 3 out of range"):
         p.view(3, 0)
+    with pytest.raises(TypeError, match="must be an int or a name"):
+        p.block(True, 0)
     with pytest.raises(ValueError, match=r"block \(0, 0\) has shape \(4, 3\)"):
         SparsityPattern([[torch.zeros(4, 3)]], [(4,)], [(4,)])
     with pytest.raises(ValueError, match="expected 1 x 2 blocks"):

@@ -10,6 +10,7 @@ This module is pattern algebra only: it imports nothing from the tracer or the e
 from __future__ import annotations
 
 import inspect
+import operator
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
@@ -75,9 +76,13 @@ def _size(s: Any) -> torch.Size:
 def _index(key: Key, names: Sequence[str], kind: str) -> int:
     """Position of a block row/column from an int (negative counts from the end) or a name."""
     n = len(names)
-    if isinstance(key, bool) or not isinstance(key, (int, str)):
-        raise TypeError(f"SparsityPattern: {kind} must be an int or a name; got {type(key).__name__}")
-    if isinstance(key, int):
+    if not isinstance(key, str):
+        try:
+            if isinstance(key, bool):
+                raise TypeError
+            key = operator.index(key)   # ints and integer scalars, not floats
+        except TypeError:
+            raise TypeError(f"SparsityPattern: {kind} must be an int or a name; got {type(key).__name__}") from None
         if not -n <= key < n:
             raise IndexError(f"SparsityPattern: {kind} {key} out of range for {n} {kind}(s)")
         return key % n
