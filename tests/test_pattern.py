@@ -219,6 +219,8 @@ def test_plans_accept_it():
             torch.testing.assert_close(got[j][i].to_dense(), ref[j][i].reshape(got[j][i].shape))
     s = with_obj.sparsity
     assert isinstance(s, SparsityPattern) and s.in_names == ("x", "y") and torch.equal(s.to_dense(), p.to_dense())
+    plot = trackjac.spy(with_obj)   # a plan is drawn from its SparsityPattern: its grid and names
+    assert plot.shape == (11, 8) and plot.row_breaks == [4, 10] and plot.col_labels == ["x", "y"]
     one = trackjac.jacobian(three_outputs, a, b, pattern=p)
     assert all(torch.equal(one[j][i].to_dense(), got[j][i].to_dense()) for j in range(3) for i in range(2))
 

@@ -363,7 +363,7 @@ def spy(pattern: Any, *, png: Optional[Union[str, os.PathLike]] = None, width: i
             :func:`trackjac.jacobian` for several inputs/outputs (drawn as one block matrix,
             block rows = outputs, block columns = inputs, of any sizes, separated by lines);
             a :class:`trackjac.SparsityPattern` (its block grid, labelled with its names); or a
-            plan (its ``.pattern``).
+            plan (its ``.sparsity``, else its ``.pattern``).
         png: also write a PNG there (needs matplotlib: ``pip install 'trackjac[plot]'``).
         width: text width in characters (default 80).
         height: text height in lines (default a third of the width, at most 24).
@@ -387,6 +387,8 @@ def spy(pattern: Any, *, png: Optional[Union[str, os.PathLike]] = None, width: i
             nesting = "outputs"
         elif output_names is not None and len(output_names) == 1 and len(pattern) > 1:
             nesting = "inputs"
+    if not isinstance(pattern, (Tensor, tuple, list)) and isinstance(getattr(pattern, "sparsity", None), SparsityPattern):
+        pattern = pattern.sparsity   # a plan: its pattern with the block grid and names
     if isinstance(pattern, SparsityPattern):
         output_names = pattern.out_names if output_names is None else output_names
         input_names = pattern.in_names if input_names is None else input_names
