@@ -105,14 +105,14 @@ def _source_names(f: Callable, args: Sequence[Any], tr: Tracking) -> List[str]:
     arg_names = argument_names(f, len(args))
     names = [""] * len(tr.sources)
     for spec, idx in tr.groups:
-        for k, j in enumerate(idx):
-            if j is None:
-                continue
-            a = tr.sources[j]._store.argument
-            if spec.is_leaf():   # the argument is the tensor itself
-                names[j] = arg_names[a]
-            else:
-                names[j] = arg_names[a] + keystr(tree_flatten_with_path(args[a])[0][k][0])
+        tracked = [(k, j) for k, j in enumerate(idx) if j is not None]
+        a = tr.sources[tracked[0][1]]._store.argument
+        if spec.is_leaf():   # the argument is the tensor itself
+            names[tracked[0][1]] = arg_names[a]
+            continue
+        paths = [p for p, _ in tree_flatten_with_path(args[a])[0]]
+        for k, j in tracked:
+            names[j] = arg_names[a] + keystr(paths[k])
     return names
 
 
