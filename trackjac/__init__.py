@@ -8,6 +8,8 @@
   compares with plain autograd.
 * :func:`hessian_sparsity`, :func:`hessian` and :func:`hessian_plan` do the same for the
   Hessian of a scalar function (symmetric pattern, batched Hessian-vector products).
+* :class:`SparsityPattern` (``jacobian_sparsity(..., result="pattern")``): the pattern with its
+  shapes, names and nesting, convertible to COO/CSR/dense/scipy.
 * :func:`spy` draws a pattern (text, or a PNG with matplotlib).
 """
 from .errors import (ControlFlowWarning, DenseColoringWarning, StrictModeError, TrackingError,
@@ -17,6 +19,7 @@ from .evaluate import (HessianPlan, JacobianCheckError, PathChangedError, Plan, 
 from .evaluate import DistributedPlan, DistributedPlanError, distributed, distributed_plan
 from .evaluate import DistributedHessianPlan
 from .spy import SpyPlot, spy
+from .pattern import SparsityPattern
 from .tracer import (JacobianClassification, Tracked, depends_on, hessian_sparsity, jacobian_sparsity, tracking,
                      untrack)
 
@@ -28,5 +31,6 @@ __all__ = [
     "hessian", "hessian_plan", "check_hessian", "HessianPlan",
     "distributed_plan", "DistributedPlan", "DistributedPlanError", "distributed",
     "DistributedHessianPlan",
+    "SparsityPattern",
 ]
 __version__ = "0.1.0"

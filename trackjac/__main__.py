@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import inspect
 import os
 import sys
 import threading
@@ -158,21 +157,9 @@ def _dtype(s: str) -> torch.dtype:
     return d
 
 
-def _argument_names(f: Callable, count: int) -> List[str]:
-    """Names of the first ``count`` positional parameters of ``f`` (``input i`` where unknown)."""
-    try:
-        params = list(inspect.signature(f).parameters.values())
-    except (TypeError, ValueError):  # builtins and some C callables have no signature
-        params = []
-    names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if len(names) < count:  # *args, or a callable without a signature
-        return [f"input {i}" for i in range(count)]
-    return names[:count]
-
-
 def _track(f: Callable, args: list, a) -> object:
     try:
-        return jacobian_sparsity(f, *args, local=a.local, strict=a.strict)
+        return jacobian_sparsity(f, *args, local=a.local, strict=a.strict, result="pattern")
     except RuntimeError as e:
         if "dtype" not in str(e):
             raise
@@ -196,13 +183,10 @@ def cmd_spy(a) -> int:
     prog.log(f"inputs: {desc}, {str(a.dtype).replace('torch.', '')}, random (seed {a.seed}); "
              f"{'local' if a.local else 'global'} pattern")
     pattern = prog.stage("tracking", lambda: _track(f, args, a), count_ops=True)
-    names = _argument_names(f.forward if isinstance(f, torch.nn.Module) else f, len(args))
-    # one input: a flat tuple runs over outputs; several: over inputs (the shapes cannot always tell)
-    nesting = "outputs" if len(args) == 1 else "inputs"
+    # a SparsityPattern knows which blocks are outputs and inputs, and the arguments' names
     plot = prog.stage("assembling the pattern", lambda: spy(pattern, width=a.width, height=a.height,
                                                               ascii=True if a.ascii else None,
-                                                              title=a.function, nesting=nesting,
-                                                              input_names=names))
+                                                              title=a.function))
     if not a.no_color:
         if plot.nnz:
             pat = (plot.rows, plot.cols, plot.shape)

@@ -67,6 +67,11 @@ class Nesting(NamedTuple):
     single: Optional[bool]
     n_in: int
 
+    @property
+    def style(self) -> str:
+        """``"autograd"`` (``torch.autograd.functional.jacobian``) or ``"pytree"`` (``torch.func.jacrev``)."""
+        return "autograd" if self.legacy else "pytree"
+
     def inputs(self, blocks: List[Any]) -> Any:
         """One output's blocks (one per differentiated leaf) nested like the arguments."""
         per_arg = [tree_unflatten([None if j is None else blocks[j] for j in idx], spec) for spec, idx in self.groups]
@@ -93,3 +98,9 @@ def nesting_of(out: Any, legacy_in: bool, groups: list, single: Optional[bool], 
     spec = tree_structure(out)
     legacy = legacy_in and legacy_output(out)
     return Nesting(legacy, isinstance(out, (tuple, list)), spec, groups, single, n_in)
+
+
+def flat_nesting(out_tuple: bool, n_in: int) -> Nesting:
+    """Like ``torch.autograd.functional.jacobian``: a tuple over outputs when ``out_tuple``, over
+    inputs when there are several."""
+    return Nesting(True, out_tuple, None, [], None, n_in)

@@ -1,10 +1,23 @@
 """2-D boolean patterns as sparse tensors, and back to index pairs."""
 from __future__ import annotations
 
-from typing import Tuple
+import contextlib
+import warnings
+from typing import Iterator, Tuple
 
 import torch
 from torch import Tensor
+
+# torch warns once per process that these layouts are beta; trackjac's conversions are not the user's business
+_BETA = r"Sparse (CSR|CSC|BSR|BSC) tensor support is in beta state"
+
+
+@contextlib.contextmanager
+def quiet_beta() -> Iterator[None]:
+    """Ignore torch's "Sparse CSR/CSC/BSR tensor support is in beta state" UserWarning, and only it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_BETA, category=UserWarning)
+        yield
 
 
 def bool_coo(rows: Tensor, cols: Tensor, shape: Tuple[int, int], device=None) -> Tensor:

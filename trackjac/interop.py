@@ -12,30 +12,20 @@ scipy is an optional dependency: it is imported when one of these functions runs
 """
 from __future__ import annotations
 
-import contextlib
-import warnings
 from typing import Any, Callable, Iterator, Optional
 
 import torch
 from torch import Tensor
 
 from ._blocks import flat_side, plan_nesting
+from ._sparse import quiet_beta as _quiet_beta
 from .evaluate import jacobian_plan
+from .pattern import SparsityPattern
 
 __all__ = ["to_scipy", "from_scipy", "least_squares_problem", "LeastSquaresProblem"]
 
 _FORMATS = ("csr", "csc", "coo")
 _LAYOUTS = (torch.sparse_coo, torch.sparse_csr, torch.sparse_csc, torch.strided)
-# torch warns once per process that these layouts are beta; trackjac's conversions are not the user's business
-_BETA = r"Sparse (CSR|CSC|BSR|BSC) tensor support is in beta state"
-
-
-@contextlib.contextmanager
-def _quiet_beta() -> Iterator[None]:
-    """Ignore torch's "Sparse CSR/CSC/BSR tensor support is in beta state" UserWarning, and only it."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=_BETA, category=UserWarning)
-        yield
 
 
 def _scipy_sparse():
@@ -76,7 +66,8 @@ def to_scipy(pattern_or_jacobian: Any, format: str = "csr", *, nesting: Optional
 
     ``pattern_or_jacobian``: a 2-D torch tensor, sparse (COO, CSR, CSC, BSR: every stored
     entry is kept, a stored numerical 0 too, except ``False`` in a boolean pattern) or dense
-    (its nonzeros); a plan (its ``pattern``); or blocks nested like
+    (its nonzeros); a :class:`~trackjac.SparsityPattern` (its stacked matrix); a plan (its
+    ``pattern``); or blocks nested like
     :func:`trackjac.jacobian_sparsity` returns them (a tuple over outputs of tuples over
     inputs), assembled into one matrix with ``scipy.sparse.bmat``. A flat tuple runs over
     inputs or outputs as ``nesting`` says (default: from the block shapes, see
@@ -86,6 +77,8 @@ def to_scipy(pattern_or_jacobian: Any, format: str = "csr", *, nesting: Optional
     if format not in _FORMATS:
         raise ValueError(f"to_scipy: format must be one of {_FORMATS}; got {format!r}")
     x = pattern_or_jacobian
+    if isinstance(x, SparsityPattern):   # it knows its block grid: no nesting to guess
+        return _block(x.to_coo(), sp).asformat(format)
     if hasattr(x, "pattern") and not isinstance(x, (Tensor, tuple, list)):  # a plan
         nesting = nesting or plan_nesting(x)
         x = x.pattern

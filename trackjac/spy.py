@@ -24,6 +24,7 @@ from torch import Tensor
 
 from ._blocks import flat_side, plan_nesting
 from ._sparse import structural_coo
+from .pattern import SparsityPattern
 
 __all__ = ["spy", "SpyPlot"]
 
@@ -73,6 +74,8 @@ def _blocks(parts: Sequence[Sequence[Tuple[Tensor, Tensor, int, int]]]):
 
 def _normalize(pattern: Any, nesting: Optional[str] = None):
     """rows, cols, m, n, row boundaries, column boundaries."""
+    if isinstance(pattern, SparsityPattern):   # a full grid: no nesting to guess
+        return _blocks([[_coo(b) for b in row] for row in pattern.blocks])
     if hasattr(pattern, "pattern") and not isinstance(pattern, Tensor):  # a JacobianPlan
         nesting = nesting or plan_nesting(pattern)
         pattern = pattern.pattern
@@ -359,7 +362,8 @@ def spy(pattern: Any, *, png: Optional[Union[str, os.PathLike]] = None, width: i
             count); a nested tuple as returned by :func:`trackjac.jacobian_sparsity` or
             :func:`trackjac.jacobian` for several inputs/outputs (drawn as one block matrix,
             block rows = outputs, block columns = inputs, of any sizes, separated by lines);
-            or a plan (its ``.pattern``).
+            a :class:`trackjac.SparsityPattern` (its block grid, labelled with its names); or a
+            plan (its ``.sparsity``, else its ``.pattern``).
         png: also write a PNG there (needs matplotlib: ``pip install 'trackjac[plot]'``).
         width: text width in characters (default 80).
         height: text height in lines (default a third of the width, at most 24).
@@ -383,6 +387,11 @@ def spy(pattern: Any, *, png: Optional[Union[str, os.PathLike]] = None, width: i
             nesting = "outputs"
         elif output_names is not None and len(output_names) == 1 and len(pattern) > 1:
             nesting = "inputs"
+    if not isinstance(pattern, (Tensor, tuple, list)) and isinstance(getattr(pattern, "sparsity", None), SparsityPattern):
+        pattern = pattern.sparsity   # a plan: its pattern with the block grid and names
+    if isinstance(pattern, SparsityPattern):
+        output_names = pattern.out_names if output_names is None else output_names
+        input_names = pattern.in_names if input_names is None else input_names
     rows, cols, m, n, rb, cb = _normalize(pattern, nesting)
     plot = SpyPlot(rows, cols, m, n, rb, cb, width=width, height=height, ascii=ascii, title=title,
                    markersize=markersize, row_labels=output_names, col_labels=input_names)

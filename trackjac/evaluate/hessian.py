@@ -404,6 +404,11 @@ class HessianPlan:
         """The structural pattern, sparse COO bool, nested like the Hessian."""
         return self.structure.nest(self.structure.patterns(self.device))
 
+    @property
+    def sparsity(self):
+        """The structural pattern as a :class:`~trackjac.SparsityPattern` (shapes, names, conversions)."""
+        return self.structure.sparsity(self.f, self.device, hessian=True)
+
     def _validate(self, args: Sequence[Any]) -> None:
         check_args(self.structure, args)
 

@@ -483,6 +483,11 @@ class Plan:
         format version, an invalid coloring, and (at each call) arguments of other specs."""
         return jacobian_from_state(f, state, compile=compile, threads=threads)
 
+    @property
+    def sparsity(self):
+        """The structural pattern as a :class:`~trackjac.SparsityPattern` (shapes, names, conversions)."""
+        return self.structure.sparsity(self.f, self.device)
+
     # -- validation ---------------------------------------------------------------
 
     def _validate(self, args: Sequence[Any]) -> None:

@@ -7,8 +7,9 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from .._nesting import Nesting, nest, output_list
+from .._nesting import Nesting, flat_nesting, nest, output_list
 from .._sparse import bool_coo, structural_coo
+from ..pattern import SparsityPattern, argument_names
 from ..tracer import jacobian_sparsity
 from ..tracer.state import config
 
@@ -92,6 +93,16 @@ class Structure:
         return [[bool_coo(r, c, (self.out_specs[j].shape.numel(), self.in_specs[i].shape.numel()), device)
                  for i, (r, c) in enumerate(row)] for j, row in enumerate(self.blocks)]
 
+    def sparsity(self, f: Optional[Callable] = None, device=None, hessian: bool = False) -> SparsityPattern:
+        """The blocks as a :class:`SparsityPattern`, inputs named after ``f``'s parameters
+        (``hessian``: the rows are the gradients, named like the inputs)."""
+        names = None if f is None else argument_names(f, self.n_args)
+        in_names = None if names is None else [names[p] for p in self.diff_pos]
+        return SparsityPattern(self.patterns(device), [s.shape for s in self.out_specs],
+                               [s.shape for s in self.in_specs], in_names=in_names,
+                               out_names=in_names if hessian else None,
+                               nesting=self.nesting or flat_nesting(self.out_tuple, len(self.diff_pos)))
+
 
 def positional(nesting: Optional[Nesting], nested: Any) -> Any:
     """A Jacobian nested by ``nesting`` as tuples over the outputs and inputs of the flat function."""
@@ -140,8 +151,17 @@ def _block_indices(p: Any, shape: Tuple[int, int], where: str) -> Tuple[Tensor, 
 
 
 def _grid(patterns: Any, out_specs: List[Spec], in_specs: List[Spec], out_tuple: bool) -> List[List[Tuple[Tensor, Tensor]]]:
-    """Pattern blocks as grid[output][input], accepting the nesting of jacobian_sparsity."""
+    """Pattern blocks as grid[output][input], accepting the nesting of jacobian_sparsity or a
+    :class:`SparsityPattern` (whose shapes must be the ones ``f`` has here)."""
     n_out, n_in = len(out_specs), len(in_specs)
+    if isinstance(patterns, SparsityPattern):
+        got = ([tuple(s) for s in patterns.out_shapes], [tuple(s) for s in patterns.in_shapes])
+        want = ([tuple(s.shape) for s in out_specs], [tuple(s.shape) for s in in_specs])
+        if got != want:
+            raise ValueError(f"pattern: the SparsityPattern is for outputs {got[0]} and inputs {got[1]}; "
+                             f"here they are {want[0]} and {want[1]}")
+        patterns = patterns.blocks
+        out_tuple = True   # blocks is a full grid, whatever the counts
 
     def seq(x):
         return isinstance(x, (tuple, list))

@@ -22,6 +22,8 @@ from torch.overrides import TorchFunctionMode
 
 from .._sparse import bool_coo, structural_coo
 from ..dtypes import FLOATING
+from .._nesting import flat_nesting
+from ..pattern import SparsityPattern, argument_names
 from ..rules.gradient import gradient_seed
 from .context import _FACTORIES, _RANDOM_FACTORIES
 from .origin import RANDOM, drawn_globally
@@ -118,7 +120,8 @@ def _intersected(p, live_p, pt, live_pt) -> torch.Tensor:
 
 def hessian_sparsity(f: Callable, *args, local: bool = False, strict: bool = False,
                      representation: Optional[str] = None, constant_zeros: Optional[str] = None,
-                     argnums: Union[None, int, Sequence[int]] = None, has_aux: bool = False, **kwargs):
+                     argnums: Union[None, int, Sequence[int]] = None, has_aux: bool = False,
+                     result: str = "nested", **kwargs):
     """Structural sparsity pattern of the Hessian of scalar ``f`` at ``args``.
 
     The floating tensors of the arguments ``argnums`` (default: every argument) are
@@ -138,11 +141,16 @@ def hessian_sparsity(f: Callable, *args, local: bool = False, strict: bool = Fal
         nested like ``torch.autograd.functional.hessian``; with pytree arguments or
         ``argnums``, nested like ``torch.func.hessian`` (the gradient's structure, each leaf
         holding the inputs' structure).
+        With ``result="pattern"`` a :class:`~trackjac.SparsityPattern` (outputs and inputs both
+        the differentiated arguments, by name).
 
     Cost: one tracked run of ``f`` and of its backward (``torch.func.vjp``); memory
     proportional to the dependencies of the intermediate tensors and gradients,
     which for the gradient is the Hessian's number of nonzeros.
     """
+    if result not in ("nested", "pattern"):
+        raise ValueError(f"hessian_sparsity: result must be 'nested' or 'pattern'; got {result!r}")
+    names = argument_names(f, len(args))
     sig = None
     if argnums is not None or has_aux or kwargs or any(isinstance(a, (list, tuple, dict)) for a in args):
         sig = Signature(f, args, kwargs, argnums, has_aux, "hessian_sparsity", scalar=True)
@@ -163,6 +171,12 @@ def hessian_sparsity(f: Callable, *args, local: bool = False, strict: bool = Fal
     live = [torch.zeros(raw[a][k].shape[0], dtype=torch.bool).index_fill_(
         0, structural_coo(raw[a][k])[0], True) for a in range(k)]
     sym = [[_intersected(raw[a][b], live[a], raw[b][a], live[b]) for b in range(k)] for a in range(k)]
+    if result == "pattern":
+        nesting = sig.hessian_nesting() if sig is not None else flat_nesting(k > 1, k)
+        in_names = [f"input {i}" for i in range(k)] if sig is not None else [names[p] for p in pos]
+        shapes = [args[p].shape for p in pos]
+        res = SparsityPattern(sym, shapes, shapes, out_names=in_names, in_names=in_names, nesting=nesting)
+        return (res, sig.aux) if has_aux else res
     if sig is not None:
         res = sig.hessian_nesting().nest(sym)
         return (res, sig.aux) if has_aux else res

@@ -4,12 +4,13 @@ from __future__ import annotations
 from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
-from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
+from torch.utils._pytree import MappingKey, keystr, tree_flatten, tree_flatten_with_path, tree_map, tree_unflatten
 
-from .._nesting import argnums_of, nesting_of, single_of
+from .._nesting import Nesting, argnums_of, nesting_of, single_of
 from .._sparse import bool_coo, empty_coo
 from .._threads import intra_op_threads
 from ..dtypes import DIFFERENTIABLE, FLOATING
+from ..pattern import SparsityPattern, argument_names
 from .context import tracking
 from .state import config
 from .tensor import Tracked, untrack
@@ -71,10 +72,48 @@ def track_args(args, argnums=None) -> Tracking:
     return Tracking(new, srcs, legacy, groups, single_of(argnums))
 
 
+def _nesting(out: Any, tr: Tracking) -> Nesting:
+    """Like ``torch.autograd.functional.jacobian`` (plain tensor arguments, a tensor or tuple
+    output) or else like ``torch.func.jacrev``."""
+    return nesting_of(out, tr.legacy, tr.groups, tr.single, len(tr.sources))
+
+
 def _nest(table: List[List[Any]], out: Any, tr: Tracking) -> Any:
-    """``table[output leaf][source]`` nested like ``torch.autograd.functional.jacobian`` (plain
-    tensor arguments, a tensor or tuple output) or else like ``torch.func.jacrev``."""
-    return nesting_of(out, tr.legacy, tr.groups, tr.single, len(tr.sources)).nest(table)
+    """``table[output leaf][source]`` nested as :func:`_nesting` says."""
+    return _nesting(out, tr).nest(table)
+
+
+def _source_names(f: Callable, args: Sequence[Any], tr: Tracking) -> List[str]:
+    """Per source: its argument's name, with the leaf's path for a pytree argument (``params['w']``)."""
+    arg_names = argument_names(f, len(args))
+    names = [""] * len(tr.sources)
+    for spec, idx in tr.groups:
+        tracked = [(k, j) for k, j in enumerate(idx) if j is not None]
+        a = tr.sources[tracked[0][1]]._store.argument
+        if spec.is_leaf():   # the argument is the tensor itself
+            names[tracked[0][1]] = arg_names[a]
+            continue
+        paths = [p for p, _ in tree_flatten_with_path(args[a])[0]]
+        for k, j in tracked:
+            names[j] = arg_names[a] + keystr(paths[k])
+    return names
+
+
+def _output_names(out: Any) -> List[str]:
+    """Per output leaf: ``output j`` for a tensor or a tuple's tensor, a dict output's key, else
+    ``output`` and the leaf's path (``output[1]['u']``)."""
+    def name(j: int, path) -> str:
+        if len(path) == 1 and isinstance(path[0], MappingKey) and isinstance(path[0].key, str):
+            return path[0].key
+        return f"output {j}" if len(path) <= 1 else "output" + keystr(path)
+    return [name(j, p) for j, (p, _) in enumerate(tree_flatten_with_path(out)[0])]
+
+
+def _as_pattern(table: List[List[torch.Tensor]], f: Callable, args: Sequence[Any], out: Any,
+                outs: List[torch.Tensor], tr: Tracking) -> SparsityPattern:
+    return SparsityPattern(table, [o.shape for o in outs], [x._source.shape for x in tr.sources],
+                           out_names=_output_names(out), in_names=_source_names(f, args, tr),
+                           nesting=_nesting(out, tr))
 
 
 def _outputs(out: Any, has_aux: bool) -> Tuple[Any, List[torch.Tensor], Any]:
@@ -146,7 +185,8 @@ def _split(y: torch.Tensor, x: Tracked, layout, unsure: bool) -> Tuple[torch.Ten
 def jacobian_sparsity(f: Callable, *args, argnums: Union[None, int, Sequence[int]] = None,
                       has_aux: bool = False, local: bool = False, strict: bool = False,
                       layout=torch.sparse_coo, representation: Optional[str] = None,
-                      constant_zeros: Optional[str] = None, classify: bool = False, **kwargs):
+                      constant_zeros: Optional[str] = None, classify: bool = False, result: str = "nested",
+                      **kwargs):
     """Structural sparsity pattern of the Jacobian of ``f`` at ``args``.
 
     The floating tensors of the arguments ``argnums`` (an int or a tuple, as in ``torch.func``;
@@ -188,7 +228,16 @@ def jacobian_sparsity(f: Callable, *args, argnums: Union[None, int, Sequence[int
     (``x * x``, ``sin``, ``where`` on a condition computed from ``x``, an index computed from
     ``x``, dropout) is *variable*.  Linearity comes from PyTorch's ``derivatives.yaml``; where it
     is unsure an entry is variable.  Not with ``local=True`` (constancy is about all points).
+
+    ``result="pattern"`` returns a :class:`~trackjac.SparsityPattern` instead of nested blocks
+    (for ``classify=True``, one per part): the same blocks with their shapes, names and nesting
+    (its ``nested()`` is the default result). Only with the default ``layout``.
     """
+    if result not in ("nested", "pattern"):
+        raise ValueError(f"jacobian_sparsity: result must be 'nested' or 'pattern'; got {result!r}")
+    if result == "pattern" and layout != torch.sparse_coo:
+        raise ValueError("jacobian_sparsity: result='pattern' holds sparse COO blocks; layout= applies to "
+                         "result='nested' (use the pattern's to_dense(), view() or nested(torch.strided))")
     if classify and local:
         raise ValueError("jacobian_sparsity: classify=True needs local=False (an entry is constant when its "
                          "value is the same at every point, which a pattern at one point cannot say)")
@@ -210,10 +259,15 @@ def jacobian_sparsity(f: Callable, *args, argnums: Union[None, int, Sequence[int
     out, outs, aux = _outputs(out, has_aux)
     srcs = tr.sources
     with intra_op_threads(config().threads), torch._C.DisableTorchFunction():
+        if result == "pattern":
+            def make(table):
+                return _as_pattern(table, f, args, out, outs, tr)
+        else:
+            def make(table):
+                return _nest(table, out, tr)
         if not classify:
-            result = _nest([[pattern_of(o, x, layout) for x in srcs] for o in outs], out, tr)
+            res = make([[pattern_of(o, x, layout) for x in srcs] for o in outs])
         else:
             split = [[_split(o, x, layout, unsure) for x in srcs] for o in outs]
-            result = JacobianClassification(*(_nest([[s[k] for s in row] for row in split], out, tr)
-                                              for k in range(2)))
-    return (result, aux) if has_aux else result
+            res = JacobianClassification(*(make([[s[k] for s in row] for row in split]) for k in range(2)))
+    return (res, aux) if has_aux else res
