@@ -8,6 +8,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from .._sparse import stacked
 from .structure import Structure
 
 LAYOUTS = (torch.sparse_coo, torch.sparse_csr, torch.sparse_bsr)
@@ -27,7 +28,7 @@ class Block:
         self.layout = layout
         m, n = shape
         if layout == torch.sparse_coo:
-            self.indices = torch.stack([rows, cols]).to(device)
+            self.indices = stacked(rows, cols).to(device)
         elif layout == torch.sparse_csr:
             crow = torch.zeros(m + 1, dtype=torch.long)
             torch.cumsum(torch.bincount(rows, minlength=m), 0, out=crow[1:])

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from .._threads import intra_op_threads
-from ..coloring import Coloring
+from ..coloring import IDENTITY, Coloring
 from .assemble import Block, check_layout, placement, merge
 from .products import (chunk_of, ControlFlowChanged, SameDraws, per_color, try_compile,
                        user_stacklevel, vectorized)
@@ -66,6 +66,29 @@ def _backward_ops(g: Callable, dargs: Tuple[Tensor, ...], draws: SameDraws) -> L
         return names
     except Exception:
         return []
+
+
+class _Slab:
+    """Values of a full block under the identity coloring, read straight off the compressed
+    product (k, ...): rows ``r0 .. r0 + m`` (rev: the product is ``J`` itself) or the transpose
+    of columns ``c0 .. c0 + n`` (fwd: it is ``J^T``); no index arrays, no gather."""
+
+    def __init__(self, mode: str, r0: int, c0: int, m: int, n: int):
+        self.mode, self.r0, self.c0, self.m, self.n = mode, r0, c0, m, n
+
+    def __call__(self, comp: Tensor) -> Tensor:
+        m, n = self.m, self.n
+        if self.mode == "rev":
+            return comp.reshape(-1)[self.r0 * n:(self.r0 + m) * n]   # a view: row-major already
+        return comp.reshape(-1, m)[self.c0:self.c0 + n].t().reshape(-1)
+
+
+Source = Union[Tensor, _Slab]  # where a block's values sit in its compressed product
+
+
+def take(comp: Tensor, src: Source) -> Tensor:
+    """The values ``src`` selects from one compressed product ``comp``."""
+    return comp.reshape(-1).index_select(0, src) if isinstance(src, Tensor) else src(comp)
 
 
 class Plan:
@@ -141,11 +164,12 @@ class Plan:
         where each nonzero lands in the compressed product."""
         ro, co = st.offsets()
         cl, k, dev = self.coloring, self.num_colors, self.device
-        grows, gcols, _ = st.global_coo()
+        grows, gcols, (M, N) = st.global_coo()
         bounds = list(range(0, k, self.chunk_size)) + [k]
         self._chunks = list(zip(bounds[:-1], bounds[1:]))
-        # per seeded argument: each vertex's color, -1 where its row/column is empty
-        seed_colors = cl.seed_colors(grows, gcols)
+        # per seeded argument: each vertex's color, -1 where its row/column is empty (none is
+        # when the pattern holds all M x N entries)
+        seed_colors = cl.colors if grows.numel() == M * N else cl.seed_colors(grows, gcols)
         self._seed_colors = [
             (seed_colors[o : o + s.shape.numel()].to(dev), s)
             for s, o in zip(cl.seeded(st.out_specs, st.in_specs), cl.seeded(ro, co))
@@ -156,12 +180,18 @@ class Plan:
         # decompression: value of (r, c) in block (j, i) = compressed[part][color, position],
         # part being the block's output (column coloring) or input (row coloring)
         self._blocks: List[List[Block]] = []
-        self._gather: List[List[Tuple[int, List[Tuple[Optional[Tensor], Tensor]]]]] = []
+        self._gather: List[List[Tuple[int, List[Tuple[Optional[Tensor], Source]]]]] = []
+        # every vertex its own color, in order, in one chunk: compressed row v is vertex v's product
+        full_identity = (len(self._chunks) == 1 and cl.order == IDENTITY
+                         and torch.equal(cl.colors, torch.arange(k)))
         for j, row in enumerate(st.blocks):
             brow, grow = [], []
             for i, (r, c) in enumerate(row):
                 m, n = st.out_specs[j].shape.numel(), st.in_specs[i].shape.numel()
                 brow.append(Block(r, c, (m, n), self.layout, self.blocksize, dev))
+                if full_identity and r.numel() == m * n:  # the product holds this block as is
+                    grow.append((cl.compressed(j, i), [(None, _Slab(cl.mode, ro[j], co[i], m, n))]))
+                    continue
                 col, pos = cl.compressed_index(r, c, (ro[j], co[i]))
                 width = cl.compressed(m, n)
                 per_chunk = []
@@ -181,8 +211,12 @@ class Plan:
         """One-hot seeds of colors ``c0 .. c1 - 1``, one tensor ``(c1 - c0, *shape)`` per argument."""
         out = []
         for cv, s in self._seed_colors:
-            ids = torch.arange(c0, c1, device=cv.device).unsqueeze(1)
-            out.append((cv.unsqueeze(0) == ids).to(s.dtype).view(c1 - c0, *s.shape))
+            # zeros and one write per seeded vertex: a (colors x vertices) compare and cast
+            # cost several passes over what is 1M values for a dense 1024 x 1024 pattern
+            seed = torch.zeros(c1 - c0, cv.numel(), dtype=s.dtype, device=cv.device)
+            v = ((cv >= c0) & (cv < c1)).nonzero().squeeze(1)
+            seed[cv.index_select(0, v) - c0, v] = 1
+            out.append(seed.view(c1 - c0, *s.shape))
         return tuple(out)
 
     @property
@@ -334,7 +368,7 @@ class Plan:
             for i, (part, per_chunk) in enumerate(row):
                 parts = []
                 for (sel, src), comp in zip(per_chunk, comps):
-                    parts.append((sel, comp[part].reshape(-1).index_select(0, src)))
+                    parts.append((sel, take(comp[part], src)))
                 # the compressed products have the dtype of the side they run along
                 dtype = cl.compressed(st.out_specs[j].dtype, st.in_specs[i].dtype)
                 vrow.append(merge(parts, self._blocks[j][i].nnz, dtype, self.device))
