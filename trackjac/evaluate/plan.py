@@ -102,6 +102,11 @@ class Plan:
     ``layout``, ``blocksize``, ``chunk_size``, ``coloring``, ``nnz``;
     ``constant_entries`` ("recompute": every entry from the products, or "reuse"),
     ``constant_nnz`` and ``variable_nnz`` (None where the entries were not classified).
+
+    With at most ``LOOP_TRIAL_COLORS`` colors, the first call after the first one that is not
+    a thread trial (``threads``) also times one plain autograd call per color against the batched
+    product (``torch.func.vmap``), on the CPU and eager, and later calls use the faster: at a
+    few colors the vmap machinery can cost more than it saves (Brusselator with 2 colors).
     """
 
     constant_entries = "recompute"
@@ -138,6 +143,10 @@ class Plan:
         self._chunk_arg = chunk_size
         self._set_coloring(mode, coloring)
         self._fallback = False  # set when torch.func cannot transform f: loop over colors
+        # one autograd call per color measured faster than the batched product (few colors: the
+        # vmap machinery costs more than it saves); None until timed (see _product_trial)
+        self._looped: Optional[bool] = None
+        self._time_products = False  # this call times both products
         # the batched product has been compared with plain autograd on a few colors (first call)
         self._audited = False
         # mode="auto" picked fwd: how to get a row coloring if f has no forward-mode derivative
@@ -236,10 +245,13 @@ class Plan:
         check = self._check_outputs
         # one random draw for every forward run of f in this evaluation (dropout, rand_like)
         draws = SameDraws(self.device)
-        if self._fallback:
+        if self._fallback or self._looped:
             return per_color(g, dargs, self.mode, self._seeds, check, draws)
         try:
+            start = time.perf_counter()
             res = vectorized(g, dargs, self.mode, self._seeds, check, draws)
+            if self._time_products:
+                self._product_trial(g, dargs, draws, time.perf_counter() - start)
         except ControlFlowChanged:
             raise
         except Exception as err:  # torch.func may not support f (old-style autograd.Function, ...)
@@ -267,6 +279,29 @@ class Plan:
             self._audited = True
             res = self._audit(g, dargs, res, draws)
         return res
+
+    # plans with at most this many colors time one autograd call per color against the batched
+    # product once; with more, the per-color Python loop is not worth a trial
+    LOOP_TRIAL_COLORS = 32
+
+    def _product_trial(self, g: Callable, dargs: Tuple[Tensor, ...], draws: SameDraws, batched: float) -> None:
+        """Time the per-color product on this call's arguments; keep it if it beat the batched one
+        (measured just before, same thread count). The values returned are the batched ones."""
+        self._time_products = False
+        start = time.perf_counter()
+        try:
+            per_color(g, dargs, self.mode, self._seeds, lambda outs: None, draws)
+        except Exception:  # plain autograd cannot run f where torch.func can: stay batched
+            self._looped = False
+            return
+        self._looped = time.perf_counter() - start < batched
+
+    def _wants_product_trial(self, thread_trial: Optional[int]) -> bool:
+        """Once, on the first call after the first (it pays warm-up and the audit) that is not a
+        thread trial, on the CPU, eager, batched, with few colors."""
+        return (self._looped is None and thread_trial is None and self._calls >= 1 and self._audited
+                and not self._fallback and self._compiled is None and self.device.type == "cpu"
+                and 0 < self.num_colors <= self.LOOP_TRIAL_COLORS)
 
     # colors of the batched product compared with unbatched autograd on the first call
     AUDIT_COLORS = 2
@@ -401,6 +436,7 @@ class Plan:
 
     def _run(self, args: Sequence[Any]):
         n, trial = self._threads_for_call()
+        self._time_products = self._wants_product_trial(trial)
         self._calls += 1
         start = time.perf_counter()
         with intra_op_threads(n):
