@@ -396,19 +396,22 @@ class Plan:
         return self._decompress(*self._compressed(g, dargs))
 
     def _decompress(self, outs, comps):
-        st, cl = self.structure, self.coloring
         values = []
         for j, row in enumerate(self._gather):
             vrow = []
             for i, (part, per_chunk) in enumerate(row):
-                parts = []
-                for (sel, src), comp in zip(per_chunk, comps):
-                    parts.append((sel, take(comp[part], src)))
-                # the compressed products have the dtype of the side they run along
-                dtype = cl.compressed(st.out_specs[j].dtype, st.in_specs[i].dtype)
-                vrow.append(merge(parts, self._blocks[j][i].nnz, dtype, self.device))
+                if len(per_chunk) == 1 and per_chunk[0][0] is None:  # one chunk: a gather, no merge
+                    vrow.append(take(comps[0][part], per_chunk[0][1]))
+                    continue
+                parts = [(sel, take(comp[part], src)) for (sel, src), comp in zip(per_chunk, comps)]
+                vrow.append(merge(parts, self._blocks[j][i].nnz, self._value_dtype(j, i), self.device))
             values.append(vrow)
         return outs, values
+
+    def _value_dtype(self, j: int, i: int) -> torch.dtype:
+        """The compressed products have the dtype of the side they run along."""
+        st = self.structure
+        return self.coloring.compressed(st.out_specs[j].dtype, st.in_specs[i].dtype)
 
     # calls that time an evaluation with the caller's thread count, then with one thread (the
     # first call pays warm-up and the audit, so it is not a fair trial)
