@@ -84,6 +84,18 @@ def _dense_methods(f: Callable, args: Tuple[torch.Tensor, ...], rows: int) -> Li
     return out
 
 
+ONE_GRADIENT = "one gradient (eager f(x) + torch.func.vjp)"  # the price the warm plan is held to
+
+
+def one_gradient(f: Callable, args: Tuple[torch.Tensor, ...]) -> Callable[[], object]:
+    """One eager ``f(*args)`` and one ``torch.func.vjp`` of ``f`` with its backward: the reference
+    a warm eager plan is measured against (issue #13: the whole Jacobian for about this)."""
+    def run():
+        out, vjp = torch.func.vjp(f, *args)
+        return vjp(torch.ones_like(out))
+    return run
+
+
 def _sparse_methods(f, args, compile_too: bool) -> List[Case]:
     cases = []
     state = {}
@@ -94,6 +106,7 @@ def _sparse_methods(f, args, compile_too: bool) -> List[Case]:
     cases.append(("trackjac.jacobian (from scratch)", lambda: jacobian(f, *args), 3, None))
     cases.append(("trackjac.jacobian_plan (build)", lambda: jacobian_plan(f, *args), 1, None))
     cases.append(("trackjac plan(x) (warm, eager)", lambda: state["plan"](*args), 20, build))
+    cases.append((ONE_GRADIENT, one_gradient(f, args), 20, None))
     if compile_too:
         def build_compiled():
             state["cplan"] = jacobian_plan(f, *args, compile=True)
@@ -150,6 +163,9 @@ def _variable_part_cases(N: int) -> List[Case]:
     x = brusselator_point(N)
     n = x.numel()
     out, state = [], {}
+    info = dict(problem="brusselator_variable_part", size=n, N=N, rows=n, cols=n)
+    out.append(Case("brusselator variable part", f"N={N} (n={n})", ONE_GRADIENT,
+                    one_gradient(brusselator, (x,)), 20, None, info))
     for entries in ("recompute", "reuse"):
         def build(entries=entries):
             state[entries] = jacobian_plan(brusselator, x, constant_entries=entries)

@@ -87,6 +87,7 @@ METHODS = {
     "trackjac.jacobian_plan (build)": "`jacobian_plan` build",
     "trackjac plan(x) (warm, eager)": "warm `plan(x)`",
     "trackjac plan(x) (warm, compiled)": "warm `plan(x)` compiled",
+    "one gradient (eager f(x) + torch.func.vjp)": "one gradient (`f` + `vjp`)",
     "torch.func.jacrev": "`jacrev`",
     "torch.func.jacfwd": "`jacfwd`",
     "autograd.functional.jacobian(vectorize=True)": "`functional.jacobian(vectorize=True)`",

@@ -56,3 +56,15 @@ def structural_coo(p: Tensor) -> Tuple[Tensor, Tensor, int, int]:
     if bool(vals.all()):
         return ind[0], ind[1], m, n
     return ind[0][vals], ind[1][vals], m, n
+
+
+def stacked(rows: Tensor, cols: Tensor) -> Tensor:
+    """``torch.stack([rows, cols])``, as a view when the two already are the rows of one
+    (2, nnz) tensor (a coalesced pattern's indices): no copy of 2 x nnz indices."""
+    n = rows.numel()
+    if (rows.dim() == cols.dim() == 1 and cols.numel() == n and n > 0 and rows.dtype == cols.dtype
+            and rows.device == cols.device and rows.stride(0) == cols.stride(0) == 1
+            and rows.untyped_storage().data_ptr() == cols.untyped_storage().data_ptr()
+            and cols.storage_offset() - rows.storage_offset() == n):
+        return rows.as_strided((2, n), (n, 1))
+    return torch.stack([rows, cols])

@@ -86,10 +86,21 @@ def _choose(structure: Structure, mode: str, effort: str, seed: int) -> Coloring
     return col
 
 
+def _full(mode: str, M: int, N: int) -> Coloring:
+    """Identity seeds for a pattern holding all ``M x N`` entries: the side with fewer
+    vertices in "auto" (rev on ties, as jacrev)."""
+    if mode == "auto":
+        mode = "fwd" if N < M else "rev"
+    n, axis = (M, "rows") if mode == "rev" else (N, "columns")
+    return Coloring(torch.arange(n), n, axis, IDENTITY, n)
+
+
 def _pick(coo: Tuple[Tensor, Tensor, Tuple[int, int]], mode: str, opts: dict) -> Coloring:
+    rows, cols, (M, N) = coo
+    if rows.numel() and rows.numel() == M * N:  # entries are distinct: every one is there
+        return _full(mode, M, N)  # no bincount or graph over M x N entries
     if mode != "auto":
         return _COLOR[mode](coo, **opts)
-    rows, cols, (M, N) = coo
     # clique lower bounds: the longest column (rev) and the longest row (fwd)
     lb_rev = int(torch.bincount(cols, minlength=N).max()) if cols.numel() else 0
     lb_fwd = int(torch.bincount(rows, minlength=M).max()) if rows.numel() else 0

@@ -13,6 +13,7 @@ from typing import Any, List, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
+from .._sparse import stacked
 from .structure import Structure
 
 LAYOUTS = (torch.sparse_coo, torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc)
@@ -50,7 +51,7 @@ class Block:
         self.layout = layout
         m, n = shape
         if layout == torch.sparse_coo:
-            self.indices = torch.stack([rows, cols]).to(device)
+            self.indices = stacked(rows, cols).to(device)
         elif layout == torch.sparse_csr:
             self.crow, self.col = _compressed(rows, m).to(device), cols.to(device)
         elif layout == torch.sparse_csc:

@@ -25,7 +25,7 @@ from ..coloring import Coloring
 from ..errors import user_stacklevel
 from ..tracer import jacobian_sparsity
 from .assemble import Block, blocksize_of, merge
-from .plan import Plan
+from .plan import Plan, take
 from .structure import Structure, _grid
 
 __all__ = ["VariablePartPlan", "build_reuse_plan", "cancellation_limit"]
@@ -212,7 +212,7 @@ class VariablePartPlan(Plan):
                 if not self._var_nnz[j][i]:
                     vrow.append(base.clone())  # all constant: the caller may write into its result
                     continue
-                parts = [(sel, comp[part].reshape(-1).index_select(0, src)) for (sel, src), comp in zip(per_chunk, comps)]
+                parts = [(sel, take(comp[part], src)) for (sel, src), comp in zip(per_chunk, comps)]
                 dtype = cl.compressed(st.out_specs[j].dtype, st.in_specs[i].dtype)
                 var = merge(parts, self._var_nnz[j][i], dtype, self.device)
                 vrow.append(base.index_add(0, self._var_pos[j][i], var.to(base.dtype)))

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from .._threads import intra_op_threads
-from ..coloring import Coloring
+from ..coloring import IDENTITY, Coloring
 from ..tracer.signature import Signature
 from .assemble import Block, blocksize_of, check_layout, placement, merge
 from .state import jacobian_from_state, jacobian_state
@@ -70,6 +70,29 @@ def _backward_ops(g: Callable, dargs: Tuple[Tensor, ...], draws: SameDraws) -> L
         return []
 
 
+class _Slab:
+    """Values of a full block under the identity coloring, read straight off the compressed
+    product (k, ...): rows ``r0 .. r0 + m`` (rev: the product is ``J`` itself) or the transpose
+    of columns ``c0 .. c0 + n`` (fwd: it is ``J^T``); no index arrays, no gather."""
+
+    def __init__(self, mode: str, r0: int, c0: int, m: int, n: int):
+        self.mode, self.r0, self.c0, self.m, self.n = mode, r0, c0, m, n
+
+    def __call__(self, comp: Tensor) -> Tensor:
+        m, n = self.m, self.n
+        if self.mode == "rev":
+            return comp.reshape(-1)[self.r0 * n:(self.r0 + m) * n]   # a view: row-major already
+        return comp.reshape(-1, m)[self.c0:self.c0 + n].t().reshape(-1)
+
+
+Source = Union[Tensor, _Slab]  # where a block's values sit in its compressed product
+
+
+def take(comp: Tensor, src: Source) -> Tensor:
+    """The values ``src`` selects from one compressed product ``comp``."""
+    return comp.reshape(-1).index_select(0, src) if isinstance(src, Tensor) else src(comp)
+
+
 class Plan:
     """A prepared sparse Jacobian of ``f``: call it at new points of the same specs.
 
@@ -83,6 +106,11 @@ class Plan:
     ``layout``, ``blocksize``, ``chunk_size``, ``coloring``, ``nnz``;
     ``constant_entries`` ("recompute": every entry from the products, or "reuse"),
     ``constant_nnz`` and ``variable_nnz`` (None where the entries were not classified).
+
+    With at most ``LOOP_TRIAL_COLORS`` colors, the first call after the first one that is not
+    a thread trial (``threads``) also times one plain autograd call per color against the batched
+    product (``torch.func.vmap``), on the CPU and eager, and later calls use the faster: at a
+    few colors the vmap machinery can cost more than it saves (Brusselator with 2 colors).
     """
 
     constant_entries = "recompute"
@@ -121,6 +149,10 @@ class Plan:
         self._chunk_arg = chunk_size
         self._set_coloring(mode, coloring)
         self._fallback = False  # set when torch.func cannot transform f: loop over colors
+        # one autograd call per color measured faster than the batched product (few colors: the
+        # vmap machinery costs more than it saves); None until timed (see _product_trial)
+        self._looped: Optional[bool] = None
+        self._time_products = False  # this call times both products
         # the batched product has been compared with plain autograd on a few colors (first call)
         self._audited = False
         # mode="auto" picked fwd: how to get a row coloring if f has no forward-mode derivative
@@ -147,11 +179,12 @@ class Plan:
         where each nonzero lands in the compressed product."""
         ro, co = st.offsets()
         cl, k, dev = self.coloring, self.num_colors, self.device
-        grows, gcols, _ = st.global_coo()
+        grows, gcols, (M, N) = st.global_coo()
         bounds = list(range(0, k, self.chunk_size)) + [k]
         self._chunks = list(zip(bounds[:-1], bounds[1:]))
-        # per seeded argument: each vertex's color, -1 where its row/column is empty
-        seed_colors = cl.seed_colors(grows, gcols)
+        # per seeded argument: each vertex's color, -1 where its row/column is empty (none is
+        # when the pattern holds all M x N entries)
+        seed_colors = cl.colors if grows.numel() == M * N else cl.seed_colors(grows, gcols)
         self._seed_colors = [
             (seed_colors[o : o + s.shape.numel()].to(dev), s)
             for s, o in zip(cl.seeded(st.out_specs, st.in_specs), cl.seeded(ro, co))
@@ -162,12 +195,18 @@ class Plan:
         # decompression: value of (r, c) in block (j, i) = compressed[part][color, position],
         # part being the block's output (column coloring) or input (row coloring)
         self._blocks: List[List[Block]] = []
-        self._gather: List[List[Tuple[int, List[Tuple[Optional[Tensor], Tensor]]]]] = []
+        self._gather: List[List[Tuple[int, List[Tuple[Optional[Tensor], Source]]]]] = []
+        # every vertex its own color, in order, in one chunk: compressed row v is vertex v's product
+        full_identity = (len(self._chunks) == 1 and cl.order == IDENTITY
+                         and torch.equal(cl.colors, torch.arange(k)))
         for j, row in enumerate(st.blocks):
             brow, grow = [], []
             for i, (r, c) in enumerate(row):
                 m, n = st.out_specs[j].shape.numel(), st.in_specs[i].shape.numel()
                 brow.append(Block(r, c, (m, n), self.layout, blocksize_of(self.blocksize, j, i), dev))
+                if full_identity and r.numel() == m * n:  # the product holds this block as is
+                    grow.append((cl.compressed(j, i), [(None, _Slab(cl.mode, ro[j], co[i], m, n))]))
+                    continue
                 col, pos = cl.compressed_index(r, c, (ro[j], co[i]))
                 width = cl.compressed(m, n)
                 per_chunk = []
@@ -187,8 +226,12 @@ class Plan:
         """One-hot seeds of colors ``c0 .. c1 - 1``, one tensor ``(c1 - c0, *shape)`` per argument."""
         out = []
         for cv, s in self._seed_colors:
-            ids = torch.arange(c0, c1, device=cv.device).unsqueeze(1)
-            out.append((cv.unsqueeze(0) == ids).to(s.dtype).view(c1 - c0, *s.shape))
+            # zeros and one write per seeded vertex: a (colors x vertices) compare and cast
+            # cost several passes over what is 1M values for a dense 1024 x 1024 pattern
+            seed = torch.zeros(c1 - c0, cv.numel(), dtype=s.dtype, device=cv.device)
+            v = ((cv >= c0) & (cv < c1)).nonzero().squeeze(1)
+            seed[cv.index_select(0, v) - c0, v] = 1
+            out.append(seed.view(c1 - c0, *s.shape))
         return tuple(out)
 
     @property
@@ -208,10 +251,13 @@ class Plan:
         check = self._check_outputs
         # one random draw for every forward run of f in this evaluation (dropout, rand_like)
         draws = SameDraws(self.device)
-        if self._fallback:
+        if self._fallback or self._looped:
             return per_color(g, dargs, self.mode, self._seeds, check, draws)
         try:
+            start = time.perf_counter()
             res = vectorized(g, dargs, self.mode, self._seeds, check, draws)
+            if self._time_products:
+                self._product_trial(g, dargs, draws, time.perf_counter() - start)
         except ControlFlowChanged:
             raise
         except Exception as err:  # torch.func may not support f (old-style autograd.Function, ...)
@@ -239,6 +285,29 @@ class Plan:
             self._audited = True
             res = self._audit(g, dargs, res, draws)
         return res
+
+    # plans with at most this many colors time one autograd call per color against the batched
+    # product once; with more, the per-color Python loop is not worth a trial
+    LOOP_TRIAL_COLORS = 32
+
+    def _product_trial(self, g: Callable, dargs: Tuple[Tensor, ...], draws: SameDraws, batched: float) -> None:
+        """Time the per-color product on this call's arguments; keep it if it beat the batched one
+        (measured just before, same thread count). The values returned are the batched ones."""
+        self._time_products = False
+        start = time.perf_counter()
+        try:
+            per_color(g, dargs, self.mode, self._seeds, lambda outs: None, draws)
+        except Exception:  # plain autograd cannot run f where torch.func can: stay batched
+            self._looped = False
+            return
+        self._looped = time.perf_counter() - start < batched
+
+    def _wants_product_trial(self, thread_trial: Optional[int]) -> bool:
+        """Once, on the first call after the first (it pays warm-up and the audit) that is not a
+        thread trial, on the CPU, eager, batched, with few colors."""
+        return (self._looped is None and thread_trial is None and self._calls >= 1 and self._audited
+                and not self._fallback and self._compiled is None and self.device.type == "cpu"
+                and 0 < self.num_colors <= self.LOOP_TRIAL_COLORS)
 
     # colors of the batched product compared with unbatched autograd on the first call
     AUDIT_COLORS = 2
@@ -335,19 +404,22 @@ class Plan:
         return self._decompress(*self._compressed(g, dargs))
 
     def _decompress(self, outs, comps):
-        st, cl = self.structure, self.coloring
         values = []
         for j, row in enumerate(self._gather):
             vrow = []
             for i, (part, per_chunk) in enumerate(row):
-                parts = []
-                for (sel, src), comp in zip(per_chunk, comps):
-                    parts.append((sel, comp[part].reshape(-1).index_select(0, src)))
-                # the compressed products have the dtype of the side they run along
-                dtype = cl.compressed(st.out_specs[j].dtype, st.in_specs[i].dtype)
-                vrow.append(merge(parts, self._blocks[j][i].nnz, dtype, self.device))
+                if len(per_chunk) == 1 and per_chunk[0][0] is None:  # one chunk: a gather, no merge
+                    vrow.append(take(comps[0][part], per_chunk[0][1]))
+                    continue
+                parts = [(sel, take(comp[part], src)) for (sel, src), comp in zip(per_chunk, comps)]
+                vrow.append(merge(parts, self._blocks[j][i].nnz, self._value_dtype(j, i), self.device))
             values.append(vrow)
         return outs, values
+
+    def _value_dtype(self, j: int, i: int) -> torch.dtype:
+        """The compressed products have the dtype of the side they run along."""
+        st = self.structure
+        return self.coloring.compressed(st.out_specs[j].dtype, st.in_specs[i].dtype)
 
     # calls that time an evaluation with the caller's thread count, then with one thread (the
     # first call pays warm-up and the audit, so it is not a fair trial)
@@ -375,6 +447,7 @@ class Plan:
 
     def _run(self, args: Sequence[Any]):
         n, trial = self._threads_for_call()
+        self._time_products = self._wants_product_trial(trial)
         self._calls += 1
         start = time.perf_counter()
         with intra_op_threads(n):

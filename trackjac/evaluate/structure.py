@@ -71,8 +71,13 @@ class Structure:
         return ro, co
 
     def global_coo(self) -> Tuple[Tensor, Tensor, Tuple[int, int]]:
-        """All blocks stacked into one (outputs x inputs) pattern: (rows, cols, shape)."""
+        """All blocks stacked into one (outputs x inputs) pattern: (rows, cols, shape).
+
+        With a single block, its own (rows, cols), not copies: read them, do not write."""
         ro, co = self.offsets()
+        if len(self.blocks) == 1 and len(self.blocks[0]) == 1:  # a 1M-entry copy costs ~10 ms
+            r, c = self.blocks[0][0]
+            return r, c, (ro[-1], co[-1])
         rows, cols = [], []
         for j, row in enumerate(self.blocks):
             for i, (r, c) in enumerate(row):
@@ -143,10 +148,7 @@ def _block_indices(p: Any, shape: Tuple[int, int], where: str) -> Tuple[Tensor, 
         raise TypeError(f"pattern {where}: expected a 2-D tensor (sparse or dense); got {type(p).__name__}")
     if tuple(p.shape) != shape:
         raise ValueError(f"pattern {where}: shape {tuple(p.shape)} does not match (out.numel(), arg.numel()) = {shape}")
-    rows, cols, m, n = structural_coo(p)
-    if rows.numel() > 1 and not bool(((rows * n + cols)[1:] > (rows * n + cols)[:-1]).all()):
-        key = torch.unique(rows * n + cols)  # sorted, duplicates dropped
-        rows, cols = key // n, key % n
+    rows, cols, _, _ = structural_coo(p)  # row-major sorted and distinct (coalesced or nonzero())
     return rows, cols
 
 

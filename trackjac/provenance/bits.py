@@ -69,6 +69,19 @@ def set_bits(words: torch.Tensor):
     return rows, (fi - rows * W) * 64 + (pos & 63)
 
 
+def _all_set(words: torch.Tensor, first: int, last: int) -> bool:
+    """Whether bits ``first .. last - 1`` of every row of ``(n, W)`` words are all set."""
+    W = words.shape[1]
+    inner = words[:, 1:-1] if W > 2 else words[:, :0]
+    if inner.numel() and not bool((inner == -1).all()):
+        return False
+    edges = [0] if W == 1 else [0, W - 1]
+    bits = _unpack(words[:, edges])   # (n, 64 or 128) booleans of the first and last words
+    if W == 1:
+        return bool(bits[:, first:last].all())
+    return bool(bits[:, first:64].all()) and bool(bits[:, 64:64 + last - 64 * (W - 1)].all())
+
+
 def _chunks(n: int, W: int):
     step = max(1, _CHUNK_BITS // max(64 * W, 1))
     for s in range(0, n, step):
@@ -249,6 +262,16 @@ class BitProv:
             sub = self.words[:, w0:w1]
             if sub.numel() == 0:
                 pass  # no elements: the empty indices above
+            elif _all_set(sub, a - off, b - off):
+                # every element depends on every id (a dense matmul): the indices are a grid,
+                # without unpacking 1M bits and a nonzero() over them
+                grid = torch.empty(2, numel, b - a, dtype=_I64, device=device)
+                grid[0] = torch.arange(numel, dtype=_I64, device=device).unsqueeze(1)
+                grid[1] = torch.arange(a - lo, b - lo, dtype=_I64, device=device)
+                grid = grid.view(2, -1)
+                t = torch.sparse_coo_tensor(grid, torch.ones(grid.shape[1], dtype=torch.bool, device=device),
+                                            (numel, n), is_coalesced=True, check_invariants=False)
+                return t if layout == torch.sparse_coo else t.to_sparse(layout=layout)
             elif 4 * int(torch.count_nonzero(sub)) >= sub.numel():
                 # mostly nonzero words (dense rows): unpack all, one 2-D nonzero per chunk
                 parts = []
