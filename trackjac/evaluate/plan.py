@@ -34,8 +34,8 @@ from torch import Tensor
 from .._threads import intra_op_threads
 from ..coloring import Coloring
 from .assemble import Block, check_layout, placement, merge
-from .products import (chunk_of, ControlFlowChanged, SameDraws, per_color, try_compile,
-                       user_stacklevel, vectorized)
+from .products import (check_compile, chunk_of, CompileOption, ControlFlowChanged, SameDraws, per_color,
+                       try_compile, user_stacklevel, vectorized)
 from .structure import check_args, Structure, bind
 from .verify import compare
 
@@ -94,7 +94,7 @@ class Plan:
         layout=torch.sparse_coo,
         blocksize: Optional[Tuple[int, int]] = None,
         chunk_size: Optional[int] = None,
-        compile: bool = False,
+        compile: CompileOption = False,
         memory_budget: Optional[int] = None,
         threads: Optional[int] = None,
     ):
@@ -121,8 +121,9 @@ class Plan:
         self._rev_coloring: Optional[Callable[[], Coloring]] = None
         self._compiled: Optional[Callable] = None
         self.compile = compile
+        check_compile(compile)
         if compile:
-            self._compiled = try_compile(self._pure_compressed)
+            self._compiled = try_compile(self._pure_compressed, compile)
 
     # -- construction -------------------------------------------------------------
 
