@@ -33,8 +33,8 @@ from .assemble import Block, blocksize_of, check_layout, placement
 from .distributed import check_output, distribute
 from .paths import PathGuard
 from .state import hessian_from_state, hessian_state
-from .products import (chunk_of, ControlFlowChanged, SameDraws, try_compile, user_stacklevel,
-                       vectorized, vjp_rows)
+from .products import (check_compile, chunk_of, CompileOption, ControlFlowChanged, SameDraws, try_compile,
+                       user_stacklevel, vectorized, vjp_rows)
 from .structure import check_args, Spec, Structure, _grid, diff_positions, with_reads
 from .verify import _TOL, _basis, _compare, _extract
 
@@ -190,7 +190,7 @@ class HessianPlan:
 
     def __init__(self, f: Callable, structure: Structure, coloring, layout=torch.sparse_coo,
                  blocksize: Optional[Tuple[int, int]] = None, chunk_size: Optional[int] = None,
-                 compile: bool = False, memory_budget: Optional[int] = None):
+                 compile: CompileOption = False, memory_budget: Optional[int] = None):
         check_layout(layout)
         chunk_size = chunk_of(chunk_size, memory_budget, structure)
         self.device, blocksize = placement(structure, layout, blocksize)
@@ -203,7 +203,8 @@ class HessianPlan:
         self._audited = False
         self._build()
         self.compile = compile
-        self._compiled = try_compile(self._pure_compressed) if compile else None
+        check_compile(compile)
+        self._compiled = try_compile(self._pure_compressed, compile) if compile else None
 
     def _build(self) -> None:
         st, dev, k = self.structure, self.device, self.num_colors

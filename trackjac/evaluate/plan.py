@@ -36,8 +36,8 @@ from ..coloring import IDENTITY, Coloring
 from ..tracer.signature import Signature
 from .assemble import Block, blocksize_of, check_layout, placement, merge
 from .state import jacobian_from_state, jacobian_state
-from .products import (chunk_of, ControlFlowChanged, SameDraws, per_color, try_compile,
-                       user_stacklevel, vectorized)
+from .products import (check_compile, chunk_of, CompileOption, ControlFlowChanged, SameDraws, per_color,
+                       try_compile, user_stacklevel, vectorized)
 from .structure import check_args, positional, Structure, bind
 from .verify import compare
 
@@ -128,7 +128,7 @@ class Plan:
         layout=torch.sparse_coo,
         blocksize: Optional[Tuple[int, int]] = None,
         chunk_size: Optional[int] = None,
-        compile: bool = False,
+        compile: CompileOption = False,
         memory_budget: Optional[int] = None,
         threads: Optional[int] = None,
     ):
@@ -159,8 +159,9 @@ class Plan:
         self._rev_coloring: Optional[Callable[[], Coloring]] = None
         self._compiled: Optional[Callable] = None
         self.compile = compile
+        check_compile(compile)
         if compile:
-            self._compiled = try_compile(self._pure_compressed)
+            self._compiled = try_compile(self._pure_compressed, compile)
 
     # -- construction -------------------------------------------------------------
 

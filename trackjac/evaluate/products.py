@@ -1,7 +1,7 @@
 """Compressed products: one batched vjp (rows) or jvp (columns) per chunk of seeds."""
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional, Tuple
+from typing import Callable, Iterable, Optional, Tuple, Union
 
 import sys
 import warnings
@@ -155,10 +155,30 @@ def chunk_of(chunk_size: Optional[int], memory_budget: Optional[int], st: Struct
     return max(1, memory_budget // bytes_per_color(st))
 
 
-def try_compile(fn: Callable) -> Optional[Callable]:
-    """``torch.compile(fn)``, or None (with a warning) when compiling is unavailable."""
+#: ``torch.compile`` modes a plan's ``compile=`` accepts besides True/False, passed through;
+#: on CUDA, "reduce-overhead" and "max-autotune" capture the compiled products in CUDA graphs
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+CompileOption = Union[bool, str]
+
+
+def check_compile(compile: CompileOption) -> None:
+    """Reject a ``compile=`` that is neither a bool nor a ``torch.compile`` mode."""
+    if isinstance(compile, bool) or compile in COMPILE_MODES:
+        return
+    raise ValueError(f"compile must be True, False or a torch.compile mode {COMPILE_MODES}; got {compile!r}")
+
+
+def try_compile(fn: Callable, compile: CompileOption = True) -> Optional[Callable]:
+    """``torch.compile(fn)`` in mode ``compile`` (True: the default mode), or None (with a
+    warning) when compiling is unavailable.
+
+    ``dynamic=False``: a plan's shapes never change, and static shapes let inductor fold
+    every size and stride into the kernels (no recompiles, no symbolic-shape guards)."""
+    check_compile(compile)
+    mode = None if compile is True else compile
     try:
-        return torch.compile(fn, dynamic=False)
+        return torch.compile(fn, dynamic=False, mode=mode)
     except Exception as err:  # e.g. no compiler toolchain, unsupported platform
         warnings.warn(f"trackjac: torch.compile unavailable ({type(err).__name__}: {err}); using eager",
                       RuntimeWarning, stacklevel=3)
