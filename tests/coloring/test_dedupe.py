@@ -94,3 +94,16 @@ def test_arrowhead_rows_take_three_colors(n):
     c = color_rows(P)
     assert is_structurally_orthogonal(P, c.colors, "rows")
     assert c.num_colors == 3
+
+
+@pytest.mark.parametrize("clash", [False, True])
+def test_distinct_in_rows_with_many_colors_and_short_rows(clash):
+    # 2,000 colors over rows of one or two vertices: checked a word at a time (bounded memory)
+    n = 2000
+    rows = torch.cat([torch.arange(n), torch.tensor([0])])
+    cols = torch.cat([torch.arange(n), torch.tensor([1])])
+    colors = torch.arange(n)
+    if clash:
+        colors[1] = 0
+    assert distinct_in_rows(rows, cols, n, colors) == (not clash)
+    assert is_structurally_orthogonal((rows, cols, (n, n)), colors, "columns") == (not clash)

@@ -18,12 +18,9 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .state import BITS
+from .state import BITS, popcount
 
 __all__ = ["merge_identical_rows", "distinct_in_rows"]
-
-_POPCOUNT = torch.tensor([bin(i).count("1") for i in range(256)], dtype=torch.uint8)
-
 
 def merge_identical_rows(rows: Tensor, cols: Tensor, m: int, n: int, seed: int = 12345
                          ) -> Optional[Tuple[Tensor, Tensor, int]]:
@@ -55,9 +52,15 @@ def distinct_in_rows(rows: Tensor, cols: Tensor, m: int, colors: Tensor) -> bool
         return False
     words = int(c.max()) // BITS + 1
     bit = torch.ones((), dtype=torch.long) << (c % BITS)
-    word = c // BITS if words > 1 else None
+    # one sum per (row, word) in a single pass, or a pass per word where m x words would
+    # outgrow the nonzeros (many colors, short rows)
+    passes = [None] if m * words <= 2 * rows.numel() + 1024 else list(range(words))
     bits = torch.zeros(m, dtype=torch.long)
-    for i in range(words):
-        acc = torch.zeros(m, dtype=torch.long).index_add_(0, rows, bit if word is None else bit * (word == i))
-        bits += _POPCOUNT[acc.view(torch.uint8).long()].view(m, 8).sum(1, dtype=torch.long)
+    for i in passes:
+        if i is None:
+            slot, add, width = (rows if words == 1 else rows * words + c // BITS), bit, words
+        else:
+            slot, add, width = rows, bit * (c // BITS == i), 1
+        acc = torch.zeros(m * width, dtype=torch.long).index_add_(0, slot, add)
+        bits += popcount(acc).view(m, width).sum(1)
     return torch.equal(bits, torch.bincount(rows, minlength=m))
