@@ -159,13 +159,18 @@ def _groups(g: Graph, props: List[Proposal], rank: Tensor) -> Optional[Tuple[Ten
     if 0 < key.numel() and span_k <= _SPAN_PER_KEY * key.numel():
         # a group of one neither clashes nor moves: count the groups (O(keys) memory, as the
         # bound says) and sort only the incidences in larger ones, often none of them
-        multi = torch.bincount(key, minlength=span_k).index_select(0, key) > 1
+        multi_g = torch.bincount(key, minlength=span_k) > 1
+        multi = multi_g.index_select(0, key)
         key, own = key[multi], own[multi]
+        if key.numel():  # renumber the larger groups 0..G-1 (order kept): the sort key then fits int32
+            gid = torch.cumsum(multi_g, 0) - 1
+            span_k = int(gid[-1]) + 1
+            key = gid.index_select(0, key)
     if key.numel() == 0:
         return None
     rk = rank.index_select(0, own)
     top = int(rk.max()) + 1
-    span = (g.m + 1) * K * top
+    span = span_k * top
     if span < 2**62:  # one sort by (row, color, rank); int32 sorts about twice as fast
         combined = key * top + rk
         perm = torch.sort(combined.int() if span < 2**31 else combined).indices
