@@ -10,7 +10,8 @@ Problems (benches/problems.py), patterns built by hand so that detection is not 
 - bundle adjustment with 100,000 observations in three orders (sorted by point, the
   layout above; sorted by camera, as in BAL files; shuffled), rows and columns, each
   next to scipy's sequential greedy column grouping (``scipy.optimize._numdiff.group_columns``,
-  method ``scipy``; skipped without scipy) on the same pattern.
+  method ``scipy``; skipped without scipy) on the same pattern;
+- the rows of the arrowhead pattern (a dense row over a bidiagonal, 3 colors), ``color_rows``.
 
 Both with the defaults of ``color_rows`` / ``color_columns`` (the ones
 ``jacobian_plan`` uses). Recorded per case (``extra_info`` of the pytest-benchmark
@@ -56,12 +57,14 @@ def ba_pattern(observations: int) -> Tuple[torch.Tensor, torch.Tensor, Tuple[int
 
 
 BA_ORDERED = 10_000 if QUICK else 100_000  # observations of the three-order cases
+ARROWHEAD_N = 2_000 if QUICK else 20_000  # a dense row over a bidiagonal: 3 colors (100k takes seconds: stalls)
 
 
 def cases() -> List[tuple]:
     """``(problem, size, axis)``: size is n for the Brusselator, observations for BA."""
     return ([("brusselator", 2 * N * N, "rows") for N in BRUSSELATOR_N]
-            + [("bundle_adjustment", obs, "columns") for obs in BA_OBSERVATIONS])
+            + [("bundle_adjustment", obs, "columns") for obs in BA_OBSERVATIONS]
+            + [("arrowhead", ARROWHEAD_N, "rows")])
 
 
 def ordered_cases() -> List[tuple]:
@@ -73,6 +76,10 @@ def ordered_cases() -> List[tuple]:
 def make(problem: str, size: int):
     if problem == "brusselator":
         P = problems.brusselator_pattern(int(round((size // 2) ** 0.5)))
+        idx = P.indices()
+        return (idx[0], idx[1], tuple(P.shape))
+    if problem == "arrowhead":
+        P = problems.arrowhead_pattern(size)
         idx = P.indices()
         return (idx[0], idx[1], tuple(P.shape))
     return ba_pattern(size)

@@ -8,6 +8,7 @@ from torch import Tensor
 
 from .._sparse import structural_coo
 from .._threads import intra_op_threads
+from .dedupe import distinct_in_rows, merge_identical_rows
 from .graph import Graph
 from .greedy import SMALL, class_order, iterated_greedy, sequential_greedy, speculative_greedy
 from .orders import DEFAULT_ORDERS, get_order
@@ -67,10 +68,28 @@ def _color(
     lower = int(torch.bincount(rows, minlength=m).max())
     if lower >= DENSE * n:  # (nearly) dense: no coloring can save more than 10%
         return _identity(n, axis, lower)
-    g = Graph(rows, cols, m, n)
+    merged = merge_identical_rows(rows, cols, m, n)
+    if merged is not None:
+        colors, name = _search(Graph(*merged, n), lower, order_fns, orders, polish, local_search, seed)
+        if distinct_in_rows(rows, cols, m, colors):
+            return _finish(colors, n, axis, name, lower)
+    colors, name = _search(Graph(rows, cols, m, n), lower, order_fns, orders, polish, local_search, seed)
+    return _finish(colors, n, axis, name, lower)
+
+
+def _finish(colors: Tensor, n: int, axis: str, name: str, lower: int) -> Coloring:
+    if num_colors(colors) >= DENSE * n:
+        return _identity(n, axis, lower)
+    return Coloring(colors, num_colors(colors), axis, name, lower)
+
+
+def _search(g: Graph, lower: int, order_fns: list, orders: Sequence[str], polish: int,
+            local_search: Union[bool, int], seed: int) -> Tuple[Tensor, str]:
+    """The best greedy coloring over ``orders``, refined: (colors, name of the winning order)."""
+    n = g.n
     gen = torch.Generator().manual_seed(seed)
     best: Optional[Tuple[int, Tensor, str]] = None
-    greedy = sequential_greedy if rows.numel() <= SMALL else speculative_greedy
+    greedy = sequential_greedy if g.inc_rows.numel() <= SMALL else speculative_greedy
     for name, order_fn in zip(orders, order_fns):
         colors = greedy(g, order_fn(g, gen))
         for step in range(polish):  # iterated greedy never increases the count
@@ -85,13 +104,13 @@ def _color(
     assert best is not None
     k, colors, name = best
     if k >= DENSE * n:
-        return _identity(n, axis, lower)
+        return colors, name
     if local_search and k > lower:
         rounds = local_search if not isinstance(local_search, bool) else (120 if n <= _BIG_N else 80)
         # spend in proportion to what can be saved: 4 windows per class above the bound
         rounds = min(int(rounds), 4 * _WINDOW * (k - lower))
         colors = reduce_classes(g, colors, lower, gen, window=_WINDOW, rounds=rounds)
-    return Coloring(colors, num_colors(colors), axis, name, lower)
+    return colors, name
 
 
 def color_columns(

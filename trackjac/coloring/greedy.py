@@ -22,6 +22,7 @@ __all__ = ["speculative_greedy", "sequential_greedy", "iterated_greedy", "class_
 
 _CHUNKS = 24  # speculative steps per order: fewer is faster, more is closer to sequential
 _MIN_CHUNK = 256
+_GROW = 4  # a chunk that rarely clashes may grow to this many times its first size
 SMALL = 20_000  # structural nonzeros up to which the sequential greedy is the faster one
 # speculative steps after which the rest is colored one vertex at a time: on a band in natural
 # order each step resolved a few vertices (28,455 steps, 22 s, for a 100,000-column tridiagonal)
@@ -78,7 +79,7 @@ def speculative_greedy(g: Graph, order: Tensor) -> Tensor:
         if pending.numel() > S.numel() // 2:
             chunk = max(chunk // 2, 8)
         elif pending.numel() < S.numel() // 8:
-            chunk = min(chunk * 2, full)
+            chunk = min(chunk * 2, _GROW * full)
     return st.colors
 
 

@@ -14,7 +14,7 @@ from torch import Tensor
 from .._bitops import or_dim1
 from .graph import Graph
 
-__all__ = ["BITS", "BIG", "State", "Proposal", "mex", "kth_free", "positions", "clashes", "commit_unclashed",
+__all__ = ["BITS", "BIG", "State", "Proposal", "mex", "kth_free", "popcount", "positions", "clashes", "commit_unclashed",
            "commit_except",
            "num_colors"]
 
@@ -42,22 +42,32 @@ def mex(forb: List[Tensor]) -> Tensor:
     return word * BITS + _lowest_clear_bit(F.gather(1, word.unsqueeze(1)).squeeze(1))
 
 
-_POPCOUNT = torch.tensor([bin(i).count("1") for i in range(256)], dtype=torch.uint8)
+def popcount(x: Tensor) -> Tensor:
+    """Set bits of each int64 word (SWAR: a dozen elementwise ops, no gathers; the masks make the
+    arithmetic shifts act as logical ones)."""
+    x = x - ((x >> 1) & 0x5555555555555555)
+    x = (x & 0x3333333333333333) + ((x >> 2) & 0x3333333333333333)
+    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0F
+    return (x * 0x0101010101010101) >> 56  # the top byte sums the bytes; it wraps, never carries
 
 
 def kth_free(forb: List[Tensor], k: Tensor) -> Tensor:
     """The ``k``-th (from 0) color absent from the words ``forb``, per vertex (``k`` is (v,))."""
     F = torch.stack(forb, 1)  # (v, words)
-    free = BITS - _POPCOUNT[F.view(torch.uint8).long()].view(F.shape[0], F.shape[1], 8).sum(2, dtype=torch.long)
-    seen = torch.cumsum(free, 1)
+    seen = torch.cumsum(BITS - popcount(F), 1)
     word = (seen <= k.unsqueeze(1)).sum(1)  # the word holding it; len(forb): past the last word
     before = torch.where(word > 0, seen.gather(1, (word - 1).clamp(min=0).unsqueeze(1)).squeeze(1), 0)
     r = k - before  # its rank among the free bits of that word
     inside = word < F.shape[1]
-    f = F.gather(1, word.clamp(max=F.shape[1] - 1).unsqueeze(1)).squeeze(1)
-    bits = ((f.unsqueeze(1) >> torch.arange(BITS)) & 1) == 0
-    at = (torch.cumsum(bits, 1, dtype=torch.int32) <= r.unsqueeze(1).int()).sum(1).long()
-    return torch.where(inside, word * BITS + at, F.shape[1] * BITS + r)  # past the words all is free
+    free = ~F.gather(1, word.clamp(max=F.shape[1] - 1).unsqueeze(1)).squeeze(1) & _FULL
+    # binary search for the lowest bit p with more than r free bits in bits 0..p: 6 steps
+    lo, hi = torch.zeros_like(r), torch.full_like(r, BITS - 1)
+    two = torch.full_like(r, 2)
+    for _ in range(BITS.bit_length()):
+        mid = (lo + hi) >> 1
+        up = popcount(free & (torch.bitwise_left_shift(two, mid) - 1)) > r
+        hi, lo = torch.where(up, mid, hi), torch.where(up, lo, mid + 1)
+    return torch.where(inside, word * BITS + lo, F.shape[1] * BITS + r)  # past the words all is free
 
 
 class State:
@@ -121,11 +131,13 @@ class State:
 
 
 Proposal = Tuple[Tensor, Tensor, Tensor]  # vertices, their rows table, proposed colors
+_SPAN_PER_KEY = 8  # (row, color) slots per incidence up to which groups are counted, not sorted
 
 
 def _groups(g: Graph, props: List[Proposal], rank: Tensor) -> Optional[Tuple[Tensor, Tensor, Tensor, Tensor]]:
     """Incidences of the proposals grouped by (row, proposed color), by rank inside a group:
     (owner, rank, position in the group, rank of the group's first), or None if there are none.
+    Groups of a single incidence may be left out (position 0, never a clash).
 
     Exact: the groups come from a stable sort, never a hash, so that a vertex with many
     rows (a camera column in bundle adjustment) is not deferred again and again by
@@ -143,11 +155,22 @@ def _groups(g: Graph, props: List[Proposal], rank: Tensor) -> Optional[Tuple[Ten
         keys.append((flat * K + c.repeat_interleave(d))[real])
         owners.append(Sb.repeat_interleave(d)[real])
     key, own = torch.cat(keys), torch.cat(owners)
+    span_k = (g.m + 1) * K
+    if 0 < key.numel() and span_k <= _SPAN_PER_KEY * key.numel():
+        # a group of one neither clashes nor moves: count the groups (O(keys) memory, as the
+        # bound says) and sort only the incidences in larger ones, often none of them
+        multi_g = torch.bincount(key, minlength=span_k) > 1
+        multi = multi_g.index_select(0, key)
+        key, own = key[multi], own[multi]
+        if key.numel():  # renumber the larger groups 0..G-1 (order kept): the sort key then fits int32
+            gid = torch.cumsum(multi_g, 0) - 1
+            span_k = int(gid[-1]) + 1
+            key = gid.index_select(0, key)
     if key.numel() == 0:
         return None
     rk = rank.index_select(0, own)
     top = int(rk.max()) + 1
-    span = (g.m + 1) * K * top
+    span = span_k * top
     if span < 2**62:  # one sort by (row, color, rank); int32 sorts about twice as fast
         combined = key * top + rk
         perm = torch.sort(combined.int() if span < 2**31 else combined).indices
