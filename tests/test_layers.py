@@ -13,9 +13,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "trackjac"
 ALLOWED = {
     "provenance": {"provenance", "_sparse", "_bitops"},
     "rules": {"rules", "provenance", "dtypes", "errors", "_sparse"},
-    "tracer": {"tracer", "rules", "provenance", "dtypes", "errors", "_sparse", "_nesting", "_threads"},
+    "tracer": {"tracer", "rules", "provenance", "dtypes", "errors", "_sparse", "_nesting", "_threads", "pattern",
+               "_scipy"},
     "coloring": {"coloring", "_sparse", "_bitops", "_threads"},
-    "evaluate": {"evaluate", "coloring", "tracer", "errors", "_sparse", "_nesting", "_threads"},
+    "evaluate": {"evaluate", "coloring", "tracer", "errors", "_sparse", "_nesting", "_threads", "pattern", "_scipy"},
 }
 
 

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ._blocks import flat_side, plan_nesting
+from ._scipy import coo_matrix_of as _block, scipy_sparse as _scipy_sparse
 from ._sparse import quiet_beta as _quiet_beta
 from .evaluate import jacobian_plan
 from .pattern import SparsityPattern
@@ -26,39 +27,6 @@ __all__ = ["to_scipy", "from_scipy", "least_squares_problem", "LeastSquaresProbl
 
 _FORMATS = ("csr", "csc", "coo")
 _LAYOUTS = (torch.sparse_coo, torch.sparse_csr, torch.sparse_csc, torch.strided)
-
-
-def _scipy_sparse():
-    try:
-        import scipy.sparse  # optional dependency: only these conversions need it
-    except ImportError as e:
-        raise ImportError("trackjac.interop needs scipy: pip install scipy") from e
-    return scipy.sparse
-
-
-def _block(t: Tensor, sp):
-    """One 2-D tensor as a scipy COO matrix; stored entries stay (a stored 0 is structural), except
-    stored ``False`` of a boolean pattern; a dense tensor gives its nonzeros."""
-    if not isinstance(t, Tensor):
-        raise TypeError(f"to_scipy: expected tensors; got {type(t).__name__}")
-    if t.dim() != 2:
-        raise ValueError(f"to_scipy: blocks must be 2-D, got shape {tuple(t.shape)} (reshape to "
-                         "(out.numel(), arg.numel()); trackjac.jacobian_sparsity returns 2-D blocks)")
-    if t.is_complex():
-        raise TypeError("to_scipy: complex tensors are not supported")
-    t = t.detach().cpu()
-    if t.layout == torch.strided:
-        r, c = torch.nonzero(t, as_tuple=True)
-        vals = t[r, c]
-    else:
-        q = (t if t.layout == torch.sparse_coo else t.to_sparse_coo()).coalesce()
-        if q.values().dim() != 1:
-            raise ValueError("to_scipy: hybrid sparse tensors (dense dimensions in the values) are not supported")
-        (r, c), vals = q.indices(), q.values()
-        if vals.dtype == torch.bool:
-            r, c, vals = r[vals], c[vals], vals[vals]
-    dtype = torch.float64 if vals.dtype in (torch.float16, torch.bfloat16) else vals.dtype  # numpy has no bfloat16
-    return sp.coo_matrix((vals.to(dtype).numpy(), (r.numpy(), c.numpy())), shape=tuple(t.shape))
 
 
 def to_scipy(pattern_or_jacobian: Any, format: str = "csr", *, nesting: Optional[str] = None):

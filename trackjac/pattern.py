@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from ._nesting import Nesting, flat_nesting
+from ._scipy import coo_matrix_of, scipy_sparse
 from ._sparse import bool_coo, quiet_beta, structural_coo
 
 __all__ = ["SparsityPattern", "Nesting", "argument_names"]
@@ -203,8 +204,10 @@ class SparsityPattern:
 
     def to_scipy(self, format: str = "csr"):
         """The stacked matrix as a scipy sparse matrix (needs scipy), see :func:`trackjac.interop.to_scipy`."""
-        from .interop import to_scipy  # interop imports the engine; the pattern algebra does not
-        return to_scipy(self, format)
+        if format not in ("csr", "csc", "coo"):
+            raise ValueError(f"to_scipy: format must be one of ('csr', 'csc', 'coo'); got {format!r}")
+        sp = scipy_sparse()
+        return coo_matrix_of(self.to_coo(), sp).asformat(format)
 
     def __repr__(self) -> str:
         def side(names, shapes):

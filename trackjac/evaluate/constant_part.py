@@ -26,6 +26,7 @@ from ..errors import user_stacklevel
 from ..tracer import jacobian_sparsity
 from .assemble import Block, blocksize_of, merge
 from .plan import Plan, take
+from .state import CONSTANT_LOADERS
 from .structure import Structure, _grid
 
 __all__ = ["VariablePartPlan", "build_reuse_plan", "cancellation_limit"]
@@ -231,6 +232,14 @@ class VariablePartPlan(Plan):
         super()._validate(args)
         self._guard.check(args)
 
+    def _constant_state(self) -> dict:
+        return {
+            "full_blocks": [[[r, c] for r, c in row] for row in self._full.blocks],
+            "split": [[[cp, vp] for cp, vp in row] for row in self._split],
+            "values": [[v.cpu() for v in row] for row in self._values0],
+            "guard": [[p, v.cpu() if isinstance(v, Tensor) else v] for p, v in self._guard._saved],
+        }
+
     @property
     def pattern(self):
         """The structural pattern (constant and variable entries), sparse COO bool, nested."""
@@ -275,3 +284,17 @@ def build_reuse_plan(f: Callable, args: Sequence[Any], structure: Structure, str
         RuntimeWarning, stacklevel=user_stacklevel())
     full.constant_nnz, full.variable_nnz = plan.constant_nnz, plan.variable_nnz
     return full
+
+
+def _load(f: Callable, full: Structure, variable: Structure, mode: str, coloring: Coloring, split, values,
+          guard_args: List[Any], opts: dict) -> VariablePartPlan:
+    plan = VariablePartPlan(f, full, variable, mode, coloring, split, values, _Guard(guard_args, variable.diff_pos),
+                            **opts)
+    if plan._cancels is not None:
+        raise ValueError("plan state: its constant entries would cancel too many digits; it was not saved "
+                         "from a constant_entries='reuse' plan")
+    return plan
+
+
+CONSTANT_LOADERS["reuse"] = _load
+

@@ -547,6 +547,10 @@ class Plan:
         weights_only=True)`` reads it, :meth:`from_state` rebuilds the plan from it."""
         return jacobian_state(self)
 
+    def _constant_state(self) -> Optional[dict]:
+        """The constant entries a ``state_dict`` saves (none: every entry comes from the products)."""
+        return None
+
     @classmethod
     def from_state(cls, f: Callable, state: dict, *, compile: bool = False,
                    threads: Optional[int] = None) -> "Plan":
@@ -555,7 +559,7 @@ class Plan:
         You assert that ``f`` is the function the plan was built for (its code cannot be
         compared); ``plan.check(*args)`` verifies cheaply. A ValueError for a state of another
         format version, an invalid coloring, and (at each call) arguments of other specs."""
-        return jacobian_from_state(f, state, compile=compile, threads=threads)
+        return jacobian_from_state(cls, f, state, compile=compile, threads=threads)
 
     @property
     def sparsity(self):

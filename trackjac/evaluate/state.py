@@ -133,7 +133,7 @@ def check_coloring(cl: Coloring, st: Structure, symmetric_pattern: bool = False)
             int(colors.min()) < 0 or int(colors.max()) >= max(k, 1))):
         raise ValueError("plan state: the coloring's colors must be int64 in [0, num_colors)")
     if cl.axis == "symmetric":
-        from ..coloring.symmetric import is_acyclic_coloring, is_star_coloring
+        from ..coloring.symmetric import is_acyclic_coloring, is_star_coloring  # only symmetric states need it
         r, c = cl.pattern if cl.pattern is not None else (rows, cols)  # type: ignore[attr-defined]
         key = torch.sort(rows * N + cols).values
         if colors.numel() != N or not torch.equal(torch.sort(r * N + c).values, key):
@@ -182,27 +182,21 @@ def check_header(state: Any, kind: str) -> None:
 
 
 def jacobian_state(plan: Any) -> Dict[str, Any]:
-    from .constant_part import VariablePartPlan
-
     state = _header("jacobian", plan)
     state.update(structure=structure_state(plan.structure), coloring=coloring_state(plan.coloring),
                  mode=plan.mode, chunk_size=plan._chunk_arg, auto=plan._rev_coloring is not None,
-                 constant=None)
-    if isinstance(plan, VariablePartPlan):
-        state["constant"] = {
-            "full_blocks": [[[r, c] for r, c in row] for row in plan._full.blocks],
-            "split": [[[cp, vp] for cp, vp in row] for row in plan._split],
-            "values": [[v.cpu() for v in row] for row in plan._values0],
-            "guard": [[p, v.cpu() if isinstance(v, Tensor) else v] for p, v in plan._guard._saved],
-        }
+                 constant=plan._constant_state())
     return state
 
 
-def jacobian_from_state(f: Callable, state: Dict[str, Any], compile: bool = False,
-                        threads: Optional[int] = None):
-    from .constant_part import VariablePartPlan, _Guard
-    from .plan import Plan
+#: how to rebuild a plan whose state has constant entries: set by the module that defines that plan
+#: (constant_part), which imports the plan module; this module imports neither
+CONSTANT_LOADERS: Dict[str, Callable] = {}
 
+
+def jacobian_from_state(cls: type, f: Callable, state: Dict[str, Any], compile: bool = False,
+                        threads: Optional[int] = None):
+    """A ``cls`` (:class:`~trackjac.Plan`) from ``state``, or the constant-entry plan it saved."""
     check_header(state, "jacobian")
     st = structure_from(state["structure"], f)
     coloring = coloring_from(state["coloring"])
@@ -211,7 +205,7 @@ def jacobian_from_state(f: Callable, state: Dict[str, Any], compile: bool = Fals
                 chunk_size=state["chunk_size"], compile=compile, threads=threads)
     const = state["constant"]
     if const is None:
-        plan = Plan(f, st, state["mode"], coloring, **opts)
+        plan = cls(f, st, state["mode"], coloring, **opts)
     else:
         full = structure_from({**state["structure"], "blocks": const["full_blocks"]}, f)
         full.path = st.path
@@ -220,11 +214,7 @@ def jacobian_from_state(f: Callable, state: Dict[str, Any], compile: bool = Fals
         args: List[Any] = [None] * st.n_args
         for p, v in const["guard"]:
             args[int(p)] = v
-        plan = VariablePartPlan(f, full, st, state["mode"], coloring, split, const["values"],
-                                _Guard(args, st.diff_pos), **opts)
-        if plan._cancels is not None:
-            raise ValueError("plan state: its constant entries would cancel too many digits; it was not saved "
-                             "from a constant_entries='reuse' plan")
+        plan = CONSTANT_LOADERS["reuse"](f, full, st, state["mode"], coloring, split, const["values"], args, opts)
     if state["auto"] and plan.mode == "fwd":   # mode="auto": reverse mode if f has no forward derivative
         plan._rev_coloring = lambda: color_rows(st.global_coo())
     return plan
@@ -252,18 +242,15 @@ def hessian_state(plan: Any) -> Dict[str, Any]:
     return state
 
 
-def hessian_from_state(f: Callable, state: Dict[str, Any], compile: bool = False):
-    from .hessian import HessianPlan, _check_symmetric
-
+def hessian_parts(f: Callable, state: Dict[str, Any]):
+    """``(structure, coloring, plan options)`` of a saved Hessian plan, checked."""
     check_header(state, "hessian")
     st = structure_from(state["structure"], f)
     if st.out_specs != st.in_specs:
         raise ValueError("plan state: a Hessian's outputs are the gradients of its inputs")
-    _check_symmetric(st)
     coloring = coloring_from(state["coloring"])
     if coloring.axis not in ("symmetric", "columns"):
         raise ValueError(f"plan state: a Hessian plan needs a symmetric or column coloring; got {coloring.axis}")
     check_coloring(coloring, st)
-    return HessianPlan(f, st, coloring, layout=layout_named(state["layout"]),
-                       blocksize=blocksize_tuples(state["blocksize"]), chunk_size=state["chunk_size"],
-                       compile=compile)
+    return st, coloring, dict(layout=layout_named(state["layout"]), blocksize=blocksize_tuples(state["blocksize"]),
+                              chunk_size=state["chunk_size"])
