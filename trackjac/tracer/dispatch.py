@@ -225,9 +225,12 @@ def _outputs(schema, bound, written, out) -> Tuple[list, List[tuple]]:
                     kinds.append(("write" if r.alias_info.is_write else "view", s))
     # Views that reinterpret elements (view_as_real, view_as_complex) share the store too: it maps
     # element sizes (a complex element is two real slots, see tensor._store_rows).  A "may alias"
-    # return of another dtype or device that got storage of its own (``to(...)``) is a new tensor.
+    # return that got storage of its own is a new tensor: ``to(...)`` to another dtype or device,
+    # and a copy of the same dtype (``contiguous``/``reshape`` of a non-contiguous tensor, which
+    # reach here from inside decompositions); sharing the source's store would read its rows in
+    # the copy's memory order.
     kinds = [("new", None) if k == "view" and isinstance(s, Carrier) and isinstance(v, torch.Tensor)
-             and (v.dtype != s.dtype or v.device != s.device) and not _same_storage(v, s.value) else (k, s)
+             and not _same_storage(v, s.value) else (k, s)
              for v, (k, s) in zip(values, kinds)]
     return values, kinds
 
