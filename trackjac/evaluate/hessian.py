@@ -27,7 +27,7 @@ from .._nesting import Nesting
 from ..coloring import color_columns
 from ..tracer import hessian_sparsity
 from ..tracer.hessian import scalar_output
-from ..tracer.signature import Signature
+from ..tracer.signature import Signature, flat_call
 from .api import EFFORT, _symmetric
 from .assemble import Block, blocksize_of, check_layout, placement
 from .state import hessian_parts, hessian_state
@@ -350,11 +350,7 @@ class HessianPlan:
 
     def _flat(self, args: Sequence[Any], kwargs: dict) -> Sequence[Any]:
         """The positional arguments of ``f`` for a call ``plan(*args, **kwargs)``."""
-        if self.signature is not None:
-            return self.signature.flatten(args, kwargs)
-        if kwargs:
-            raise TypeError(f"this plan was built without keyword arguments for f; got {sorted(kwargs)}")
-        return args
+        return flat_call(self.signature, args, kwargs)
 
     def __call__(self, *args, **kwargs):
         """The Hessian at ``args`` (same structure, shapes, dtypes and devices as at build time);

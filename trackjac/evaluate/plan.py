@@ -33,7 +33,7 @@ from torch import Tensor
 
 from .._threads import intra_op_threads
 from ..coloring import IDENTITY, Coloring
-from ..tracer.signature import Signature
+from ..tracer.signature import Signature, flat_call
 from .assemble import Block, blocksize_of, check_layout, placement, merge
 from .state import jacobian_from_state, jacobian_state
 from .products import (check_compile, chunk_of, CompileOption, ControlFlowChanged, SameDraws, per_color,
@@ -494,11 +494,7 @@ class Plan:
 
     def _flat(self, args: Sequence[Any], kwargs: dict) -> Sequence[Any]:
         """The positional arguments of ``f`` for a call ``plan(*args, **kwargs)``."""
-        if self.signature is not None:
-            return self.signature.flatten(args, kwargs)
-        if kwargs:
-            raise TypeError(f"this plan was built without keyword arguments for f; got {sorted(kwargs)}")
-        return args
+        return flat_call(self.signature, args, kwargs)
 
     def _jacobian_result(self, jac):
         """What ``plan(...)`` returns: the Jacobian, with ``has_aux`` ``(jacobian, aux)``."""

@@ -155,3 +155,13 @@ class Signature:
     def value(self, outs: Sequence[torch.Tensor]) -> Any:
         """The output pytree from its tensor leaves."""
         return tree_unflatten([o.detach() for o in outs], self.out_spec)
+
+
+def flat_call(sig: Optional["Signature"], args: Sequence[Any], kwargs: dict) -> Sequence[Any]:
+    """The positional arguments of a plan's flat ``f`` for a call ``plan(*args, **kwargs)``
+    (``sig`` None: the plan was built with plain positional arguments)."""
+    if sig is not None:
+        return sig.flatten(args, kwargs)
+    if kwargs:
+        raise TypeError(f"this plan was built without keyword arguments for f; got {sorted(kwargs)}")
+    return args
