@@ -123,18 +123,22 @@ class VariablePartPlan(Plan):
         self._var_nnz = [[b.nnz for b in row] for row in self._blocks]
         contamination = self._contamination(st)
         self._check_cancellation(contamination)
-        # per block: constant values where the entry is constant, minus the contamination where
-        # it is variable; a call adds the compressed values of the variable entries to it
+        # per block: the constant values (zeros where the entry is variable), and the contamination
+        # of the variable entries in the compressed dtype; a call copies the compressed values minus
+        # the contamination into a clone of the base (index_copy_ measured faster than index_add)
         self._base: List[List[Tensor]] = []
+        self._contam: List[List[Tensor]] = []
         for j, row in enumerate(self._split):
-            brow = []
+            brow, crow = [], []
             for i, (cp, vp) in enumerate(row):
                 v0 = self._values0[j][i]
                 base = torch.zeros_like(v0)
                 base[cp] = v0[cp]
-                base[vp] = -contamination[j][i].to(v0.dtype)
                 brow.append(base.to(dev))
+                dtype = self.coloring.compressed(st.out_specs[j].dtype, st.in_specs[i].dtype)
+                crow.append(contamination[j][i].to(device=dev, dtype=dtype))
             self._base.append(brow)
+            self._contam.append(crow)
         self._var_pos = [[vp.to(dev) for _, vp in row] for row in self._split]
         self._blocks = [
             [Block(r, c, (full.out_specs[j].shape.numel(), full.in_specs[i].shape.numel()), self.layout,
@@ -215,8 +219,8 @@ class VariablePartPlan(Plan):
                     continue
                 parts = [(sel, take(comp[part], src)) for (sel, src), comp in zip(per_chunk, comps)]
                 dtype = cl.compressed(st.out_specs[j].dtype, st.in_specs[i].dtype)
-                var = merge(parts, self._var_nnz[j][i], dtype, self.device)
-                vrow.append(base.index_add(0, self._var_pos[j][i], var.to(base.dtype)))
+                var = merge(parts, self._var_nnz[j][i], dtype, self.device) - self._contam[j][i]
+                vrow.append(base.clone().index_copy_(0, self._var_pos[j][i], var.to(base.dtype)))
             values.append(vrow)
         return outs, values
 
