@@ -31,6 +31,8 @@ replaced, for NAME in
 - ``evaluation-results``: every method per problem and size, from ``bench_engine.py``;
 - ``hessian-results``: sparse Hessians per problem (colors, lower bound, detection, coloring,
   warm plan, dense ``torch.func.hessian``), from ``bench_hessian.py``;
+- ``symmetric-coloring-results``: star and acyclic colorings, from ``bench_symmetric_coloring.py``;
+- ``first-call-results``: a fresh process's imports and first detection, from ``bench_first_call.py``;
 
 a block whose suite is absent from the JSON files is left as it is, and a block whose
 markers are missing is appended at the end of FILE. ``--threshold FILE2`` also puts the
@@ -75,7 +77,9 @@ QUOTED = ("asdex figures quoted from the project's reference notes (an earlier m
 PROBLEMS = {"brusselator": "2-D Brusselator", "bundle_adjustment": "Bundle adjustment",
             "bundle_adjustment_point": "Bundle adjustment, sorted by point",
             "bundle_adjustment_camera": "Bundle adjustment, sorted by camera (BAL order)",
-            "bundle_adjustment_shuffled": "Bundle adjustment, shuffled"}
+            "bundle_adjustment_shuffled": "Bundle adjustment, shuffled",
+            "brusselator_variable_part": "2-D Brusselator, constant entries reused or recomputed",
+            "dense_mlp": "Dense layer, tanh(W @ x)"}
 
 #: bench_peers.py's problems, in its table's order
 PEER_PROBLEMS = {**PROBLEMS, "laplacian3d_cubic": "3-D Laplacian + cubic reaction",
@@ -88,6 +92,8 @@ METHODS = {
     "trackjac plan(x) (warm, eager)": "warm `plan(x)`",
     "trackjac plan(x) (warm, compiled)": "warm `plan(x)` compiled",
     "one gradient (eager f(x) + torch.func.vjp)": "one gradient (`f` + `vjp`)",
+    "trackjac plan(x) (warm, eager, constant_entries='recompute')": "warm `plan(x)`, `constant_entries='recompute'`",
+    "trackjac plan(x) (warm, eager, constant_entries='reuse')": "warm `plan(x)`, `constant_entries='reuse'`",
     "torch.func.jacrev": "`jacrev`",
     "torch.func.jacfwd": "`jacfwd`",
     "autograd.functional.jacobian(vectorize=True)": "`functional.jacobian(vectorize=True)`",
@@ -359,7 +365,7 @@ def series(recs: Sequence[Record]) -> Dict[Tuple[str, int], str]:
 
 
 def _size_label(e: dict) -> str:
-    if e["problem"] == "brusselator":
+    if e["problem"].startswith("brusselator"):
         return f"{e['size']:,} (N = {e['N']})" if "N" in e else f"{e['size']:,}"
     return f"{e['size']:,} ({e['rows']:,} x {e['cols']:,})"
 
@@ -375,14 +381,20 @@ def evaluation_tables(data: dict) -> str:
     for problem, items in sorted(by_problem.items()):
         labels = series(items)
         cells: Dict[int, Dict[str, str]] = defaultdict(dict)
-        size_of, colors = {}, {}
+        size_of, colors, ratios = {}, {}, {}
         for st, e, _ in items:
-            cells[e["size"]][labels[(e["method"], e.get("threads"))]] = _fmt_s(st["min"])
+            label = labels[(e["method"], e.get("threads"))]
+            cells[e["size"]][label] = _fmt_s(st["min"])
+            if e.get("reference_min"):   # a warm plan timed interleaved with one gradient
+                ratio = f"{label} / one gradient (interleaved)"
+                ratios[ratio] = None
+                cells[e["size"]][ratio] = f"{st['min'] / e['reference_min']:.2f}x"
             size_of[e["size"]] = _size_label(e)
             if "colors" in e:
                 colors[e["size"]] = f"{e['colors']} ({e.get('mode', '?')})"
-        size_col = "n (N)" if problem == "brusselator" else "observations (residuals x parameters)"
-        cols = list(dict.fromkeys(labels.values()))
+        size_col = ("n (N)" if problem.startswith("brusselator") else "n (rows x columns)" if problem == "dense_mlp"
+                    else "observations (residuals x parameters)")
+        cols = list(dict.fromkeys(labels.values())) + list(ratios)
         out.append(f"**{PROBLEMS.get(problem, problem)}**, {_machine(items)}; best of the rounds\n")
         out.append("| " + " | ".join([size_col, *cols] + (["plan colors (mode)"] if colors else [])) + " |")
         out.append("|---|" + "---:|" * (len(cols) + bool(colors)))
@@ -549,7 +561,29 @@ def blocks(data: dict) -> Dict[str, str]:
         out["hessian-results"] = hessian_table(data)
     if records(data, "symmetric_coloring"):
         out["symmetric-coloring-results"] = symmetric_table(data)
+    if records(data, "first_call"):
+        out["first-call-results"] = first_call_table(data)
     return out
+
+
+#: bench_first_call.py's stages, in order
+FIRST_CALL = {"torch": "`import torch`", "trackjac_import": "`import trackjac` (after torch)",
+              "first_sparsity": "first `jacobian_sparsity`", "beyond_torch": "trackjac in all (import + first call)",
+              "first_jacobian": "then a first `jacobian` (torch imports `torch._dynamo`)"}
+
+
+def first_call_table(data: dict) -> str:
+    """Each stage of a fresh process, best and median of the rounds (one process each)."""
+    recs = records(data, "first_call")
+    by = {e["stage"]: e for _, e, _ in recs}
+    pyc = all(e.get("pyc", True) for e in by.values())
+    out = [f"{_machine(recs)}; fresh processes, {'bytecode cached' if pyc else 'no bytecode cache'}\n",
+           "| stage | best | median |", "|---|---:|---:|"]
+    for stage, label in FIRST_CALL.items():
+        if stage in by:
+            vals = sorted(by[stage]["all"])
+            out.append(f"| {label} | {_fmt_s(vals[0])} | {_fmt_s(vals[len(vals) // 2])} |")
+    return "\n".join(out) + "\n"
 
 
 def replace_block(doc: str, name: str, text: str) -> str:
