@@ -28,10 +28,14 @@ import trackjac
 t2 = time.perf_counter()
 trackjac.jacobian_sparsity(lambda x: x[1:] - x[:-1], torch.randn(8))
 t3 = time.perf_counter()
-print(json.dumps(dict(torch=t1 - t0, trackjac_import=t2 - t1, first_sparsity=t3 - t2, beyond_torch=t3 - t1)))
+trackjac.jacobian(lambda x: x[1:] - x[:-1], torch.randn(8))
+t4 = time.perf_counter()
+import os
+print(json.dumps(dict(torch=t1 - t0, trackjac_import=t2 - t1, first_sparsity=t3 - t2, beyond_torch=t3 - t1,
+                      first_jacobian=t4 - t3, pyc=os.path.exists(trackjac.__cached__))))
 """
 
-STAGES = ("torch", "trackjac_import", "first_sparsity", "beyond_torch")
+STAGES = ("torch", "trackjac_import", "first_sparsity", "beyond_torch", "first_jacobian")
 
 
 def fresh() -> Dict[str, float]:
@@ -58,8 +62,13 @@ if pytest is not None:
             times.append(fresh())
         benchmark.pedantic(run, rounds=3, iterations=1)
         # the process's wall time is not the stage's: record the stage's own best
+        # pyc: trackjac's bytecode was cached (with PYTHONDONTWRITEBYTECODE=1 and no __pycache__,
+        # every import compiles trackjac's sources again: about 0.1 s here)
+        import torch
+        from problems import cpu_name
         benchmark.extra_info.update(suite="first_call", stage=stage, seconds=min(t[stage] for t in times),
-                                    all=[t[stage] for t in times])
+                                    all=[t[stage] for t in times], pyc=all(t["pyc"] for t in times),
+                                    torch=torch.__version__, device="cpu", device_name=cpu_name())
 
 
 if __name__ == "__main__":
