@@ -221,6 +221,15 @@ def _peer_colors(res: dict) -> str:
     return f"{res['colors']} ({res['mode']})" if "colors" in res else "-"
 
 
+def _reused(res: dict) -> str:
+    """The compiled plan with ``constant_entries="reuse"``: its time and colors, or why not."""
+    if "plan_compiled_reuse_s" not in res:
+        return "-"
+    if res.get("reuse_entries") != "reuse":
+        return "(fell back: cancellation)"
+    return f"{_peer_time(res, 'plan_compiled_reuse_s')} ({res['reuse_colors']})"
+
+
 def peers_table(peers: dict) -> str:
     """The cases of a ``bench_peers.py`` run: asdex and trackjac side by side, medians."""
     m = peers.get("machine", {})
@@ -229,8 +238,9 @@ def peers_table(peers: dict) -> str:
            f"the same run, each in its own process: {m.get('cpu', '?')}, {versions}, {m.get('threads', '?')} "
            f"thread, float64, {peers.get('datetime', '')[:10]}; medians.\n",
            "| problem | n | nnz | asdex detection | trackjac detection | speed-up | asdex colors | trackjac colors "
-           "| asdex jit `jacobian` | asdex jit compressed | trackjac warm `plan(x)` | trackjac compiled `plan(x)` |",
-           "|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|"]
+           "| asdex jit `jacobian` | asdex jit compressed | trackjac warm `plan(x)` | trackjac compiled `plan(x)` "
+           "| trackjac compiled, constants reused (colors) |",
+           "|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|"]
     order = list(PEER_PROBLEMS)
     for case in sorted(peers["cases"], key=lambda c: (order.index(c["problem"]) if c["problem"] in order
                                                       else len(order), c["size"])):
@@ -245,7 +255,7 @@ def peers_table(peers: dict) -> str:
         out.append(f"| {PEER_PROBLEMS.get(case['problem'], case['problem'])} | {size} | {case.get('nnz', 0):,} | "
                    f"{asdex_det} | {track_det} | {speed} | {_peer_colors(a)} | {_peer_colors(t)} | "
                    f"{_peer_time(a, 'eval_jit_s')} | {_peer_time(a, 'compressed_jit_s')} | "
-                   f"{_peer_time(t, 'plan_eager_s')} | {_peer_time(t, 'plan_compiled_s')} |")
+                   f"{_peer_time(t, 'plan_eager_s')} | {_peer_time(t, 'plan_compiled_s')} | {_reused(t)} |")
     failures = []
     for c in peers["cases"]:
         for tool in ("asdex", "trackjac"):

@@ -8,6 +8,8 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from trackjac import hessian_plan, jacobian_plan
+from trackjac.evaluate import products
+from trackjac.evaluate.products import INDUCTOR_OPTIONS, inductor_options
 
 from dense_reference import dense_jacobian
 from problems import brusselator, brusselator_point, kuramoto_sivashinsky, rosenbrock  # benches/problems.py
@@ -39,12 +41,24 @@ def test_unknown_compile_option_is_rejected(bad):
         hessian_plan(rosenbrock, torch.randn(4, dtype=torch.float64), compile=bad)
 
 
+def _expected(mode):
+    """What try_compile passes torch.compile for ``mode``: the mode's inductor options plus
+    trackjac's, or the bare mode on a torch that knows none of trackjac's options."""
+    ours = inductor_options(None)
+    if not ours:
+        return {"dynamic": False, "mode": mode}
+    base = {} if mode in (None, "default") else torch._inductor.list_mode_options(mode)
+    return {"dynamic": False, "options": {**base, **INDUCTOR_OPTIONS}}
+
+
 @pytest.mark.parametrize("option, mode", [(True, None), ("reduce-overhead", "reduce-overhead"),
                                           ("max-autotune", "max-autotune"), ("default", "default")])
 def test_compile_mode_is_passed_through(recorded, option, mode):
     x = brusselator_point(4)
     plan = jacobian_plan(brusselator, x, compile=option)
-    assert recorded == [{"dynamic": False, "mode": mode}]
+    assert recorded == [_expected(mode)]
+    if mode not in (None, "default") and "options" in recorded[0]:   # the mode's own options are kept
+        assert torch._inductor.list_mode_options(mode).items() <= recorded[0]["options"].items()
     assert plan._compiled is not None
     y = brusselator_point(4, seed=1)
     torch.testing.assert_close(_dense(plan(y)), dense_jacobian(brusselator, y), rtol=1e-10, atol=1e-10)
@@ -53,9 +67,25 @@ def test_compile_mode_is_passed_through(recorded, option, mode):
 def test_hessian_compile_mode_is_passed_through(recorded):
     x = torch.randn(6, dtype=torch.float64)
     plan = hessian_plan(rosenbrock, x, compile="reduce-overhead")
-    assert recorded == [{"dynamic": False, "mode": "reduce-overhead"}]
+    assert recorded == [_expected("reduce-overhead")]
     H = torch.autograd.functional.hessian(rosenbrock, x)
     torch.testing.assert_close(_dense(plan(x)), H, rtol=1e-10, atol=1e-10)
+
+
+def test_unknown_inductor_options_fall_back_to_the_mode(recorded, monkeypatch):
+    """On a torch whose inductor lacks trackjac's options (older releases), the mode goes as is."""
+    monkeypatch.setattr(products, "INDUCTOR_OPTIONS", {"cpp.no_such_option": False, "no_section.x": 1})
+    jacobian_plan(brusselator, brusselator_point(3), compile="reduce-overhead")
+    assert recorded == [{"dynamic": False, "mode": "reduce-overhead"}]
+
+
+def test_inductor_option_is_one_inductor_has():
+    """The option trackjac sets is the one inductor reads (a renamed option would silently do nothing)."""
+    from torch._inductor import config
+    if not inductor_options(None):
+        pytest.skip("this torch's inductor has no cpp.enable_tiling_heuristics")
+    assert config.cpp.enable_tiling_heuristics is True   # the default trackjac overrides
+    assert inductor_options(None) == {"cpp.enable_tiling_heuristics": False}
 
 
 def test_no_compile_means_no_torch_compile(recorded):
