@@ -22,6 +22,7 @@ JAX twins are in ``benches/peers.py``; asdex needs ``pip install 'trackjac[peers
     python benches/bench_peers.py                      # the default cases
     python benches/bench_peers.py --cases brusselator:32768 laplacian3d_cubic:262144
     python benches/bench_peers.py --all                # every case of the issue's targets
+    python benches/bench_peers.py --all --compile --cold-cache   # compile times of a first process
     python benches/bench_peers.py --merge --rounds 1 --cases brusselator:524288   # add a case to the file
     python benches/report.py benches/results/*.json --update docs/performance.md --readme README.md
 
@@ -163,6 +164,9 @@ def run_trackjac(case: PeerCase, rounds: int, eval_rounds: int, compile_too: boo
             out["plan_compiled_reuse_s"] = _timed(lambda: rplan(*args), eval_rounds)
             out["reuse_colors"] = rplan.num_colors
             out["reuse_entries"] = rplan.constant_entries   # "recompute" where reusing fell back
+            from torch._dynamo.utils import counters   # did the first calls compile, or read inductor's cache?
+            out["fxgraph_cache"] = {k: int(counters["inductor"].get(f"fxgraph_cache_{k}", 0))
+                                    for k in ("hit", "miss", "bypass")}
     patterns = pattern if isinstance(pattern, tuple) else (pattern,)
     out.update(nnz=sum(int(p._nnz()) for p in patterns), n_outputs=int(patterns[0].shape[0]),
                n_inputs=sum(int(p.shape[1]) for p in patterns), peak_rss_mib=_peak_mib(),
@@ -221,11 +225,13 @@ def worker(argv: Sequence[str]) -> None:
 # -- the parent: one subprocess per library and case ------------------------------------------
 
 def spawn(tool: str, problem: str, size: int, rounds: int, eval_rounds: int, compile_too: bool,
-          timeout: float) -> dict:
+          timeout: float, cold_cache: Optional[str] = None) -> dict:
     """One worker's result, or ``{"error": ...}`` when it fails or times out."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", tool, problem, str(size),
            str(rounds), str(eval_rounds), "1" if compile_too else "0"]
     env = dict(os.environ, **SINGLE_THREAD_ENV)
+    if tool == "trackjac" and cold_cache is not None:   # a cache of its own: the first call compiles for real
+        env["TORCHINDUCTOR_CACHE_DIR"] = str(Path(cold_cache) / f"{problem}-{size}")
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -243,14 +249,14 @@ def spawn(tool: str, problem: str, size: int, rounds: int, eval_rounds: int, com
 
 
 def run_cases(cases: Sequence[Tuple[str, int]], tools: Sequence[str], rounds: int, eval_rounds: int,
-              compile_too: bool, timeout: float) -> dict:
+              compile_too: bool, timeout: float, cold_cache: Optional[str] = None) -> dict:
     t0 = time.perf_counter()
     results, versions = [], {"torch": torch.__version__}
     for problem, size in cases:
         make_case(problem, size)   # a bad case fails here, before any worker starts
         entry: dict = {"problem": problem, "size": size}
         for tool in tools:
-            res = spawn(tool, problem, size, rounds, eval_rounds, compile_too, timeout)
+            res = spawn(tool, problem, size, rounds, eval_rounds, compile_too, timeout, cold_cache)
             versions.update(res.pop("versions", {}))
             for key in ("n_inputs", "n_outputs", "nnz"):
                 if key in res:
@@ -261,7 +267,7 @@ def run_cases(cases: Sequence[Tuple[str, int]], tools: Sequence[str], rounds: in
             print(f"{problem} {size:,} {tool}: {_summary(res)}", file=sys.stderr, flush=True)
         results.append(entry)
     machine = {"cpu": problems.cpu_name(), "python": platform.python_version(), **versions,
-               "threads": 1, "compile": compile_too, "float": "float64"}
+               "threads": 1, "compile": compile_too, "float": "float64", "cold_inductor_cache": cold_cache is not None}
     return {"suite": "peers", "datetime": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "machine": machine, "suite_wall_s": time.perf_counter() - t0, "cases": results}
 
@@ -309,6 +315,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--compile", action="store_true", default=os.environ.get("TRACKJAC_BENCH_COMPILE") == "1",
                     help="also time trackjac's compile=True plan")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per worker")
+    ap.add_argument("--cold-cache", action="store_true",
+                    help="give each trackjac worker an empty TORCHINDUCTOR_CACHE_DIR, so compile times are "
+                         "those of a first process (asdex's JIT has no persistent cache by default)")
     ap.add_argument("--out", default=str(HERE / "results" / "peers.json"))
     ap.add_argument("--merge", action="store_true",
                     help="keep the other cases of an existing --out file (this run's replace same-named ones)")
@@ -317,7 +326,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     if not tools or set(tools) - {"asdex", "trackjac"}:
         ap.error(f"--tools: expected asdex and/or trackjac, got {args.tools!r}")
     cases = args.cases or (ALL_CASES if args.all else DEFAULT_CASES)
-    data = run_cases(cases, tools, args.rounds, args.eval_rounds, args.compile, args.timeout)
+    if args.cold_cache:
+        import tempfile
+        with tempfile.TemporaryDirectory(prefix="trackjac-inductor-") as cold:
+            data = run_cases(cases, tools, args.rounds, args.eval_rounds, args.compile, args.timeout, cold)
+    else:
+        data = run_cases(cases, tools, args.rounds, args.eval_rounds, args.compile, args.timeout)
     if args.merge and Path(args.out).exists():
         data = merge_runs(json.loads(Path(args.out).read_text()), data)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -266,6 +266,22 @@ def peers_table(peers: dict) -> str:
                 failures.append(f"- {label}, {PEER_PROBLEMS.get(c['problem'], c['problem'])} {size}: `{first}`")
     if failures:
         out += ["", "Failures (the other figures of those cases stand):", "", *failures]
+    compiles = [c for c in peers["cases"] if "compiled_first_s" in c.get("trackjac", {})]
+    if compiles:
+        cold = m.get("cold_inductor_cache")
+        out += ["", "First call (tracing and compilation included), seconds; trackjac's with "
+                + ("an empty inductor cache (`--cold-cache`: a first process)" if cold else
+                   "whatever inductor cache the machine had (hits counted in the JSON)") + ":", "",
+                "| problem | n | asdex jit `jacobian` | asdex jit compressed | trackjac compiled `plan(x)` "
+                "| trackjac compiled, constants reused |", "|---|---:|---:|---:|---:|---:|"]
+        for c in sorted(compiles, key=lambda c: (order.index(c["problem"]) if c["problem"] in order
+                                                 else len(order), c["size"])):
+            a, t = c.get("asdex", {}), c["trackjac"]
+            size = f"{c['size']:,} obs." if c["problem"] == "bundle_adjustment" else f"{c['size']:,}"
+            cells = [_fmt_s(r[k]) if k in r else "-" for r, k in
+                     ((a, "eval_jit_first_s"), (a, "compressed_jit_first_s"), (t, "compiled_first_s"),
+                      (t, "compiled_reuse_first_s"))]
+            out.append(f"| {PEER_PROBLEMS.get(c['problem'], c['problem'])} | {size} | " + " | ".join(cells) + " |")
     if "suite_wall_s" in peers:
         out.append(f"\nSuite runtime: {peers['suite_wall_s'] / 60:.0f} min (process starts and JIT compilation "
                    f"included).")

@@ -179,7 +179,7 @@ INDUCTOR_OPTIONS = {"cpp.enable_tiling_heuristics": False}
 
 def inductor_options(mode: Optional[str]) -> dict:
     """``INDUCTOR_OPTIONS`` this torch knows, on top of ``mode``'s; {} if it knows none."""
-    from torch._inductor import config
+    from torch._inductor import config  # only when compiling: importing inductor takes seconds
 
     known = {}
     for key, value in INDUCTOR_OPTIONS.items():
