@@ -33,6 +33,7 @@ renders next to trackjac's own suites. A library that fails or runs past
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -42,6 +43,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -326,12 +328,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     if not tools or set(tools) - {"asdex", "trackjac"}:
         ap.error(f"--tools: expected asdex and/or trackjac, got {args.tools!r}")
     cases = args.cases or (ALL_CASES if args.all else DEFAULT_CASES)
-    if args.cold_cache:
-        import tempfile
-        with tempfile.TemporaryDirectory(prefix="trackjac-inductor-") as cold:
-            data = run_cases(cases, tools, args.rounds, args.eval_rounds, args.compile, args.timeout, cold)
-    else:
-        data = run_cases(cases, tools, args.rounds, args.eval_rounds, args.compile, args.timeout)
+    with (tempfile.TemporaryDirectory(prefix="trackjac-inductor-") if args.cold_cache
+          else contextlib.nullcontext()) as cold:   # None: the machine's inductor cache
+        data = run_cases(cases, tools, args.rounds, args.eval_rounds, args.compile, args.timeout, cold)
     if args.merge and Path(args.out).exists():
         data = merge_runs(json.loads(Path(args.out).read_text()), data)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -271,7 +271,9 @@ def peers_table(peers: dict) -> str:
         cold = m.get("cold_inductor_cache")
         out += ["", "First call (tracing and compilation included), seconds; trackjac's with "
                 + ("an empty inductor cache (`--cold-cache`: a first process)" if cold else
-                   "whatever inductor cache the machine had (hits counted in the JSON)") + ":", "",
+                   "whatever inductor cache the machine had (hits counted in the JSON)")
+                + "; the plan with constants reused compiles second in the same process, so torch.compile's "
+                "one-time start-up (imports, the C++ toolchain's first build) is paid by the first column:", "",
                 "| problem | n | asdex jit `jacobian` | asdex jit compressed | trackjac compiled `plan(x)` "
                 "| trackjac compiled, constants reused |", "|---|---:|---:|---:|---:|---:|"]
         for c in sorted(compiles, key=lambda c: (order.index(c["problem"]) if c["problem"] in order
