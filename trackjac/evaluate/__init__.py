@@ -3,7 +3,7 @@ from .api import check_jacobian, jacobian, jacobian_plan
 from .distributed import DistributedPlan, DistributedPlanError, global_rows
 from .distributed_api import distributed_plan
 from .distributed_hessian import DistributedHessianPlan
-from .hessian import HessianPlan
+from .hessian_plans import HessianPlan
 from .hessian_api import check_hessian, hessian, hessian_plan
 from .paths import PathChangedError
 from .plan import Plan

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from .distributed import DistributedBase, _gathers
-from .hessian import HessianPlan, _autograd_products, _value_and_grad_fn
+from .hessian_plans import HessianPlan, _autograd_products, _value_and_grad_fn
 from .products import user_stacklevel, vectorized
 
 __all__ = ["DistributedHessianPlan"]

@@ -12,7 +12,7 @@ from .paths import PathGuard
 from .structure import diff_positions
 
 from .distributed_hessian import DistributedHessianPlan
-from .hessian import HessianPlan, _call, _color, _compare_rows, _hessian_grid, build_hessian_structure
+from .hessian_plans import HessianPlan, _call, _color, _compare_rows, _hessian_grid, build_hessian_structure
 
 __all__ = ["hessian", "hessian_plan", "check_hessian"]
 
