@@ -61,8 +61,8 @@ class Case:
     rounds: int  # timing rounds (slow dense methods get few)
     setup: Optional[Callable[[], None]] = None  # untimed, before the first round
     info: Dict[str, object] = field(default_factory=dict)  # extra_info of the pytest-benchmark JSON
-    # timed (untimed by pytest-benchmark) just before every round: the one gradient a warm plan is
-    # held to, measured interleaved with it so that load on the machine hits both alike
+    # the one gradient a warm plan is held to: timed by the bench itself just before every round
+    # (outside pytest-benchmark's timing), so that load on the machine hits both alike
     reference: Optional[Callable[[], object]] = None
 
 

@@ -17,6 +17,10 @@ import tempfile
 from pathlib import Path
 from typing import Dict
 
+import torch
+
+from problems import cpu_name   # benches/ is on the path (pytest's pythonpath, or the script's own folder)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 _SCRIPT = """
@@ -64,8 +68,6 @@ if pytest is not None:
         # the process's wall time is not the stage's: record the stage's own best
         # pyc: trackjac's bytecode was cached (with PYTHONDONTWRITEBYTECODE=1 and no __pycache__,
         # every import compiles trackjac's sources again: about 0.1 s here)
-        import torch
-        from problems import cpu_name
         benchmark.extra_info.update(suite="first_call", stage=stage, seconds=min(t[stage] for t in times),
                                     all=[t[stage] for t in times], pyc=all(t["pyc"] for t in times),
                                     torch=torch.__version__, device="cpu", device_name=cpu_name())
