@@ -109,3 +109,14 @@ def test_no_unexplained_import_inside_a_function():
     bad = [f"{path.relative_to(ROOT.parent)}:{line}" for name, path in MODULES.items()
            for _, line, inner, commented in _imports(name, path) if inner and not commented]
     assert not sorted(set(bad)), sorted(set(bad))
+
+
+@pytest.mark.parametrize("name", [n for n, _ in _modules() if "." in n and not n.endswith("__main__")])
+def test_no_module_is_shadowed_by_a_name_of_its_package(name):
+    """``package.module`` is the module: a function of the same name exported by the package would
+    hide it from ``mock.patch``, ``getattr`` imports and Python 3.9's ``import a.b as c``."""
+    import importlib
+
+    parent, _, leaf = name.rpartition(".")
+    module = importlib.import_module(name)
+    assert getattr(importlib.import_module(parent), leaf) is module

@@ -19,7 +19,7 @@ from .evaluate import (HessianPlan, JacobianCheckError, PathChangedError, Plan, 
 from .evaluate import DistributedPlan, DistributedPlanError, distributed, distributed_plan
 from .evaluate import DistributedHessianPlan
 from . import solvers as solvers  # trackjac.solvers without a second import
-from .spy import SpyPlot, spy
+from .spy_plot import SpyPlot, spy
 from .pattern import SparsityPattern
 from .tracer import (JacobianClassification, Tracked, depends_on, hessian_sparsity, jacobian_sparsity, tracking,
                      untrack)

@@ -23,7 +23,7 @@ import torch
 
 from .coloring import color_columns, color_rows
 from .demo import _fmt_time, brusselator, demo_brusselator, demo_seed, seed_func  # noqa: F401  (spec "trackjac.__main__:brusselator")
-from .spy import spy
+from .spy_plot import spy
 from .tracer import jacobian_sparsity
 
 def cmd_demo(a) -> int:

@@ -1,5 +1,7 @@
 """``trackjac.spy``: look at a sparsity pattern, in a terminal or a notebook.
 
+(The module is ``trackjac.spy_plot`` so that the function ``trackjac.spy`` does not shadow it.)
+
 ``spy(pattern)`` returns a :class:`SpyPlot`.  Printed (``print(spy(p))`` or its
 ``repr`` in a REPL) it is a text picture; in a Jupyter notebook it shows as a PNG
 when matplotlib is installed (``pip install 'trackjac[plot]'``), else as text.
