@@ -220,7 +220,7 @@ class VariablePartPlan(Plan):
                 parts = [(sel, take(comp[part], src)) for (sel, src), comp in zip(per_chunk, comps)]
                 dtype = cl.compressed(st.out_specs[j].dtype, st.in_specs[i].dtype)
                 var = merge(parts, self._var_nnz[j][i], dtype, self.device) - self._contam[j][i]
-                vrow.append(base.clone().index_copy_(0, self._var_pos[j][i], var.to(base.dtype)))
+                vrow.append(base.clone().scatter_(0, self._var_pos[j][i], var.to(base.dtype)))  # see merge
             values.append(vrow)
         return outs, values
 

@@ -494,7 +494,7 @@ class DistributedPlan(DistributedBase):
         for srow in self._slots:
             for dtype, _, _, part, per_chunk in srow:
                 for (dest, src), comp in zip(per_chunk, comps):
-                    bufs[dtype].index_copy_(0, dest, comp[part].reshape(-1).index_select(0, src))
+                    bufs[dtype].scatter_(0, dest, comp[part].reshape(-1).index_select(0, src))
 
     def _assemble_full(self, values):
         blocks = self.plan._blocks

@@ -92,7 +92,7 @@ class DistributedHessianPlan(DistributedBase):
                 buf.narrow(0, c0 * self.plan.n, flat.numel()).copy_(flat.reshape(-1))
             else:
                 dest, src = self._gather[k]
-                buf.index_copy_(0, dest, flat.reshape(-1).index_select(0, src))
+                buf.scatter_(0, dest, flat.reshape(-1).index_select(0, src))
 
     def _values(self, bufs: Dict[torch.dtype, Tensor]) -> Dict[torch.dtype, Tensor]:
         if self.reduce == "values":
