@@ -27,13 +27,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import problems  # noqa: E402
+from bench_peers import make_case  # noqa: E402  (the peer suite's problems at a size)
 
-PROBLEMS = {  # name -> (residual, point of n unknowns)
-    "kuramoto_sivashinsky": (problems.kuramoto_sivashinsky, problems.kuramoto_sivashinsky_point),
-    "brusselator": (problems.brusselator, lambda n: problems.brusselator_point(round((n // 2) ** 0.5))),
-    "laplacian3d_cubic": (problems.laplacian3d_cubic, lambda n: problems.laplacian3d_point(round(n ** (1 / 3)))),
-}
+PROBLEMS = ("kuramoto_sivashinsky", "brusselator", "laplacian3d_cubic")
 
 aten = torch.ops.aten
 
@@ -78,7 +74,7 @@ def best_ms(fn, rounds: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--problem", choices=list(PROBLEMS), default="kuramoto_sivashinsky")
+    ap.add_argument("--problem", choices=PROBLEMS, default="kuramoto_sivashinsky")
     ap.add_argument("--n", type=int, default=262144)
     ap.add_argument("--rounds", type=int, default=30)
     a = ap.parse_args()
@@ -89,8 +85,8 @@ def main() -> None:
 
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
-    f, point = PROBLEMS[a.problem]
-    x = point(a.n)
+    case = make_case(a.problem, a.n)
+    f, (x,) = case.f, case.args
     plan = trackjac.jacobian_plan(f, x, mode="fwd")
     seeds = plan._seed_chunk(0, plan.num_colors)[0]
     (part, per_chunk), = plan._gather[0]

@@ -50,21 +50,13 @@ def worker(case: str) -> None:
     import trackjac
     t_import = time.perf_counter()
     sys.path.insert(0, str(HERE))
-    import problems
+    from bench_peers import make_case  # the peer suite's problems at a PROBLEM:SIZE
 
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
     name, size = case.split(":")
-    n = int(size)
-    if name == "brusselator":
-        f, args = problems.brusselator, (problems.brusselator_point(round((n // 2) ** 0.5)),)
-    elif name == "kuramoto_sivashinsky":
-        f, args = problems.kuramoto_sivashinsky, (problems.kuramoto_sivashinsky_point(n),)
-    elif name == "bundle_adjustment":
-        ba = problems.bundle_adjustment(max(4, n // 100), n // 4)
-        f, args = ba.residual, ba.args
-    else:
-        raise ValueError(f"unknown problem {name!r}")
+    c = make_case(name, int(size))
+    f, args = c.f, c.args
     t = time.perf_counter()
     plan = trackjac.jacobian_plan(f, *args, compile=True)
     t_build = time.perf_counter() - t
